@@ -1,0 +1,618 @@
+//! Reverse-mode autograd: the graph, the engine that walks it, grad mode,
+//! saved tensors with version checks, hooks, anomaly mode, custom functions
+//! and DOT export.
+//!
+//! Every recorded op creates one [`Node`]: its name, the source location of
+//! the forward call, an edge per input (to the input's node, or to the leaf
+//! itself), and a backward closure that maps the output's gradient to the
+//! inputs' gradients. The closure is written with `Tensor` ops, so when the
+//! engine runs it with grad mode on (`create_graph`) the backward pass is
+//! itself recorded and can be differentiated again.
+
+use crate::tensor::Inner;
+use crate::{Error, Result, Tensor};
+use std::cell::Cell;
+use std::collections::{BinaryHeap, HashMap};
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A gradient hook: sees the gradient, may return a replacement.
+pub type Hook = Arc<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
+
+/// The backward rule of one node: (context, dL/d output) → dL/d input per input.
+pub type BackwardFn = Box<dyn Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+/// Where the gradient of one input goes.
+pub(crate) enum Edge {
+    /// The input was produced by another recorded op.
+    Node(Arc<Node>),
+    /// The input is a leaf that requires grad: accumulate into its `.grad`.
+    Leaf(Arc<Inner>),
+}
+
+/// One recorded op.
+pub struct Node {
+    /// Op name, as shown in errors and DOT output.
+    pub op: &'static str,
+    /// Source location of the forward call (`#[track_caller]`).
+    pub location: &'static Location<'static>,
+    /// Creation order; the engine runs later nodes first.
+    pub(crate) seq: u64,
+    pub(crate) inputs: Vec<Option<Edge>>,
+    /// Taken (freed with its saved tensors) after a backward without retain_graph.
+    pub(crate) backward: Mutex<Option<BackwardFn>>,
+    /// The op's output data (detached), when the backward rule needs it.
+    pub(crate) saved_output: Mutex<Option<(Tensor, u64)>>,
+    pub(crate) out_shape: Vec<usize>,
+    pub(crate) retain: AtomicBool,
+    pub(crate) retained_grad: Mutex<Option<Tensor>>,
+    pub(crate) hooks: Mutex<Vec<Hook>>,
+}
+
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    static ANOMALY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether ops record the graph on this thread.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Turns graph recording off until dropped (restores the previous mode).
+pub struct NoGradGuard {
+    prev: bool,
+}
+
+impl NoGradGuard {
+    /// Disables grad mode on this thread.
+    pub fn new() -> Self {
+        Self::set(false)
+    }
+    pub(crate) fn set(on: bool) -> Self {
+        let prev = GRAD_ENABLED.with(|g| g.replace(on));
+        NoGradGuard { prev }
+    }
+}
+
+impl Default for NoGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Runs `f` with graph recording off.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = NoGradGuard::new();
+    f()
+}
+
+/// Anomaly mode: every backward output is checked for NaN/Inf, and an error
+/// names the op and the source location of its forward call.
+pub fn set_anomaly_enabled(on: bool) {
+    ANOMALY.with(|a| a.set(on));
+}
+
+/// Whether anomaly mode is on for this thread.
+pub fn is_anomaly_enabled() -> bool {
+    ANOMALY.with(|a| a.get())
+}
+
+/// A tensor saved for backward with the version it had when saved.
+pub struct SavedTensor {
+    tensor: Tensor,
+    version: u64,
+}
+
+impl SavedTensor {
+    /// Saves `t` (shares its data; remembers the current version).
+    pub fn new(t: &Tensor) -> Self {
+        SavedTensor {
+            tensor: t.clone(),
+            version: t.version(),
+        }
+    }
+}
+
+/// What a backward rule can ask of the engine.
+pub struct BackwardCtx<'a> {
+    node: &'a Arc<Node>,
+    /// True when the backward pass is being recorded (higher-order grads).
+    pub create_graph: bool,
+}
+
+impl BackwardCtx<'_> {
+    /// Unpacks a saved input, failing if it was modified in place since.
+    pub fn unpack(&self, saved: &SavedTensor) -> Result<Tensor> {
+        let now = saved.tensor.version();
+        if now != saved.version {
+            return Err(self.inplace_error(saved.version, now));
+        }
+        Ok(saved.tensor.clone())
+    }
+
+    /// The op's own output, re-attached to this node so that second-order
+    /// gradients flow through it.
+    pub fn output(&self) -> Result<Tensor> {
+        let guard = self.node.saved_output.lock().unwrap();
+        let (data, version) = guard
+            .as_ref()
+            .ok_or_else(|| Error::Autograd(format!("{}: the saved output was already freed", self.node.op)))?;
+        let now = data.version();
+        if now != *version {
+            return Err(self.inplace_error(*version, now));
+        }
+        Ok(if self.create_graph {
+            data.with_grad_fn(Some(self.node.clone()), true)
+        } else {
+            data.clone()
+        })
+    }
+
+    fn inplace_error(&self, saved: u64, now: u64) -> Error {
+        Error::InplaceModified {
+            op: self.node.op,
+            location: self.node.location.to_string(),
+            saved,
+            now,
+        }
+    }
+}
+
+/// Records an op: returns `out` attached to a new node when grad mode is on
+/// and any input requires grad; otherwise `out` unchanged.
+#[track_caller]
+pub(crate) fn record(
+    op: &'static str,
+    out: Tensor,
+    inputs: &[&Tensor],
+    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    record_impl(op, out, inputs, false, Box::new(backward))
+}
+
+/// Like [`record`], and also saves the output for the backward rule
+/// (retrieved with [`BackwardCtx::output`]).
+#[track_caller]
+pub(crate) fn record_with_output(
+    op: &'static str,
+    out: Tensor,
+    inputs: &[&Tensor],
+    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    record_impl(op, out, inputs, true, Box::new(backward))
+}
+
+#[track_caller]
+fn record_impl(op: &'static str, out: Tensor, inputs: &[&Tensor], save_output: bool, backward: BackwardFn) -> Tensor {
+    if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
+        return out;
+    }
+    let edges = inputs
+        .iter()
+        .map(|t| {
+            if !t.0.requires_grad {
+                None
+            } else if let Some(node) = &t.0.grad_fn {
+                Some(Edge::Node(node.clone()))
+            } else {
+                Some(Edge::Leaf(t.0.clone()))
+            }
+        })
+        .collect();
+    let saved_output = save_output.then(|| (out.detach(), out.version()));
+    let node = Arc::new(Node {
+        op,
+        location: Location::caller(),
+        seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+        inputs: edges,
+        backward: Mutex::new(Some(backward)),
+        saved_output: Mutex::new(saved_output),
+        out_shape: out.shape().to_vec(),
+        retain: AtomicBool::new(false),
+        retained_grad: Mutex::new(None),
+        hooks: Mutex::new(Vec::new()),
+    });
+    out.with_grad_fn(Some(node), true)
+}
+
+/// Adds two gradients (recorded when create_graph is on).
+fn accumulate(old: Option<Tensor>, g: Tensor) -> Result<Tensor> {
+    match old {
+        None => Ok(g),
+        Some(o) => o.add(&g),
+    }
+}
+
+fn check_finite(node: &Node, g: &Tensor) -> Result<()> {
+    let v = g.to_vec_f64()?;
+    if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+        return Err(Error::Anomaly {
+            op: node.op,
+            location: node.location.to_string(),
+            what: if bad.is_nan() { "NaN".into() } else { "Inf".into() },
+        });
+    }
+    Ok(())
+}
+
+/// Ready-queue entry: later nodes (higher seq) first, as PyTorch's engine does.
+struct Ready(u64, Arc<Node>);
+impl PartialEq for Ready {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 == o.0
+    }
+}
+impl Eq for Ready {}
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ready {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&o.0)
+    }
+}
+
+fn node_key(n: &Arc<Node>) -> usize {
+    Arc::as_ptr(n) as usize
+}
+
+/// What the engine does with gradients that reach leaves / requested inputs.
+enum Sink<'a> {
+    /// `backward()`: accumulate into leaves' `.grad`.
+    Accumulate,
+    /// `grad()`: capture the gradients of these tensors, touch no `.grad`.
+    Capture(&'a [Tensor], Vec<Option<Tensor>>),
+}
+
+/// The engine. Walks the graph from `roots` in reverse topological order.
+fn run_backward(roots: &[Tensor], grads: &[Tensor], retain_graph: bool, create_graph: bool, sink: &mut Sink) -> Result<()> {
+    if roots.len() != grads.len() {
+        return Err(Error::Autograd(format!(
+            "{} outputs but {} output gradients",
+            roots.len(),
+            grads.len()
+        )));
+    }
+    let _mode = NoGradGuard::set(create_graph);
+    let anomaly = is_anomaly_enabled();
+
+    // 1. Dependency counts: how many consumers will send a gradient to each node.
+    let mut deps: HashMap<usize, usize> = HashMap::new();
+    let mut stack: Vec<Arc<Node>> = Vec::new();
+    let mut seen: HashMap<usize, ()> = HashMap::new();
+    let mut pending: HashMap<usize, Tensor> = HashMap::new();
+    let mut ready = BinaryHeap::new();
+    for (root, g) in roots.iter().zip(grads) {
+        if !root.0.requires_grad {
+            return Err(Error::Autograd(
+                "element 0 of tensors does not require grad and does not have a grad_fn".into(),
+            ));
+        }
+        if g.shape() != root.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "backward (grad vs output)",
+                lhs: root.shape().to_vec(),
+                rhs: g.shape().to_vec(),
+            });
+        }
+        match &root.0.grad_fn {
+            Some(node) => {
+                let k = node_key(node);
+                let old = pending.remove(&k);
+                pending.insert(k, accumulate(old, g.clone())?);
+                if seen.insert(k, ()).is_none() {
+                    stack.push(node.clone());
+                }
+            }
+            None => deliver_leaf(&root.0, g.clone(), root, sink, create_graph)?,
+        }
+    }
+    let mut roots_nodes: Vec<Arc<Node>> = stack.clone();
+    while let Some(node) = stack.pop() {
+        for edge in node.inputs.iter().flatten() {
+            if let Edge::Node(parent) = edge {
+                let k = node_key(parent);
+                *deps.entry(k).or_insert(0) += 1;
+                if seen.insert(k, ()).is_none() {
+                    stack.push(parent.clone());
+                }
+            }
+        }
+    }
+    for n in roots_nodes.drain(..) {
+        if deps.get(&node_key(&n)).copied().unwrap_or(0) == 0 {
+            ready.push(Ready(n.seq, n));
+        }
+    }
+
+    // 2. Execute nodes whose consumers have all delivered.
+    while let Some(Ready(_, node)) = ready.pop() {
+        let key = node_key(&node);
+        let Some(mut grad) = pending.remove(&key) else { continue };
+        for hook in node.hooks.lock().unwrap().iter() {
+            if let Some(g) = hook(&grad) {
+                grad = g;
+            }
+        }
+        if node.retain.load(Ordering::Relaxed) {
+            let mut slot = node.retained_grad.lock().unwrap();
+            let old = slot.take();
+            *slot = Some(accumulate(old, if create_graph { grad.clone() } else { grad.detach() })?);
+        }
+        if let Sink::Capture(inputs, captured) = sink {
+            for (i, t) in inputs.iter().enumerate() {
+                if t.0.grad_fn.as_ref().is_some_and(|n| Arc::ptr_eq(n, &node)) {
+                    captured[i] = Some(accumulate(captured[i].take(), grad.clone())?);
+                }
+            }
+        }
+        let input_grads = {
+            let guard = node.backward.lock().unwrap();
+            let f = guard.as_ref().ok_or_else(|| {
+                Error::Autograd(format!(
+                    "trying to backward through the graph a second time ({} at {}): its saved tensors were freed; \
+                     pass retain_graph=true to the first backward",
+                    node.op, node.location
+                ))
+            })?;
+            let ctx = BackwardCtx {
+                node: &node,
+                create_graph,
+            };
+            f(&ctx, &grad)?
+        };
+        if !retain_graph {
+            node.backward.lock().unwrap().take();
+            node.saved_output.lock().unwrap().take();
+        }
+        if input_grads.len() != node.inputs.len() {
+            return Err(Error::Autograd(format!(
+                "backward of {} returned {} gradients for {} inputs",
+                node.op,
+                input_grads.len(),
+                node.inputs.len()
+            )));
+        }
+        for (edge, g) in node.inputs.iter().zip(input_grads) {
+            let (Some(edge), Some(g)) = (edge, g) else {
+                // An input that needs a gradient but got none still counts as delivered.
+                if let Some(Edge::Node(parent)) = edge {
+                    release(parent, &mut deps, &pending, &mut ready);
+                }
+                continue;
+            };
+            if anomaly {
+                check_finite(&node, &g)?;
+            }
+            match edge {
+                Edge::Node(parent) => {
+                    let k = node_key(parent);
+                    if g.shape() != parent.out_shape.as_slice() {
+                        return Err(Error::Autograd(format!(
+                            "backward of {} produced a gradient of shape {:?} for an input of shape {:?}",
+                            node.op,
+                            g.shape(),
+                            parent.out_shape
+                        )));
+                    }
+                    let old = pending.remove(&k);
+                    pending.insert(k, accumulate(old, g)?);
+                    release(parent, &mut deps, &pending, &mut ready);
+                }
+                Edge::Leaf(inner) => {
+                    let leaf = Tensor(inner.clone());
+                    deliver_leaf(inner, g, &leaf, sink, create_graph)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One consumer of `parent` has delivered; queue it when all have.
+fn release(parent: &Arc<Node>, deps: &mut HashMap<usize, usize>, pending: &HashMap<usize, Tensor>, ready: &mut BinaryHeap<Ready>) {
+    let k = node_key(parent);
+    let d = deps.get_mut(&k).expect("parent counted");
+    *d -= 1;
+    if *d == 0 {
+        if pending.contains_key(&k) {
+            ready.push(Ready(parent.seq, parent.clone()));
+        } else {
+            // No gradient reached this node: its own inputs will get none from it.
+            for edge in parent.inputs.iter().flatten() {
+                if let Edge::Node(grandparent) = edge {
+                    release(grandparent, deps, pending, ready);
+                }
+            }
+        }
+    }
+}
+
+fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sink, create_graph: bool) -> Result<()> {
+    for hook in inner.hooks.lock().unwrap().iter() {
+        if let Some(h) = hook(&g) {
+            g = h;
+        }
+    }
+    match sink {
+        Sink::Accumulate => {
+            let g = if create_graph { g } else { g.contiguous_data()? };
+            let mut slot = inner.grad.lock().unwrap();
+            let old = slot.take();
+            *slot = Some(accumulate(old, g)?);
+        }
+        Sink::Capture(inputs, captured) => {
+            for (i, t) in inputs.iter().enumerate() {
+                if t.same(leaf) || (t.0.grad_fn.is_none() && Arc::ptr_eq(&t.0, inner)) {
+                    captured[i] = Some(accumulate(captured[i].take(), g.clone())?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `loss.backward()` and friends: accumulate gradients into the leaves.
+pub fn backward(outputs: &[Tensor], grad_outputs: &[Tensor], retain_graph: bool, create_graph: bool) -> Result<()> {
+    run_backward(outputs, grad_outputs, retain_graph || create_graph, create_graph, &mut Sink::Accumulate)
+}
+
+/// The functional form: gradients of `outputs` with respect to `inputs`,
+/// without touching any `.grad`. `grad_outputs` defaults to ones (scalar
+/// outputs). With `create_graph` the result is itself differentiable.
+/// An input the outputs do not depend on gets an error unless `allow_unused`.
+pub fn grad(
+    outputs: &[Tensor],
+    inputs: &[Tensor],
+    grad_outputs: Option<&[Tensor]>,
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<Vec<Tensor>> {
+    let grads = grad_allow_unused(outputs, inputs, grad_outputs, retain_graph, create_graph)?;
+    grads
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            g.ok_or_else(|| {
+                Error::Autograd(format!(
+                    "input {i} is not used to compute the outputs (or does not require grad)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// [`grad`] that returns `None` for inputs the outputs do not depend on.
+pub fn grad_allow_unused(
+    outputs: &[Tensor],
+    inputs: &[Tensor],
+    grad_outputs: Option<&[Tensor]>,
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let ones: Vec<Tensor>;
+    let go = match grad_outputs {
+        Some(g) => g,
+        None => {
+            ones = outputs
+                .iter()
+                .map(|o| {
+                    if o.numel() != 1 {
+                        return Err(Error::Autograd(format!(
+                            "grad of a non-scalar output (shape {:?}) needs grad_outputs",
+                            o.shape()
+                        )));
+                    }
+                    Tensor::ones(o.shape(), o.dtype(), o.device())
+                })
+                .collect::<Result<_>>()?;
+            &ones
+        }
+    };
+    let mut sink = Sink::Capture(inputs, vec![None; inputs.len()]);
+    run_backward(outputs, go, retain_graph || create_graph, create_graph, &mut sink)?;
+    let Sink::Capture(_, captured) = sink else { unreachable!() };
+    Ok(captured)
+}
+
+/// A user-defined differentiable op: `forward` computes the output (grad mode
+/// is off inside it), `backward` maps dL/d output to dL/d inputs. Write
+/// `backward` with Tensor ops and it supports higher-order gradients too.
+pub trait Function: Send + Sync + 'static {
+    /// Name shown in errors and DOT output.
+    fn name(&self) -> &'static str;
+    /// The forward computation.
+    fn forward(&self, inputs: &[Tensor]) -> Result<Tensor>;
+    /// One gradient (or None) per input.
+    fn backward(&self, inputs: &[Tensor], output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
+
+    /// Runs the op and records it.
+    #[track_caller]
+    fn apply(self, inputs: &[&Tensor]) -> Result<Tensor>
+    where
+        Self: Sized,
+    {
+        let plain: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
+        let out = no_grad(|| self.forward(&plain))?;
+        let saved: Vec<SavedTensor> = inputs.iter().map(|t| SavedTensor::new(t)).collect();
+        let name = self.name();
+        Ok(record_impl(
+            name,
+            out,
+            inputs,
+            true,
+            Box::new(move |ctx, g| {
+                let xs = saved.iter().map(|s| ctx.unpack(s)).collect::<Result<Vec<_>>>()?;
+                let y = ctx.output()?;
+                self.backward(&xs, &y, g)
+            }),
+        ))
+    }
+}
+
+/// Graphviz DOT of the graph behind `t`: ops as ellipses (name, output shape,
+/// source line), leaves as boxes (shape), edges from inputs to consumers.
+pub(crate) fn to_dot(t: &Tensor) -> String {
+    let mut out = String::from("digraph kiln {\n  rankdir=BT;\n  node [fontname=\"monospace\"];\n");
+    let Some(root) = &t.0.grad_fn else {
+        out.push_str(&format!("  leaf [shape=box, label=\"leaf {:?}\"];\n}}\n", t.shape()));
+        return out;
+    };
+    let mut seen: HashMap<usize, ()> = HashMap::new();
+    let mut stack = vec![root.clone()];
+    seen.insert(node_key(root), ());
+    while let Some(node) = stack.pop() {
+        let id = node_key(&node);
+        let freed = node.backward.lock().unwrap().is_none();
+        out.push_str(&format!(
+            "  n{id} [label=\"{}\\n{:?}\\n{}:{}{}\"];\n",
+            node.op,
+            node.out_shape,
+            node.location.file().rsplit('/').next().unwrap_or(""),
+            node.location.line(),
+            if freed { "\\n(freed)" } else { "" }
+        ));
+        for edge in node.inputs.iter().flatten() {
+            match edge {
+                Edge::Node(p) => {
+                    out.push_str(&format!("  n{} -> n{id};\n", node_key(p)));
+                    if seen.insert(node_key(p), ()).is_none() {
+                        stack.push(p.clone());
+                    }
+                }
+                Edge::Leaf(inner) => {
+                    let lid = Arc::as_ptr(inner) as usize;
+                    if seen.insert(lid, ()).is_none() {
+                        out.push_str(&format!(
+                            "  l{lid} [shape=box, style=filled, fillcolor=lightblue, label=\"leaf\\n{:?}\"];\n",
+                            inner.shape
+                        ));
+                    }
+                    out.push_str(&format!("  l{lid} -> n{id};\n"));
+                }
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+impl Tensor {
+    /// The node that produced this tensor, as a weak reference (for tests
+    /// that check the graph is freed).
+    pub fn grad_fn_weak(&self) -> Option<std::sync::Weak<Node>> {
+        self.0.grad_fn.as_ref().map(Arc::downgrade)
+    }
+}

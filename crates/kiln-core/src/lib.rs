@@ -1,0 +1,34 @@
+//! kiln-core: the [`Tensor`] and kiln's reverse-mode autograd.
+//!
+//! A `Tensor` is a cheap handle to storage plus shape and strides. While grad
+//! mode is on and any input requires grad, every op records a node of a
+//! dynamic graph; [`Tensor::backward`] walks that graph in reverse topological
+//! order. Backward rules are written with `Tensor` ops themselves, so with
+//! `create_graph` they are recorded too and higher-order gradients work.
+//!
+//! ```
+//! use kiln_core::{Tensor, Device};
+//! let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], Device::Cpu)?.requires_grad(true);
+//! let y = x.mul(&x)?.sum()?;          // y = Σ x²
+//! y.backward()?;
+//! assert_eq!(x.grad().unwrap().to_vec::<f32>()?, vec![2.0, 4.0, 6.0]);
+//! # Ok::<(), kiln_core::Error>(())
+//! ```
+//!
+//! Where to look: `autograd.rs` (graph, engine, hooks, anomaly mode, DOT
+//! export), `ops/` (one file per op family, forward and backward side by
+//! side), `gradcheck.rs` (finite-difference checks).
+
+pub mod autograd;
+mod error;
+pub mod gradcheck;
+pub mod ops;
+mod shape;
+mod storage;
+mod tensor;
+
+pub use autograd::{is_grad_enabled, no_grad, set_anomaly_enabled, Function, NoGradGuard};
+pub use error::{Error, Result};
+pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+pub use shape::broadcast_shapes;
+pub use tensor::{DType, Device, Element, Tensor};

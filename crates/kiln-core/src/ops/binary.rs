@@ -1,0 +1,164 @@
+//! Binary elementwise ops with NumPy broadcasting. Broadcasting never copies:
+//! a broadcast dimension is read with stride 0. In backward, each input's
+//! gradient is summed back to the input's shape ([`Tensor::sum_to_shape`]).
+
+use super::check_same;
+use crate::autograd::{record, record_with_output, SavedTensor};
+use crate::shape::broadcast_shapes;
+use crate::storage::Data;
+use crate::{Error, Result, Tensor};
+use kiln_cpu::elementwise::{binary, BinaryOp, Strided};
+
+/// Strides that read `t` as if it had shape `out` (stride 0 on broadcast dims).
+fn broadcast_strides(t: &Tensor, out: &[usize]) -> Vec<isize> {
+    let lead = out.len() - t.rank();
+    (0..out.len())
+        .map(|i| {
+            if i < lead || t.shape()[i - lead] == 1 {
+                0
+            } else {
+                t.strides()[i - lead]
+            }
+        })
+        .collect()
+}
+
+impl Tensor {
+    /// Applies a binary kernel with broadcasting, without recording.
+    pub(crate) fn binary_raw(&self, other: &Tensor, op: BinaryOp, name: &'static str) -> Result<Tensor> {
+        check_same(name, self, other)?;
+        let shape = broadcast_shapes(name, self.shape(), other.shape())?;
+        let (sa, sb) = (broadcast_strides(self, &shape), broadcast_strides(other, &shape));
+        let n: usize = shape.iter().product();
+        let ga = self.0.storage.read();
+        let gb = other.0.storage.read();
+        let data = match (&*ga, &*gb) {
+            (Data::F32(a), Data::F32(b)) => {
+                let mut out = vec![0.0f32; n];
+                binary(
+                    op,
+                    Strided { data: a, offset: self.0.offset, strides: &sa },
+                    Strided { data: b, offset: other.0.offset, strides: &sb },
+                    &shape,
+                    &mut out,
+                );
+                Data::F32(out)
+            }
+            (Data::F64(a), Data::F64(b)) => {
+                let mut out = vec![0.0f64; n];
+                binary(
+                    op,
+                    Strided { data: a, offset: self.0.offset, strides: &sa },
+                    Strided { data: b, offset: other.0.offset, strides: &sb },
+                    &shape,
+                    &mut out,
+                );
+                Data::F64(out)
+            }
+            _ => unreachable!("dtypes checked"),
+        };
+        drop((ga, gb));
+        Ok(Tensor::from_data(data, &shape, self.device()))
+    }
+
+    /// a + b (broadcasting).
+    #[track_caller]
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        let out = self.binary_raw(other, BinaryOp::Add, "add")?;
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        Ok(record("add", out, &[self, other], move |_, g| {
+            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])
+        }))
+    }
+
+    /// a − b (broadcasting).
+    #[track_caller]
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        let out = self.binary_raw(other, BinaryOp::Sub, "sub")?;
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        Ok(record("sub", out, &[self, other], move |_, g| {
+            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.neg()?.sum_to_shape(&sb)?)])
+        }))
+    }
+
+    /// a · b elementwise (broadcasting). d/da = b, d/db = a.
+    #[track_caller]
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        let out = self.binary_raw(other, BinaryOp::Mul, "mul")?;
+        let (a, b) = (SavedTensor::new(self), SavedTensor::new(other));
+        let (ra, rb) = (self.0.requires_grad, other.0.requires_grad);
+        Ok(record("mul", out, &[self, other], move |ctx, g| {
+            let (a, b) = (ctx.unpack(&a)?, ctx.unpack(&b)?);
+            let ga = if ra { Some(g.mul(&b)?.sum_to_shape(a.shape())?) } else { None };
+            let gb = if rb { Some(g.mul(&a)?.sum_to_shape(b.shape())?) } else { None };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// a / b elementwise (broadcasting). d/da = 1/b, d/db = −a/b² = −y/b.
+    #[track_caller]
+    pub fn div(&self, other: &Tensor) -> Result<Tensor> {
+        let out = self.binary_raw(other, BinaryOp::Div, "div")?;
+        let (a, b) = (SavedTensor::new(self), SavedTensor::new(other));
+        let (ra, rb) = (self.0.requires_grad, other.0.requires_grad);
+        Ok(record_with_output("div", out, &[self, other], move |ctx, g| {
+            let (a, b) = (ctx.unpack(&a)?, ctx.unpack(&b)?);
+            let ga = if ra { Some(g.div(&b)?.sum_to_shape(a.shape())?) } else { None };
+            let gb = if rb {
+                Some(g.mul(&ctx.output()?)?.div(&b)?.neg()?.sum_to_shape(b.shape())?)
+            } else {
+                None
+            };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// max(a, b) elementwise (broadcasting); ties split the gradient evenly.
+    #[track_caller]
+    pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
+        let out = self.binary_raw(other, BinaryOp::Maximum, "maximum")?;
+        let (a, b) = (SavedTensor::new(self), SavedTensor::new(other));
+        Ok(record("maximum", out, &[self, other], move |ctx, g| {
+            let (a, b) = (ctx.unpack(&a)?, ctx.unpack(&b)?);
+            let tie = a.binary_raw(&b, BinaryOp::Eq, "maximum")?.mul_scalar(0.5)?;
+            let wa = a.binary_raw(&b, BinaryOp::Gt, "maximum")?.add(&tie)?;
+            let wb = b.binary_raw(&a, BinaryOp::Gt, "maximum")?.add(&tie)?;
+            Ok(vec![
+                Some(g.mul(&wa)?.sum_to_shape(a.shape())?),
+                Some(g.mul(&wb)?.sum_to_shape(b.shape())?),
+            ])
+        }))
+    }
+
+    /// 1 where a == b else 0 (broadcasting); not differentiable.
+    pub fn eq_mask(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary_raw(other, BinaryOp::Eq, "eq")
+    }
+
+    /// 1 where a > b else 0 (broadcasting); not differentiable.
+    pub fn gt_mask(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary_raw(other, BinaryOp::Gt, "gt")
+    }
+
+    /// Sums a broadcast gradient back to `shape` (the inverse of broadcasting).
+    #[track_caller]
+    pub fn sum_to_shape(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        if shape.len() > self.rank() {
+            return Err(Error::ShapeMismatch {
+                op: "sum_to_shape",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+            });
+        }
+        let lead = self.rank() - shape.len();
+        let dims: Vec<isize> = (0..self.rank())
+            .filter(|&i| i < lead || (shape[i - lead] == 1 && self.shape()[i] != 1))
+            .map(|i| i as isize)
+            .collect();
+        let summed = if dims.is_empty() { self.clone() } else { self.sum_dims(&dims, true)? };
+        summed.reshape(shape)
+    }
+}

@@ -1,0 +1,120 @@
+//! Matrix products. Operands are read through their strides, so a transposed
+//! view (`w.t()`) costs nothing: the GEMM kernel reads it column-wise.
+//!
+//! Shape letters: `N` batch, `I` input features, `O` output features.
+
+use super::check_same;
+use crate::autograd::{record, SavedTensor};
+use crate::storage::Data;
+use crate::{Error, Result, Tensor};
+use kiln_cpu::matmul::gemm;
+
+/// C = A·B (+ C when `accumulate`), all 2-D, A and B read through their strides.
+fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
+    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+    let sa = [a.strides()[0], a.strides()[1]];
+    let sb = [b.strides()[0], b.strides()[1]];
+    let ga = a.0.storage.read();
+    let gb = b.0.storage.read();
+    let (oa, ob) = (a.0.offset, b.0.offset);
+    match (&*ga, &*gb, out) {
+        (Data::F32(x), Data::F32(y), Data::F32(c)) => {
+            gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, if accumulate { 1.0 } else { 0.0 }, c, [n as isize, 1])
+        }
+        (Data::F64(x), Data::F64(y), Data::F64(c)) => {
+            gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, if accumulate { 1.0 } else { 0.0 }, c, [n as isize, 1])
+        }
+        _ => unreachable!("dtypes checked by the caller"),
+    }
+}
+
+fn check_2d(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    check_same(op, a, b)?;
+    if a.rank() != 2 || b.rank() != 2 {
+        return Err(Error::BadShape {
+            op,
+            msg: format!("expects 2-D operands, got {:?} and {:?}", a.shape(), b.shape()),
+        });
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// Matrix product of 2-D tensors: [M, K] · [K, N] → [M, N].
+    /// d/dA = dC·Bᵀ, d/dB = Aᵀ·dC (transposes are free views).
+    #[track_caller]
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        check_2d("matmul", self, other)?;
+        if self.shape()[1] != other.shape()[0] {
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: self.shape().to_vec(),
+                rhs: other.shape().to_vec(),
+            });
+        }
+        let (m, n) = (self.shape()[0], other.shape()[1]);
+        let mut data = crate::storage::Data::zeros(self.dtype(), m * n);
+        gemm_into(self, other, &mut data, false);
+        let out = Tensor::from_data(data, &[m, n], self.device());
+        let (a, b) = (SavedTensor::new(self), SavedTensor::new(other));
+        let (ra, rb) = (self.0.requires_grad, other.0.requires_grad);
+        Ok(record("matmul", out, &[self, other], move |ctx, g| {
+            let (a, b) = (ctx.unpack(&a)?, ctx.unpack(&b)?);
+            let ga = if ra { Some(g.matmul(&b.t()?)?) } else { None };
+            let gb = if rb { Some(a.t()?.matmul(g)?) } else { None };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// A linear layer as in PyTorch: x[N, I] · W[O, I]ᵀ + b[O] → [N, O].
+    /// The bias is written into the output first and the GEMM accumulates
+    /// onto it, so the bias add costs no extra pass.
+    /// dx = dy·W, dW = dyᵀ·x, db = Σₙ dy.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        check_2d("linear", self, weight)?;
+        if self.shape()[1] != weight.shape()[1] {
+            return Err(Error::ShapeMismatch {
+                op: "linear (x vs weight [out, in])",
+                lhs: self.shape().to_vec(),
+                rhs: weight.shape().to_vec(),
+            });
+        }
+        let (n, o) = (self.shape()[0], weight.shape()[0]);
+        let mut data = match bias {
+            Some(b) => {
+                check_same("linear (bias)", self, b)?;
+                if b.shape() != [o] {
+                    return Err(Error::ShapeMismatch {
+                        op: "linear (bias vs weight rows)",
+                        lhs: b.shape().to_vec(),
+                        rhs: weight.shape().to_vec(),
+                    });
+                }
+                let row = b.to_vec_f64()?;
+                crate::storage::Data::repeat_rows(self.dtype(), &row, n)
+            }
+            None => crate::storage::Data::zeros(self.dtype(), n * o),
+        };
+        let wt = weight.transpose_raw(0, 1);
+        gemm_into(self, &wt, &mut data, bias.is_some());
+        let out = Tensor::from_data(data, &[n, o], self.device());
+        let (x, w) = (SavedTensor::new(self), SavedTensor::new(weight));
+        let (rx, rw) = (self.0.requires_grad, weight.0.requires_grad);
+        let inputs: Vec<&Tensor> = match bias {
+            Some(b) => vec![self, weight, b],
+            None => vec![self, weight],
+        };
+        let has_bias = bias.is_some();
+        Ok(record("linear", out, &inputs, move |ctx, g| {
+            let (x, w) = (ctx.unpack(&x)?, ctx.unpack(&w)?);
+            let gx = if rx { Some(g.matmul(&w)?) } else { None };
+            let gw = if rw { Some(g.t()?.matmul(&x)?) } else { None };
+            let mut grads = vec![gx, gw];
+            if has_bias {
+                grads.push(Some(g.sum_dims(&[0], false)?));
+            }
+            Ok(grads)
+        }))
+    }
+}

@@ -1,0 +1,125 @@
+//! Reductions: sum, mean and max over all elements or over given dims
+//! (keepdim as in PyTorch), and log_softmax. Results are bit-identical at any
+//! thread count (kiln-cpu reduces in fixed chunks, in a fixed order).
+
+use super::map_contig;
+use crate::autograd::{record, record_with_output, SavedTensor};
+use crate::shape::normalize_dims;
+use crate::{Result, Tensor};
+use kiln_cpu::reduce::{reduce_all, reduce_dim, ReduceOp};
+
+impl Tensor {
+    /// Reduces the given (sorted, unique) dims, keeping them as size 1.
+    fn reduce_raw(&self, op: ReduceOp, dims: &[usize]) -> Result<Tensor> {
+        let mut cur = self.clone();
+        let mut shape = self.shape().to_vec();
+        for &d in dims.iter().rev() {
+            let outer: usize = shape[..d].iter().product();
+            let r = shape[d];
+            let inner: usize = shape[d + 1..].iter().product();
+            shape[d] = 1;
+            cur = map_contig!(cur, &shape, |x| {
+                let mut out = vec![super::unary::num_zero(x); outer * inner];
+                reduce_dim(op, x, outer, r, inner, &mut out);
+                out
+            });
+        }
+        Ok(cur)
+    }
+
+    fn keep_shape(&self, dims: &[usize]) -> Vec<usize> {
+        let mut s = self.shape().to_vec();
+        for &d in dims {
+            s[d] = 1;
+        }
+        s
+    }
+
+    fn drop_dims(shape: &[usize], dims: &[usize]) -> Vec<usize> {
+        shape.iter().enumerate().filter(|(i, _)| !dims.contains(i)).map(|(_, &d)| d).collect()
+    }
+
+    /// Σ of all elements → a 0-d tensor. d/dx = 1 (the gradient is broadcast back).
+    #[track_caller]
+    pub fn sum(&self) -> Result<Tensor> {
+        let out = map_contig!(self, &[], |x| vec![reduce_all(ReduceOp::Sum, x)]);
+        let shape = self.shape().to_vec();
+        Ok(record("sum", out, &[self], move |_, g| Ok(vec![Some(g.broadcast_to(&shape)?)])))
+    }
+
+    /// Σ over `dims` (negative dims count from the end), keeping them as size
+    /// 1 when `keepdim`.
+    #[track_caller]
+    pub fn sum_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let dims = normalize_dims("sum_dims", dims, self.rank())?;
+        let kept = self.reduce_raw(ReduceOp::Sum, &dims)?;
+        let out = if keepdim { kept } else { kept.reshape_raw(&Self::drop_dims(self.shape(), &dims)) };
+        let (shape, keep) = (self.shape().to_vec(), self.keep_shape(&dims));
+        Ok(record("sum_dims", out, &[self], move |_, g| {
+            Ok(vec![Some(g.reshape(&keep)?.broadcast_to(&shape)?)])
+        }))
+    }
+
+    /// Mean of all elements.
+    #[track_caller]
+    pub fn mean(&self) -> Result<Tensor> {
+        let n = self.numel().max(1) as f64;
+        self.sum()?.mul_scalar(1.0 / n)
+    }
+
+    /// Mean over `dims`.
+    #[track_caller]
+    pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let nd = normalize_dims("mean_dims", dims, self.rank())?;
+        let count: usize = nd.iter().map(|&d| self.shape()[d]).product();
+        self.sum_dims(dims, keepdim)?.mul_scalar(1.0 / count.max(1) as f64)
+    }
+
+    /// Maximum of all elements → 0-d. The gradient goes to the maximal
+    /// elements, split evenly between ties.
+    #[track_caller]
+    pub fn max(&self) -> Result<Tensor> {
+        let all: Vec<isize> = (0..self.rank() as isize).collect();
+        self.max_dims(&all, false)
+    }
+
+    /// Maximum over `dims`. d/dx = [x == max] / (number of maxima).
+    #[track_caller]
+    pub fn max_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let nd = normalize_dims("max_dims", dims, self.rank())?;
+        let kept = if nd.len() == self.rank() && self.rank() > 0 {
+            let shape = self.keep_shape(&nd);
+            map_contig!(self, &shape, |x| vec![reduce_all(ReduceOp::Max, x)])
+        } else {
+            self.reduce_raw(ReduceOp::Max, &nd)?
+        };
+        let out = if keepdim { kept } else { kept.reshape_raw(&Self::drop_dims(self.shape(), &nd)) };
+        let x = SavedTensor::new(self);
+        let (keep, signed): (Vec<usize>, Vec<isize>) = (self.keep_shape(&nd), nd.iter().map(|&d| d as isize).collect());
+        Ok(record_with_output("max_dims", out, &[self], move |ctx, g| {
+            let x = ctx.unpack(&x)?;
+            let y = ctx.output()?.detach().reshape_raw(&keep);
+            let mask = x.eq_mask(&y)?;
+            let count = mask.sum_dims(&signed, true)?;
+            let share = mask.div(&count)?;
+            Ok(vec![Some(g.reshape(&keep)?.mul(&share)?)])
+        }))
+    }
+
+    /// log(softmax(x)) along `dim`, computed stably as x − m − log Σ e^(x−m)
+    /// with m the (detached) row maximum. Composed of differentiable ops, so
+    /// its gradient (softmax-shaped) and higher derivatives follow.
+    #[track_caller]
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        let m = self.max_dims(&[dim], true)?.detach();
+        let z = self.sub(&m)?;
+        let lse = z.exp()?.sum_dims(&[dim], true)?.log()?;
+        z.sub(&lse)
+    }
+
+    /// softmax along `dim` = exp(log_softmax).
+    #[track_caller]
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        self.log_softmax(dim)?.exp()
+    }
+}

@@ -1,0 +1,86 @@
+//! Shape arithmetic: contiguous strides, NumPy broadcasting, dim lists.
+
+use crate::{Error, Result};
+
+/// Row-major strides of a contiguous tensor of `shape`.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<isize> {
+    let mut strides = vec![0isize; shape.len()];
+    let mut acc = 1isize;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc;
+        acc *= d.max(1) as isize;
+    }
+    strides
+}
+
+/// The NumPy broadcast of two shapes: align at the right, each pair of dims
+/// must be equal or one of them 1.
+pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: a.to_vec(),
+                rhs: b.to_vec(),
+            });
+        };
+    }
+    Ok(out)
+}
+
+/// Normalises a possibly negative dim index against `rank`.
+pub(crate) fn normalize_dim(op: &'static str, dim: isize, rank: usize) -> Result<usize> {
+    let r = rank as isize;
+    let d = if dim < 0 { dim + r } else { dim };
+    if d < 0 || d >= r.max(1) || (rank == 0 && d != 0) {
+        return Err(Error::BadShape {
+            op,
+            msg: format!("dim {dim} out of range for a tensor of rank {rank}"),
+        });
+    }
+    Ok(d as usize)
+}
+
+/// Normalises, sorts and dedups a dim list; errors on out-of-range or repeated dims.
+pub(crate) fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(dims.len());
+    for &d in dims {
+        let nd = normalize_dim(op, d, rank)?;
+        if out.contains(&nd) {
+            return Err(Error::BadShape {
+                op,
+                msg: format!("dim {d} repeated in {dims:?}"),
+            });
+        }
+        out.push(nd);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_rules_follow_numpy() {
+        assert_eq!(broadcast_shapes("t", &[2, 3], &[3]).unwrap(), vec![2, 3]);
+        assert_eq!(broadcast_shapes("t", &[4, 1, 5], &[3, 1]).unwrap(), vec![4, 3, 5]);
+        assert_eq!(broadcast_shapes("t", &[], &[2]).unwrap(), vec![2]);
+        assert!(broadcast_shapes("t", &[2, 3], &[2]).is_err());
+    }
+
+    #[test]
+    fn contiguous_strides_are_row_major() {
+        assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
+        assert_eq!(contiguous_strides(&[]), Vec::<isize>::new());
+    }
+}

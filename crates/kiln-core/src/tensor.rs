@@ -1,0 +1,747 @@
+//! The `Tensor` handle: storage + shape + strides + dtype + device, and (when
+//! it takes part in autograd) a node of the graph. Constructors, host
+//! transfers, ndarray interop and the few in-place updates optimizers need.
+
+use crate::autograd::{self, Hook, Node};
+use crate::shape::contiguous_strides;
+use crate::storage::{Data, Storage};
+use crate::{Error, Result};
+use kiln_cpu::elementwise::{copy_strided, Strided};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float: the working type everywhere.
+    F32,
+    /// 64-bit float: CPU only, for gradcheck and reference tests.
+    F64,
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        })
+    }
+}
+
+impl DType {
+    /// Size of one element in bytes.
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 => 8,
+        }
+    }
+}
+
+/// Where a tensor lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// Host memory; kernels from kiln-cpu.
+    Cpu,
+    /// An NVIDIA GPU by ordinal; kernels from kiln-cuda (feature `cuda`).
+    Cuda(usize),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| Error::Invalid(format!("unknown device {s:?}: expected cpu, cuda or cuda:N"))),
+        }
+    }
+}
+
+/// Rust element types a tensor can hold (f32, f64).
+pub trait Element: kiln_cpu::Float {
+    /// The matching [`DType`].
+    const DTYPE: DType;
+    #[doc(hidden)]
+    fn wrap(v: Vec<Self>) -> Data;
+    #[doc(hidden)]
+    fn slice(d: &Data) -> Option<&[Self]>;
+    #[doc(hidden)]
+    fn slice_mut(d: &mut Data) -> Option<&mut [Self]>;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn wrap(v: Vec<Self>) -> Data {
+        Data::F32(v)
+    }
+    fn slice(d: &Data) -> Option<&[Self]> {
+        match d {
+            Data::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn slice_mut(d: &mut Data) -> Option<&mut [Self]> {
+        match d {
+            Data::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Element for f64 {
+    const DTYPE: DType = DType::F64;
+    fn wrap(v: Vec<Self>) -> Data {
+        Data::F64(v)
+    }
+    fn slice(d: &Data) -> Option<&[Self]> {
+        match d {
+            Data::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn slice_mut(d: &mut Data) -> Option<&mut [Self]> {
+        match d {
+            Data::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A cheap, clonable handle to an n-dimensional array that may take part in
+/// autograd. Cloning shares the data (and the graph node).
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) strides: Vec<isize>,
+    pub(crate) offset: usize,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) requires_grad: bool,
+    /// The node that produced this tensor; None for leaves and constants.
+    pub(crate) grad_fn: Option<Arc<Node>>,
+    /// Accumulated gradient of a leaf.
+    pub(crate) grad: Mutex<Option<Tensor>>,
+    /// Hooks of a leaf (non-leaf hooks live on the node).
+    pub(crate) hooks: Mutex<Vec<Hook>>,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({:?}, {}, {}", self.shape(), self.dtype(), self.device())?;
+        if let Some(node) = &self.0.grad_fn {
+            write!(f, ", grad_fn={}", node.op)?;
+        } else if self.0.requires_grad {
+            write!(f, ", requires_grad")?;
+        }
+        if self.numel() <= 16 {
+            if let Ok(v) = self.to_vec_f64() {
+                write!(f, ", {v:?}")?;
+            }
+        }
+        write!(f, ")")
+    }
+}
+
+impl Tensor {
+    // ---------------------------------------------------------------- construction
+
+    pub(crate) fn from_data(data: Data, shape: &[usize], device: Device) -> Tensor {
+        let dtype = match &data {
+            Data::F32(_) => DType::F32,
+            Data::F64(_) => DType::F64,
+        };
+        Tensor(Arc::new(Inner {
+            storage: Arc::new(Storage::new(data)),
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+            dtype,
+            device,
+            requires_grad: false,
+            grad_fn: None,
+            grad: Mutex::new(None),
+            hooks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// A view of the same storage with another layout, no autograd.
+    pub(crate) fn view_of(&self, shape: Vec<usize>, strides: Vec<isize>, offset: usize) -> Tensor {
+        Tensor(Arc::new(Inner {
+            storage: self.0.storage.clone(),
+            shape,
+            strides,
+            offset,
+            dtype: self.0.dtype,
+            device: self.0.device,
+            requires_grad: false,
+            grad_fn: None,
+            grad: Mutex::new(None),
+            hooks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The same data attached to a graph node (used by the recorder).
+    pub(crate) fn with_grad_fn(&self, node: Option<Arc<Node>>, requires_grad: bool) -> Tensor {
+        Tensor(Arc::new(Inner {
+            storage: self.0.storage.clone(),
+            shape: self.0.shape.clone(),
+            strides: self.0.strides.clone(),
+            offset: self.0.offset,
+            dtype: self.0.dtype,
+            device: self.0.device,
+            requires_grad,
+            grad_fn: node,
+            grad: Mutex::new(None),
+            hooks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn check_device(device: Device) -> Result<()> {
+        match device {
+            Device::Cpu => Ok(()),
+            Device::Cuda(_) => Err(Error::NoDevice(
+                "this kiln build has no CUDA backend yet for tensor storage; use --device cpu".into(),
+            )),
+        }
+    }
+
+    /// A tensor of `shape` holding `data` (row-major). Errors when the length
+    /// does not match the shape.
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: Device) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::BadShape {
+                op: "from_vec",
+                msg: format!("{} values do not fill shape {shape:?} ({n} elements)", data.len()),
+            });
+        }
+        Self::check_device(device)?;
+        Ok(Self::from_data(T::wrap(data), shape, device))
+    }
+
+    /// A 0-d tensor holding one value.
+    pub fn scalar(value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(&[], value, dtype, device)
+    }
+
+    /// A tensor of `shape` filled with `value`.
+    pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::check_device(device)?;
+        let n: usize = shape.iter().product();
+        let data = match dtype {
+            DType::F32 => Data::F32(vec![value as f32; n]),
+            DType::F64 => Data::F64(vec![value; n]),
+        };
+        Ok(Self::from_data(data, shape, device))
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(shape, 0.0, dtype, device)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(shape, 1.0, dtype, device)
+    }
+
+    /// Zeros with the shape, dtype and device of `self`.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Self::zeros(self.shape(), self.dtype(), self.device())
+    }
+
+    /// Ones with the shape, dtype and device of `self`.
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Self::ones(self.shape(), self.dtype(), self.device())
+    }
+
+    /// 1-D tensor `start, start+step, …` up to (excluding) `end`.
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
+            return Err(Error::Invalid(format!("arange({start}, {end}, {step}): empty or infinite range")));
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        Self::check_device(device)?;
+        Ok(match dtype {
+            DType::F32 => Self::from_data(Data::F32(vals.iter().map(|&v| v as f32).collect()), &[n], device),
+            DType::F64 => Self::from_data(Data::F64(vals), &[n], device),
+        })
+    }
+
+    /// Standard-normal samples from `rng` (same seed → same numbers on every machine).
+    pub fn randn<R: rand::Rng + ?Sized>(shape: &[usize], dtype: DType, device: Device, rng: &mut R) -> Result<Tensor> {
+        use rand_distr::{Distribution, StandardNormal};
+        Self::check_device(device)?;
+        let n: usize = shape.iter().product();
+        let data = match dtype {
+            DType::F32 => Data::F32((0..n).map(|_| StandardNormal.sample(rng)).collect()),
+            DType::F64 => Data::F64((0..n).map(|_| StandardNormal.sample(rng)).collect()),
+        };
+        Ok(Self::from_data(data, shape, device))
+    }
+
+    /// Uniform samples in [0, 1) from `rng`.
+    pub fn rand<R: rand::Rng + ?Sized>(shape: &[usize], dtype: DType, device: Device, rng: &mut R) -> Result<Tensor> {
+        Self::check_device(device)?;
+        let n: usize = shape.iter().product();
+        let data = match dtype {
+            DType::F32 => Data::F32((0..n).map(|_| rng.gen::<f32>()).collect()),
+            DType::F64 => Data::F64((0..n).map(|_| rng.gen::<f64>()).collect()),
+        };
+        Ok(Self::from_data(data, shape, device))
+    }
+
+    /// Uniform samples in [lo, hi) from `rng`.
+    pub fn uniform<R: rand::Rng + ?Sized>(
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: Device,
+        rng: &mut R,
+    ) -> Result<Tensor> {
+        Self::check_device(device)?;
+        let n: usize = shape.iter().product();
+        let data = match dtype {
+            DType::F32 => Data::F32((0..n).map(|_| rng.gen_range(lo as f32..hi as f32)).collect()),
+            DType::F64 => Data::F64((0..n).map(|_| rng.gen_range(lo..hi)).collect()),
+        };
+        Ok(Self::from_data(data, shape, device))
+    }
+
+    /// A copy of an ndarray array (any dimensionality).
+    pub fn from_ndarray<T: Element, D: ndarray::Dimension>(a: &ndarray::Array<T, D>) -> Result<Tensor> {
+        let shape = a.shape().to_vec();
+        Self::from_vec(a.iter().copied().collect(), &shape, Device::Cpu)
+    }
+
+    /// A copy as an ndarray array.
+    pub fn to_ndarray<T: Element>(&self) -> Result<ndarray::ArrayD<T>> {
+        let v = self.to_vec::<T>()?;
+        ndarray::ArrayD::from_shape_vec(self.shape().to_vec(), v).map_err(|e| Error::BadShape {
+            op: "to_ndarray",
+            msg: e.to_string(),
+        })
+    }
+
+    // ---------------------------------------------------------------- metadata
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    /// Element strides of each dimension.
+    pub fn strides(&self) -> &[isize] {
+        &self.0.strides
+    }
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.shape.iter().product()
+    }
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    /// Device the data lives on.
+    pub fn device(&self) -> Device {
+        self.0.device
+    }
+    /// Size of dimension `dim` (negative counts from the end).
+    pub fn dim(&self, dim: isize) -> Result<usize> {
+        Ok(self.0.shape[crate::shape::normalize_dim("dim", dim, self.rank())?])
+    }
+    /// True when the elements are laid out row-major without gaps.
+    pub fn is_contiguous(&self) -> bool {
+        let mut expect = 1isize;
+        for (&d, &s) in self.0.shape.iter().zip(&self.0.strides).rev() {
+            if d != 1 && s != expect {
+                return false;
+            }
+            expect *= d as isize;
+        }
+        true
+    }
+    /// Whether gradients flow to this tensor.
+    pub fn requires_grad_flag(&self) -> bool {
+        self.0.requires_grad
+    }
+    /// A leaf is a tensor not produced by a recorded op (parameters, inputs).
+    pub fn is_leaf(&self) -> bool {
+        self.0.grad_fn.is_none()
+    }
+    /// Name of the op that produced this tensor, if recorded.
+    pub fn grad_fn_name(&self) -> Option<&'static str> {
+        self.0.grad_fn.as_ref().map(|n| n.op)
+    }
+    /// Version counter of the underlying storage (bumped by in-place writes).
+    pub fn version(&self) -> u64 {
+        self.0.storage.version()
+    }
+    /// True when both tensors share one storage (one is a view of the other).
+    pub fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+    /// Same tensor handle (same node / same leaf).
+    pub fn same(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    // ---------------------------------------------------------------- autograd entry points
+
+    /// Marks a leaf as requiring grad (returns a handle sharing the data).
+    /// `requires_grad(false)` on a non-leaf is the same as [`Tensor::detach`].
+    pub fn requires_grad(self, on: bool) -> Tensor {
+        if self.0.grad_fn.is_some() {
+            return if on { self } else { self.detach() };
+        }
+        if self.0.requires_grad == on {
+            return self;
+        }
+        self.with_grad_fn(None, on)
+    }
+
+    /// The same data cut from the graph: a leaf that does not require grad.
+    pub fn detach(&self) -> Tensor {
+        self.with_grad_fn(None, false)
+    }
+
+    /// The accumulated gradient: of a leaf, or of a non-leaf after `retain_grad()`.
+    pub fn grad(&self) -> Option<Tensor> {
+        match &self.0.grad_fn {
+            None => self.0.grad.lock().unwrap().clone(),
+            Some(node) => node.retained_grad.lock().unwrap().clone(),
+        }
+    }
+
+    /// Sets (or clears) the gradient of a leaf, e.g. when loading optimizer state.
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &grad {
+            if g.shape() != self.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: "set_grad",
+                    lhs: self.shape().to_vec(),
+                    rhs: g.shape().to_vec(),
+                });
+            }
+        }
+        match &self.0.grad_fn {
+            None => *self.0.grad.lock().unwrap() = grad,
+            Some(node) => *node.retained_grad.lock().unwrap() = grad,
+        }
+        Ok(())
+    }
+
+    /// Clears the gradient (PyTorch's `zero_grad(set_to_none=True)`).
+    pub fn zero_grad(&self) {
+        let _ = self.set_grad(None);
+    }
+
+    /// Keep the gradient of this non-leaf after backward (leaves always keep theirs).
+    pub fn retain_grad(&self) {
+        if let Some(node) = &self.0.grad_fn {
+            node.retain.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Registers a hook called with this tensor's gradient during backward;
+    /// returning `Some(g)` replaces the gradient.
+    pub fn register_hook(&self, hook: impl Fn(&Tensor) -> Option<Tensor> + Send + Sync + 'static) {
+        let hook: Hook = Arc::new(hook);
+        match &self.0.grad_fn {
+            None => self.0.hooks.lock().unwrap().push(hook),
+            Some(node) => node.hooks.lock().unwrap().push(hook),
+        }
+    }
+
+    /// Backpropagates from this scalar: gradients accumulate into leaves.
+    #[track_caller]
+    pub fn backward(&self) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::Autograd(format!(
+                "backward() needs a scalar output, got shape {:?}; use backward_with(grad)",
+                self.shape()
+            )));
+        }
+        let one = Tensor::ones(self.shape(), self.dtype(), self.device())?;
+        autograd::backward(&[self.clone()], &[one], false, false)
+    }
+
+    /// Backpropagates with an explicit output gradient (any shape).
+    pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        autograd::backward(&[self.clone()], &[grad.clone()], false, false)
+    }
+
+    /// Backpropagates keeping saved tensors (so backward can run again) and
+    /// optionally recording the backward pass for higher-order gradients.
+    pub fn backward_opts(&self, grad: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
+        let g = match grad {
+            Some(g) => g.clone(),
+            None => Tensor::ones(self.shape(), self.dtype(), self.device())?,
+        };
+        autograd::backward(&[self.clone()], &[g], retain_graph, create_graph)
+    }
+
+    /// Graphviz DOT text of the graph that produced this tensor.
+    pub fn to_dot(&self) -> String {
+        autograd::to_dot(self)
+    }
+
+    // ---------------------------------------------------------------- host access
+
+    /// Reads the elements (row-major, whatever the strides) as `T`; errors if
+    /// `T` is not the tensor's dtype.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
+        }
+        let guard = self.0.storage.read();
+        let src = T::slice(&guard).expect("dtype checked");
+        let mut out = vec![T::ZERO; self.numel()];
+        copy_strided(
+            Strided {
+                data: src,
+                offset: self.0.offset,
+                strides: &self.0.strides,
+            },
+            &self.0.shape,
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// The elements converted to f64 (any dtype).
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        match self.dtype() {
+            DType::F64 => self.to_vec::<f64>(),
+            DType::F32 => Ok(self.to_vec::<f32>()?.into_iter().map(f64::from).collect()),
+        }
+    }
+
+    /// The elements converted to f32 (any dtype).
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        match self.dtype() {
+            DType::F32 => self.to_vec::<f32>(),
+            DType::F64 => Ok(self.to_vec::<f64>()?.into_iter().map(|v| v as f32).collect()),
+        }
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::BadShape {
+                op: "item",
+                msg: format!("item() needs one element, shape is {:?}", self.shape()),
+            });
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    /// Calls `f` with the contiguous elements of this tensor (copying only if
+    /// it is a strided view).
+    pub fn with_slice<T: Element, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "with_slice",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
+        }
+        if self.is_contiguous() {
+            let guard = self.0.storage.read();
+            let s = T::slice(&guard).expect("dtype checked");
+            Ok(f(&s[self.0.offset..self.0.offset + self.numel()]))
+        } else {
+            Ok(f(&self.to_vec::<T>()?))
+        }
+    }
+
+    /// In-place update of a contiguous tensor's elements. Bumps the version
+    /// counter. Refused on tensors that require grad while grad mode is on
+    /// (wrap optimizer updates in `no_grad`).
+    pub fn update<T: Element, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        self.check_inplace("update")?;
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "update",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
+        }
+        if !self.is_contiguous() {
+            return Err(Error::Unsupported {
+                op: "update",
+                what: format!("a non-contiguous view (shape {:?}, strides {:?})", self.shape(), self.strides()),
+            });
+        }
+        let mut guard = self.0.storage.write();
+        let s = T::slice_mut(&mut guard).expect("dtype checked");
+        Ok(f(&mut s[self.0.offset..self.0.offset + self.numel()]))
+    }
+
+    /// Like [`Tensor::update`] with a second, read-only tensor (e.g. a
+    /// parameter and its gradient). `other` must not share storage with `self`.
+    pub fn update_with<T: Element, R>(&self, other: &Tensor, f: impl FnOnce(&mut [T], &[T]) -> R) -> Result<R> {
+        if self.shares_storage(other) {
+            return Err(Error::Invalid("update_with: the two tensors share storage".into()));
+        }
+        if other.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "update_with",
+                lhs: self.shape().to_vec(),
+                rhs: other.shape().to_vec(),
+            });
+        }
+        other.with_slice::<T, _>(|src| self.update::<T, R>(|dst| f(dst, src)))?
+    }
+
+    fn check_inplace(&self, op: &str) -> Result<()> {
+        if self.0.requires_grad && autograd::is_grad_enabled() {
+            return Err(Error::Autograd(format!(
+                "{op}: in-place change of a tensor that requires grad while grad mode is on; wrap it in no_grad"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies `src` (same shape and dtype) into this tensor in place.
+    pub fn copy_(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "copy_",
+                lhs: self.shape().to_vec(),
+                rhs: src.shape().to_vec(),
+            });
+        }
+        match self.dtype() {
+            DType::F32 => {
+                let v = src.to_vec_f32()?;
+                self.update::<f32, _>(|d| d.copy_from_slice(&v))
+            }
+            DType::F64 => {
+                let v = src.to_vec_f64()?;
+                self.update::<f64, _>(|d| d.copy_from_slice(&v))
+            }
+        }
+    }
+
+    /// Sets every element to `value` in place.
+    pub fn fill_(&self, value: f64) -> Result<()> {
+        match self.dtype() {
+            DType::F32 => self.update::<f32, _>(|d| d.fill(value as f32)),
+            DType::F64 => self.update::<f64, _>(|d| d.fill(value)),
+        }
+    }
+
+    /// Multiplies every element by `c` in place.
+    pub fn mul_scalar_(&self, c: f64) -> Result<()> {
+        match self.dtype() {
+            DType::F32 => self.update::<f32, _>(|d| d.iter_mut().for_each(|v| *v *= c as f32)),
+            DType::F64 => self.update::<f64, _>(|d| d.iter_mut().for_each(|v| *v *= c)),
+        }
+    }
+
+    /// self += alpha·other in place (same shape).
+    pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> Result<()> {
+        match self.dtype() {
+            DType::F32 => self.update_with::<f32, _>(other, |d, s| {
+                d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha as f32 * b)
+            }),
+            DType::F64 => {
+                self.update_with::<f64, _>(other, |d, s| d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha * b))
+            }
+        }
+    }
+
+    /// A contiguous deep copy that does not share storage (no autograd).
+    pub fn deep_clone(&self) -> Result<Tensor> {
+        Ok(match self.dtype() {
+            DType::F32 => Self::from_data(Data::F32(self.to_vec::<f32>()?), self.shape(), self.device()),
+            DType::F64 => Self::from_data(Data::F64(self.to_vec::<f64>()?), self.shape(), self.device()),
+        })
+    }
+
+    /// Moves the tensor to `device` (a no-op when it is already there).
+    pub fn to(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        Self::check_device(device)?;
+        Ok(self.clone())
+    }
+
+    /// Converts to another dtype (differentiable).
+    #[track_caller]
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let out = match dtype {
+            DType::F32 => Self::from_data(Data::F32(self.to_vec_f32()?), self.shape(), self.device()),
+            DType::F64 => Self::from_data(Data::F64(self.to_vec_f64()?), self.shape(), self.device()),
+        };
+        let from = self.dtype();
+        Ok(autograd::record("to_dtype", out, &[self], move |_, g| Ok(vec![Some(g.to_dtype(from)?)])))
+    }
+
+    /// Runs `f` on the contiguous data as a dtype-tagged slice (internal op plumbing).
+    pub(crate) fn slices(&self) -> Result<Contig> {
+        let t = if self.is_contiguous() { self.clone() } else { self.contiguous_data()? };
+        Ok(Contig(t))
+    }
+
+    /// A contiguous copy without autograd.
+    pub(crate) fn contiguous_data(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            return Ok(self.detach());
+        }
+        self.deep_clone()
+    }
+}
+
+/// A contiguous tensor whose data can be borrowed as a slice.
+pub(crate) struct Contig(pub(crate) Tensor);
+
+impl Contig {
+    /// The dtype-tagged slice of exactly `numel` elements.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(SliceRef<'_>) -> R) -> R {
+        let t = &self.0;
+        let guard = t.0.storage.read();
+        let (o, n) = (t.0.offset, t.numel());
+        match &*guard {
+            Data::F32(v) => f(SliceRef::F32(&v[o..o + n])),
+            Data::F64(v) => f(SliceRef::F64(&v[o..o + n])),
+        }
+    }
+}
+
+/// A borrowed contiguous slice tagged with its dtype.
+pub(crate) enum SliceRef<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}

@@ -1,0 +1,475 @@
+//! Elementwise kernels: unary maps, binary ops with broadcasting (through
+//! strides, a stride of 0 repeats a dimension), and the fused backward of the
+//! activations whose derivative is cheaper from a saved value.
+//!
+//! Outputs are contiguous row-major. Work above [`crate::PAR_THRESHOLD`]
+//! elements is split into [`crate::CHUNK`]-sized pieces run by rayon.
+
+use crate::{Float, CHUNK, PAR_THRESHOLD};
+use rayon::prelude::*;
+
+/// Unary elementwise functions. Parameters are stored as f64 and converted to
+/// the element type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// −x
+    Neg,
+    /// eˣ
+    Exp,
+    /// ln x
+    Log,
+    /// √x
+    Sqrt,
+    /// |x|
+    Abs,
+    /// sign(x) ∈ {−1, 0, 1}
+    Sign,
+    /// max(x, 0)
+    Relu,
+    /// x if x > 0 else slope·x
+    LeakyRelu(f64),
+    /// 1 / (1 + e⁻ˣ)
+    Sigmoid,
+    /// tanh x
+    Tanh,
+    /// ln(1 + eˣ), computed stably as max(x,0) + ln(1 + e^−|x|)
+    Softplus,
+    /// x·Φ(x) with the tanh approximation (PyTorch's `approximate="tanh"`)
+    Gelu,
+    /// xᵖ for a constant p
+    Powf(f64),
+    /// x + c
+    AddScalar(f64),
+    /// c·x
+    MulScalar(f64),
+    /// min(max(x, lo), hi)
+    Clamp(f64, f64),
+    /// 1 where lo ≤ x ≤ hi, else 0 (the derivative mask of clamp)
+    InRange(f64, f64),
+    /// 1 where x > 0 else 0 (the derivative of relu)
+    Step,
+}
+
+/// √(2/π), the constant of the tanh approximation of GELU.
+const GELU_K: f64 = 0.797_884_560_802_865_4;
+const GELU_C: f64 = 0.044_715;
+
+/// The scalar function of `op` (the single source of truth for the forward
+/// of every unary op; the CUDA kernels mirror these formulas).
+#[inline(always)]
+pub fn unary_scalar<T: Float>(op: UnaryOp, x: T) -> T {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Sign => {
+            if x > T::ZERO {
+                T::ONE
+            } else if x < T::ZERO {
+                -T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        UnaryOp::Relu => {
+            if x > T::ZERO {
+                x
+            } else {
+                T::ZERO
+            }
+        }
+        UnaryOp::LeakyRelu(s) => {
+            if x > T::ZERO {
+                x
+            } else {
+                T::from_f64(s) * x
+            }
+        }
+        UnaryOp::Sigmoid => sigmoid(x),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Softplus => x.max_val(T::ZERO) + (-x.abs()).exp().ln_1p(),
+        UnaryOp::Gelu => {
+            let half = T::from_f64(0.5);
+            let inner = T::from_f64(GELU_K) * (x + T::from_f64(GELU_C) * x * x * x);
+            half * x * (T::ONE + inner.tanh())
+        }
+        UnaryOp::Powf(p) => x.powf(T::from_f64(p)),
+        UnaryOp::AddScalar(c) => x + T::from_f64(c),
+        UnaryOp::MulScalar(c) => x * T::from_f64(c),
+        UnaryOp::Clamp(lo, hi) => x.max_val(T::from_f64(lo)).min_val(T::from_f64(hi)),
+        UnaryOp::InRange(lo, hi) => {
+            if x >= T::from_f64(lo) && x <= T::from_f64(hi) {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        UnaryOp::Step => {
+            if x > T::ZERO {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+    }
+}
+
+/// Numerically stable logistic function: never evaluates e^x for large x.
+#[inline(always)]
+pub fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+/// Runs `f` over matching chunks of `x` and `out`, in parallel when large.
+#[inline]
+fn for_chunks<T: Float>(x: &[T], out: &mut [T], f: impl Fn(&[T], &mut [T]) + Sync) {
+    assert_eq!(x.len(), out.len(), "elementwise length mismatch");
+    if out.len() < PAR_THRESHOLD {
+        f(x, out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, i)| f(i, o));
+    }
+}
+
+/// out[i] = op(x[i]) over contiguous slices of equal length.
+pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
+    // One monomorphic loop per op keeps the match out of the inner loop.
+    macro_rules! run {
+        ($op:expr) => {
+            for_chunks(x, out, |xs, os| {
+                for (o, &v) in os.iter_mut().zip(xs) {
+                    *o = unary_scalar($op, v);
+                }
+            })
+        };
+    }
+    match op {
+        UnaryOp::Relu => run!(UnaryOp::Relu),
+        UnaryOp::Sigmoid => run!(UnaryOp::Sigmoid),
+        UnaryOp::Tanh => run!(UnaryOp::Tanh),
+        UnaryOp::Neg => run!(UnaryOp::Neg),
+        UnaryOp::Exp => run!(UnaryOp::Exp),
+        other => run!(other),
+    }
+}
+
+/// Fused activation backward: dx[i] = dy[i]·f'(·) where f' is computed from
+/// the saved value `s` (the input for relu/leaky relu, the output for sigmoid
+/// and tanh). Only the ops listed have a fused backward.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ActBackward {
+    /// s = x: dy·[x > 0]
+    Relu,
+    /// s = x: dy·(x > 0 ? 1 : slope)
+    LeakyRelu(f64),
+    /// s = y: dy·y·(1−y)
+    Sigmoid,
+    /// s = y: dy·(1−y²)
+    Tanh,
+}
+
+/// dx = dy·f'(s) for the fused activation backward rules.
+pub fn act_backward<T: Float>(op: ActBackward, saved: &[T], dy: &[T], dx: &mut [T]) {
+    assert_eq!(saved.len(), dy.len());
+    assert_eq!(dy.len(), dx.len());
+    let body = |start: usize, dxs: &mut [T]| {
+        let s = &saved[start..start + dxs.len()];
+        let g = &dy[start..start + dxs.len()];
+        match op {
+            ActBackward::Relu => {
+                for ((d, &v), &gy) in dxs.iter_mut().zip(s).zip(g) {
+                    *d = if v > T::ZERO { gy } else { T::ZERO };
+                }
+            }
+            ActBackward::LeakyRelu(slope) => {
+                let slope = T::from_f64(slope);
+                for ((d, &v), &gy) in dxs.iter_mut().zip(s).zip(g) {
+                    *d = if v > T::ZERO { gy } else { gy * slope };
+                }
+            }
+            ActBackward::Sigmoid => {
+                for ((d, &y), &gy) in dxs.iter_mut().zip(s).zip(g) {
+                    *d = gy * y * (T::ONE - y);
+                }
+            }
+            ActBackward::Tanh => {
+                for ((d, &y), &gy) in dxs.iter_mut().zip(s).zip(g) {
+                    *d = gy * (T::ONE - y * y);
+                }
+            }
+        }
+    };
+    if dx.len() < PAR_THRESHOLD {
+        body(0, dx);
+    } else {
+        dx.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| body(i * CHUNK, c));
+    }
+}
+
+/// Binary elementwise functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// a + b
+    Add,
+    /// a − b
+    Sub,
+    /// a · b
+    Mul,
+    /// a / b
+    Div,
+    /// max(a, b)
+    Maximum,
+    /// 1 where a == b else 0 (no gradient; used for max's backward mask)
+    Eq,
+    /// 1 where a > b else 0
+    Gt,
+}
+
+/// The scalar function of a binary op.
+#[inline(always)]
+pub fn binary_scalar<T: Float>(op: BinaryOp, a: T, b: T) -> T {
+    match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Maximum => a.max_val(b),
+        BinaryOp::Eq => {
+            if a == b {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        BinaryOp::Gt => {
+            if a > b {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+    }
+}
+
+/// A strided operand of a broadcasting binary op: `data[offset + Σ idx·stride]`.
+/// Broadcast dimensions have stride 0.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<'a, T> {
+    /// The underlying storage.
+    pub data: &'a [T],
+    /// Element offset of index (0, …, 0).
+    pub offset: usize,
+    /// One stride per output dimension (0 where broadcast).
+    pub strides: &'a [isize],
+}
+
+impl<T> Strided<'_, T> {
+    fn is_contiguous(&self, shape: &[usize]) -> bool {
+        let mut expect = 1isize;
+        for (&d, &s) in shape.iter().zip(self.strides).rev() {
+            if d != 1 && s != expect {
+                return false;
+            }
+            expect *= d as isize;
+        }
+        true
+    }
+    fn is_scalar(&self) -> bool {
+        self.strides.iter().all(|&s| s == 0)
+    }
+}
+
+/// out = op(a, b) over the output `shape` (row-major, contiguous), reading
+/// `a` and `b` through their (broadcast) strides.
+pub fn binary<T: Float>(op: BinaryOp, a: Strided<T>, b: Strided<T>, shape: &[usize], out: &mut [T]) {
+    let n: usize = shape.iter().product();
+    assert_eq!(out.len(), n);
+    assert_eq!(a.strides.len(), shape.len());
+    assert_eq!(b.strides.len(), shape.len());
+    if n == 0 {
+        return;
+    }
+    macro_rules! run {
+        ($op:expr) => {
+            binary_impl($op, a, b, shape, out)
+        };
+    }
+    match op {
+        BinaryOp::Add => run!(BinaryOp::Add),
+        BinaryOp::Sub => run!(BinaryOp::Sub),
+        BinaryOp::Mul => run!(BinaryOp::Mul),
+        BinaryOp::Div => run!(BinaryOp::Div),
+        other => run!(other),
+    }
+}
+
+#[inline(always)]
+fn binary_impl<T: Float>(op: BinaryOp, a: Strided<T>, b: Strided<T>, shape: &[usize], out: &mut [T]) {
+    let n = out.len();
+    let a_contig = a.is_contiguous(shape);
+    let b_contig = b.is_contiguous(shape);
+    // Fast paths: both contiguous, or one side a scalar.
+    if a_contig && b_contig {
+        let (xa, xb) = (&a.data[a.offset..a.offset + n], &b.data[b.offset..b.offset + n]);
+        let body = |start: usize, o: &mut [T]| {
+            let len = o.len();
+            for ((r, &u), &v) in o
+                .iter_mut()
+                .zip(&xa[start..start + len])
+                .zip(&xb[start..start + len])
+            {
+                *r = binary_scalar(op, u, v);
+            }
+        };
+        return par_fill(out, body);
+    }
+    if a_contig && b.is_scalar() {
+        let (xa, v) = (&a.data[a.offset..a.offset + n], b.data[b.offset]);
+        return par_fill(out, |start, o: &mut [T]| {
+            let len = o.len();
+            for (r, &u) in o.iter_mut().zip(&xa[start..start + len]) {
+                *r = binary_scalar(op, u, v);
+            }
+        });
+    }
+    if b_contig && a.is_scalar() {
+        let (u, xb) = (a.data[a.offset], &b.data[b.offset..b.offset + n]);
+        return par_fill(out, |start, o: &mut [T]| {
+            let len = o.len();
+            for (r, &v) in o.iter_mut().zip(&xb[start..start + len]) {
+                *r = binary_scalar(op, u, v);
+            }
+        });
+    }
+    // General case: walk rows of the last dimension; each row is strided.
+    let last = *shape.last().unwrap();
+    let rows = n / last;
+    let row_body = |row: usize, o: &mut [T]| {
+        // Decompose the row index into the leading dimensions.
+        let (mut ia, mut ib) = (a.offset as isize, b.offset as isize);
+        let mut rem = row;
+        for d in (0..shape.len() - 1).rev() {
+            let i = rem % shape[d];
+            rem /= shape[d];
+            ia += i as isize * a.strides[d];
+            ib += i as isize * b.strides[d];
+        }
+        let (sa, sb) = (a.strides[shape.len() - 1], b.strides[shape.len() - 1]);
+        for (j, r) in o.iter_mut().enumerate() {
+            let u = a.data[(ia + j as isize * sa) as usize];
+            let v = b.data[(ib + j as isize * sb) as usize];
+            *r = binary_scalar(op, u, v);
+        }
+    };
+    if n < PAR_THRESHOLD {
+        for (row, o) in out.chunks_mut(last).enumerate() {
+            row_body(row, o);
+        }
+    } else {
+        out.par_chunks_mut(last)
+            .enumerate()
+            .with_min_len((CHUNK / last).max(1))
+            .for_each(|(row, o)| row_body(row, o));
+    }
+    let _ = rows;
+}
+
+/// Fills `out` by calling `body(start, chunk)` on fixed chunks, in parallel above the threshold.
+#[inline(always)]
+fn par_fill<T: Float>(out: &mut [T], body: impl Fn(usize, &mut [T]) + Sync) {
+    if out.len() < PAR_THRESHOLD {
+        body(0, out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| body(i * CHUNK, c));
+    }
+}
+
+/// Copies a strided view into a contiguous buffer of `shape` (used by
+/// `Tensor::contiguous`).
+pub fn copy_strided<T: Float>(src: Strided<T>, shape: &[usize], out: &mut [T]) {
+    let n: usize = shape.iter().product();
+    assert_eq!(out.len(), n);
+    if n == 0 {
+        return;
+    }
+    if shape.is_empty() {
+        out[0] = src.data[src.offset];
+        return;
+    }
+    if src.is_contiguous(shape) {
+        out.copy_from_slice(&src.data[src.offset..src.offset + n]);
+        return;
+    }
+    let last = *shape.last().unwrap();
+    let body = |row: usize, o: &mut [T]| {
+        let mut base = src.offset as isize;
+        let mut rem = row;
+        for d in (0..shape.len() - 1).rev() {
+            let i = rem % shape[d];
+            rem /= shape[d];
+            base += i as isize * src.strides[d];
+        }
+        let s = src.strides[shape.len() - 1];
+        for (j, r) in o.iter_mut().enumerate() {
+            *r = src.data[(base + j as isize * s) as usize];
+        }
+    };
+    if n < PAR_THRESHOLD {
+        for (row, o) in out.chunks_mut(last).enumerate() {
+            body(row, o);
+        }
+    } else {
+        out.par_chunks_mut(last)
+            .enumerate()
+            .with_min_len((CHUNK / last).max(1))
+            .for_each(|(row, o)| body(row, o));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_row_matches_naive_loop() {
+        let a: Vec<f64> = (0..6).map(|v| v as f64).collect(); // [2,3]
+        let b = [10.0f64, 20.0, 30.0]; // [3] broadcast over rows
+        let mut out = [0.0; 6];
+        binary(
+            BinaryOp::Add,
+            Strided { data: &a, offset: 0, strides: &[3, 1] },
+            Strided { data: &b, offset: 0, strides: &[0, 1] },
+            &[2, 3],
+            &mut out,
+        );
+        assert_eq!(out, [10.0, 21.0, 32.0, 13.0, 24.0, 35.0]);
+    }
+
+    #[test]
+    fn copy_strided_transposes() {
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2,3]
+        let mut out = [0.0f32; 6];
+        copy_strided(Strided { data: &a, offset: 0, strides: &[1, 3] }, &[3, 2], &mut out);
+        assert_eq!(out, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn sigmoid_is_stable_at_extremes() {
+        assert_eq!(sigmoid(-1000.0f32), 0.0);
+        assert_eq!(sigmoid(1000.0f32), 1.0);
+        assert!((sigmoid(0.0f64) - 0.5).abs() < 1e-15);
+    }
+}

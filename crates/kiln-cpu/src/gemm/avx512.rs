@@ -1,0 +1,102 @@
+//! v5: the AVX-512 micro-kernel, 12×32.
+//!
+//! Twice the vector width of v4 and twice the registers (32 zmm of 16
+//! floats): the 12×32 tile of C is 24 accumulators, plus 2 for B and 1 for
+//! the broadcast of A — 27 of 32. Each step issues 24 independent FMAs for 2
+//! loads and 12 broadcasts, so the kernel stays FMA-bound; a taller tile than
+//! v4 also halves how often each B value is reloaded per flop.
+
+use super::packed::{store_tile, Blocking};
+use std::arch::x86_64::*;
+
+/// Rows of the v5 tile.
+pub(super) const MR: usize = 12;
+/// Columns of the v5 tile (two zmm registers).
+pub(super) const NR: usize = 32;
+/// v5 blocking: A block 144×256 (144 KiB, L2), B micro-panel 256×32
+/// (32 KiB, L1), B block 256×3072 (3 MiB, L3).
+pub(super) const BLOCKING: Blocking = Blocking { mc: 144, kc: 256, nc: 3072 };
+
+/// The v5 micro-kernel (see [`super::packed::MicroKernel`]).
+///
+/// # Safety
+/// The CPU must support AVX-512F; otherwise as for `MicroKernel`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel_v5_avx512_12x32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    // SAFETY: the caller checked AVX-512F (the variant is only selected when
+    // `is_x86_feature_detected!` says so).
+    unsafe { kernel_impl(kc, a, b, c, rs_c, cs_c, alpha, beta, mr, nr) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_impl(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        // SAFETY: each step reads the next MR floats of the A panel and NR of
+        // the B panel; both panels hold kc steps.
+        unsafe {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    let va = _mm512_set1_ps(alpha);
+    if mr == MR && nr == NR && cs_c == 1 {
+        // Full tile with contiguous rows: vector read-modify-write of C.
+        let vb = _mm512_set1_ps(beta);
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: full tile, unit column stride: 32 floats per row.
+            unsafe {
+                let cp = c.offset(i as isize * rs_c);
+                let (mut r0, mut r1) = (_mm512_mul_ps(row[0], va), _mm512_mul_ps(row[1], va));
+                if beta != 0.0 {
+                    r0 = _mm512_fmadd_ps(_mm512_loadu_ps(cp), vb, r0);
+                    r1 = _mm512_fmadd_ps(_mm512_loadu_ps(cp.add(16)), vb, r1);
+                }
+                _mm512_storeu_ps(cp, r0);
+                _mm512_storeu_ps(cp.add(16), r1);
+            }
+        }
+    } else {
+        let mut tile = [0.0f32; MR * NR];
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: row i of `tile` has NR = 32 floats.
+            unsafe {
+                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
+                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16), row[1]);
+            }
+        }
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { store_tile(&tile, NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
+    }
+}

@@ -1,0 +1,364 @@
+//! kiln's own SGEMM, `C = alpha·A·B + beta·C` with arbitrary strides, as a
+//! lesson in numbered variants from naive to fast, plus the dispatch the
+//! engine uses.
+//!
+//! - v1 [`Variant::V1Naive`]: the triple loop of the definition.
+//! - v2 [`Variant::V2Blocked`]: loop order i-p-j (a vectorisable axpy over
+//!   rows) with k/n cache blocking.
+//! - v3 [`Variant::V3PackedScalar`]: BLIS-style packing of A and B into
+//!   contiguous micro-panels with MC/KC/NC cache blocking and a portable 4×8
+//!   register-blocked micro-kernel.
+//! - v4 [`Variant::V4Avx2`]: the same driver with a 6×16 AVX2+FMA
+//!   micro-kernel written with `std::arch` intrinsics.
+//! - v5 [`Variant::V5Avx512`]: a 12×32 AVX-512 micro-kernel.
+//!
+//! v3–v5 split large products over rayon's current pool by output tiles only,
+//! so their results are bit-identical for any thread count. v4/v5 are compiled
+//! with `#[target_feature]` and chosen at run time with
+//! `is_x86_feature_detected!`; other CPUs fall back to v3 or matrixmultiply.
+//! Shape letters: C is m×n, A is m×k, B is k×n; strides are
+//! `[row_stride, col_stride]` in elements.
+
+mod naive;
+mod packed;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use std::fmt;
+
+/// One SGEMM implementation that can be run and benchmarked on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// v1: naive triple loop.
+    V1Naive,
+    /// v2: loop-reordered (i-p-j) and cache-blocked, no packing.
+    V2Blocked,
+    /// v3: packed A/B panels, MC/KC/NC blocking, portable 4×8 micro-kernel.
+    V3PackedScalar,
+    /// v4: packed, 6×16 AVX2+FMA micro-kernel (x86-64 with AVX2 and FMA).
+    V4Avx2,
+    /// v5: packed, 12×32 AVX-512 micro-kernel (x86-64 with AVX-512F).
+    V5Avx512,
+    /// The `matrixmultiply` crate: the reference every variant is compared with.
+    Matrixmultiply,
+}
+
+impl Variant {
+    /// Every variant in lesson order, the reference last.
+    pub fn all() -> &'static [Variant] {
+        &[
+            Variant::V1Naive,
+            Variant::V2Blocked,
+            Variant::V3PackedScalar,
+            Variant::V4Avx2,
+            Variant::V5Avx512,
+            Variant::Matrixmultiply,
+        ]
+    }
+
+    /// Kernel name, as printed by benchmarks (`sgemm_v4_avx2_6x16`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::V1Naive => "sgemm_v1_naive",
+            Variant::V2Blocked => "sgemm_v2_blocked",
+            Variant::V3PackedScalar => "sgemm_v3_packed_scalar_4x8",
+            Variant::V4Avx2 => "sgemm_v4_avx2_6x16",
+            Variant::V5Avx512 => "sgemm_v5_avx512_12x32",
+            Variant::Matrixmultiply => "matrixmultiply",
+        }
+    }
+
+    /// Looks a variant up by [`Variant::name`] or by its short tag
+    /// (`v1` … `v5`, `mm`).
+    pub fn from_name(name: &str) -> Option<Variant> {
+        let short = ["v1", "v2", "v3", "v4", "v5", "mm"];
+        Variant::all()
+            .iter()
+            .zip(short)
+            .find(|(v, s)| v.name() == name || *s == name)
+            .map(|(v, _)| *v)
+    }
+
+    /// Whether this CPU can run the variant (AVX2+FMA for v4, AVX-512F for v5).
+    pub fn is_available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Variant::V4Avx2 => {
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Variant::V5Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Variant::V4Avx2 | Variant::V5Avx512 => false,
+            _ => true,
+        }
+    }
+
+    /// The variants this CPU can run, in lesson order.
+    pub fn available() -> Vec<Variant> {
+        Variant::all().iter().copied().filter(|v| v.is_available()).collect()
+    }
+
+    /// Whether the variant splits large products over rayon threads.
+    pub fn is_parallel(self) -> bool {
+        matches!(self, Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512)
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The fastest packed kernel this CPU has (v5, else v4, else v3).
+fn best_packed() -> Variant {
+    static BEST: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        [Variant::V5Avx512, Variant::V4Avx2]
+            .into_iter()
+            .find(|v| v.is_available())
+            .unwrap_or(Variant::V3PackedScalar)
+    })
+}
+
+/// The variant [`sgemm_dispatch`] runs for an m×k·k×n product.
+///
+/// Measured on an AMD EPYC (Zen 3, AVX2) — see docs/benchmarks.md: the packed
+/// AVX2 kernel beats matrixmultiply from the GAN's small layer shapes up to
+/// 1024³; only products too small to amortise packing (under ~32³ flops) go
+/// to matrixmultiply, and CPUs without AVX2 keep matrixmultiply throughout
+/// (its own SSE kernels beat the portable v3).
+pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
+    let best = best_packed();
+    if best == Variant::V3PackedScalar || m.saturating_mul(n).saturating_mul(k) < SMALL_MNK {
+        Variant::Matrixmultiply
+    } else {
+        best
+    }
+}
+
+/// Products with fewer multiply-adds than this go to matrixmultiply.
+const SMALL_MNK: usize = 32 * 32 * 32;
+
+/// SGEMM entry used by [`crate::matmul::gemm`] for f32: runs the variant
+/// [`choose_variant`] picks for the shape.
+///
+/// # Safety
+/// The pointers must cover the extents implied by the sizes and strides, and
+/// C must not alias A or B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_dispatch(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    beta: f32,
+    c: *mut f32,
+    c_strides: [isize; 2],
+) {
+    let variant = choose_variant(m, n, k);
+    // SAFETY: forwarded from the caller's contract; the chosen variant is
+    // available on this CPU.
+    unsafe {
+        sgemm_variant_raw(variant, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
+    }
+}
+
+/// Runs one SGEMM variant on slices: `C = alpha·A·B + beta·C` (with
+/// `beta == 0` C is overwritten, NaNs in it are not propagated).
+///
+/// # Panics
+/// If a strided operand reaches past its slice, a stride is negative, or the
+/// variant is not available on this CPU ([`Variant::is_available`]).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_variant(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    a_strides: [isize; 2],
+    b: &[f32],
+    b_strides: [isize; 2],
+    beta: f32,
+    c: &mut [f32],
+    c_strides: [isize; 2],
+) {
+    check_extent("A", a.len(), m, k, a_strides);
+    check_extent("B", b.len(), k, n, b_strides);
+    check_extent("C", c.len(), m, n, c_strides);
+    // SAFETY: extents checked above; `&mut c` cannot alias `a` or `b`.
+    unsafe {
+        sgemm_variant_raw(
+            variant,
+            m,
+            n,
+            k,
+            alpha,
+            a.as_ptr(),
+            a_strides,
+            b.as_ptr(),
+            b_strides,
+            beta,
+            c.as_mut_ptr(),
+            c_strides,
+        )
+    }
+}
+
+/// Raw-pointer form of [`sgemm_variant`].
+///
+/// # Safety
+/// The pointers must cover the extents implied by the sizes and strides, C
+/// must not alias A or B, and the variant must be available on this CPU.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_variant_raw(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    beta: f32,
+    c: *mut f32,
+    c_strides: [isize; 2],
+) {
+    assert!(variant.is_available(), "{variant} is not supported by this CPU");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if variant == Variant::Matrixmultiply {
+        // SAFETY: forwarded from the caller's contract.
+        return unsafe {
+            crate::matmul::sgemm_matrixmultiply(
+                m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
+            )
+        };
+    }
+    if k == 0 || alpha == 0.0 {
+        // SAFETY: C covers m×n (caller's contract).
+        return unsafe { scale_c(m, n, beta, c, c_strides) };
+    }
+    if c_strides[1] != 1 && c_strides[0] == 1 {
+        // Column-major C: compute Cᵀ = Bᵀ·Aᵀ instead, so the kernels see
+        // contiguous rows of C. Transposing a view is swapping its strides.
+        let t = |[r, c]: [isize; 2]| [c, r];
+        // SAFETY: the same memory, described as the transposed problem.
+        return unsafe {
+            sgemm_variant_raw(variant, n, m, k, alpha, b, t(b_strides), a, t(a_strides), beta, c, t(c_strides))
+        };
+    }
+    // SAFETY (all arms): forwarded from the caller's contract; m, n, k > 0.
+    unsafe {
+        match variant {
+            Variant::V1Naive => {
+                naive::sgemm_v1_naive(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
+            }
+            Variant::V2Blocked => naive::sgemm_v2_blocked(
+                m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
+            ),
+            Variant::V3PackedScalar => packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
+                packed::kernel_v3_scalar_4x8,
+                packed::V3_BLOCKING,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                a_strides,
+                b,
+                b_strides,
+                beta,
+                c,
+                c_strides,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Variant::V4Avx2 => packed::sgemm_packed::<{ avx2::MR }, { avx2::NR }>(
+                avx2::kernel_v4_avx2_6x16,
+                avx2::BLOCKING,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                a_strides,
+                b,
+                b_strides,
+                beta,
+                c,
+                c_strides,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Variant::V5Avx512 => packed::sgemm_packed::<{ avx512::MR }, { avx512::NR }>(
+                avx512::kernel_v5_avx512_12x32,
+                avx512::BLOCKING,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                a_strides,
+                b,
+                b_strides,
+                beta,
+                c,
+                c_strides,
+            ),
+            _ => unreachable!("unavailable variants were rejected above"),
+        }
+    }
+}
+
+/// `C = beta·C` (zeros when `beta == 0`, so NaNs in C do not survive).
+///
+/// # Safety
+/// C must cover m×n elements with the given strides.
+unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, [crs, ccs]: [isize; 2]) {
+    if beta == 1.0 {
+        return;
+    }
+    for i in 0..m as isize {
+        for j in 0..n as isize {
+            // SAFETY: (i, j) is inside C.
+            unsafe {
+                let cij = c.offset(i * crs + j * ccs);
+                *cij = if beta == 0.0 { 0.0 } else { beta * *cij };
+            }
+        }
+    }
+}
+
+/// `*c = alpha·acc + beta·*c`, not reading `*c` when `beta == 0`.
+///
+/// # Safety
+/// `c` must be valid for reads and writes.
+#[inline(always)]
+unsafe fn store_scaled(c: *mut f32, acc: f32, alpha: f32, beta: f32) {
+    // SAFETY: caller's contract.
+    unsafe { *c = if beta == 0.0 { alpha * acc } else { alpha * acc + beta * *c } };
+}
+
+/// Panics if a strided `rows×cols` operand reaches past `len`.
+fn check_extent(name: &str, len: usize, rows: usize, cols: usize, strides: [isize; 2]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(strides[0] >= 0 && strides[1] >= 0, "sgemm: negative strides for {name}");
+    let last = (rows - 1) * strides[0] as usize + (cols - 1) * strides[1] as usize;
+    assert!(last < len, "sgemm: {name} [{rows}x{cols}] strides {strides:?} need {} elements, slice has {len}", last + 1);
+}
+
+#[cfg(test)]
+mod tests;

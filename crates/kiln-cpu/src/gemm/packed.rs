@@ -1,0 +1,379 @@
+//! The packed GEMM driver shared by v3, v4 and v5 (the BLIS loop nest), the
+//! packing routines, and v3's portable micro-kernel.
+//!
+//! ```text
+//! for jc in 0..n step NC            B block KC×NC lives in L3
+//!   for pc in 0..k step KC
+//!     pack B[pc.., jc..] into NR-wide micro-panels (zero-padded)
+//!     for ic in 0..m step MC        A block MC×KC lives in L2   ← rayon splits here
+//!       pack A[ic.., pc..] into MR-tall micro-panels (zero-padded)
+//!       for jr in 0..NC step NR     B micro-panel KC×NR lives in L1 ← and here
+//!         for ir in 0..MC step MR
+//!           micro-kernel: MR×NR tile of C += A panel · B panel (registers)
+//! ```
+//!
+//! Packing reads A and B through their strides, so transposed operands cost
+//! nothing extra, and lays them out so the micro-kernel reads both with unit
+//! stride. Threads only ever split the ic and jr loops (output tiles); k is
+//! always summed by one thread in the same order, so results are bit-identical
+//! whatever the thread count.
+
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Cache-blocking sizes of one micro-kernel (elements).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Blocking {
+    /// Rows of A per packed block (a multiple of MR).
+    pub mc: usize,
+    /// Depth of one packed block (shared by A and B).
+    pub kc: usize,
+    /// Columns of B per packed block (a multiple of NR).
+    pub nc: usize,
+}
+
+/// A micro-kernel: `C[mr×nr] = alpha·(Apanel·Bpanel) + beta·C` over depth `kc`.
+///
+/// `a` holds `kc` groups of MR values, `b` holds `kc` groups of NR values
+/// (both zero-padded), `c` points at the tile's top-left element with strides
+/// `rs_c`, `cs_c`; only the `mr ≤ MR` by `nr ≤ NR` corner is written. With
+/// `beta == 0`, C is overwritten without being read.
+pub(super) type MicroKernel = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+);
+
+/// Below this many flops (2·m·n·k) the driver stays on the caller's thread.
+pub(super) const PAR_MIN_FLOPS: usize = 1 << 22;
+
+/// 64-byte aligned storage for packed panels, so vector loads never split a
+/// cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+thread_local! {
+    // Packing buffers are reused across calls: a fresh multi-megabyte
+    // allocation would be page-faulted in on every GEMM.
+    static PACK_A: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a thread-local aligned buffer of at least `len` floats.
+fn with_buffer<R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<Line>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let lines = len.div_ceil(16);
+    let run = |buf: &mut Vec<Line>| {
+        if buf.len() < lines {
+            buf.resize(lines, Line([0.0; 16]));
+        }
+        // SAFETY: `Line` is 16 plain f32s with no padding, so `lines` Lines
+        // are exactly `16·lines ≥ len` initialised floats.
+        let floats =
+            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut f32, lines * 16) };
+        f(&mut floats[..len])
+    };
+    cell.with(|c| match c.try_borrow_mut() {
+        Ok(mut buf) => run(&mut buf),
+        // Re-entered on the same thread (a GEMM inside a GEMM's task): use a
+        // private buffer rather than sharing.
+        Err(_) => run(&mut Vec::new()),
+    })
+}
+
+/// Packs the `mc×kc` block of A at `a` into MR-tall micro-panels: panel `ip`
+/// holds, for each p, the MR values `A[ip·MR + 0..MR][p]` (zero past `mc`).
+///
+/// # Safety
+/// `a` must cover `mc×kc` elements with strides `[ars, acs]`; `out` must hold
+/// `ceil(mc/MR)·MR·kc` floats.
+unsafe fn pack_a<const MR: usize>(
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    [ars, acs]: [isize; 2],
+    out: &mut [f32],
+) {
+    for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
+        let rows = MR.min(mc - ip * MR);
+        // SAFETY: row ip·MR is inside A.
+        let a0 = unsafe { a.offset((ip * MR) as isize * ars) };
+        if acs == 1 {
+            // Row-major A: read each row contiguously, scatter into the panel.
+            for i in 0..rows {
+                for p in 0..kc {
+                    // SAFETY: i < rows ≤ mc, p < kc.
+                    panel[p * MR + i] = unsafe { *a0.offset(i as isize * ars + p as isize) };
+                }
+            }
+        } else {
+            // Column-major (transposed) or general A: MR values per p.
+            for p in 0..kc {
+                for i in 0..rows {
+                    // SAFETY: i < rows ≤ mc, p < kc.
+                    panel[p * MR + i] =
+                        unsafe { *a0.offset(i as isize * ars + p as isize * acs) };
+                }
+            }
+        }
+        if rows < MR {
+            for p in 0..kc {
+                panel[p * MR + rows..(p + 1) * MR].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Packs the `kc×nc` block of B at `b` into NR-wide micro-panels: panel `jp`
+/// holds, for each p, the NR values `B[p][jp·NR + 0..NR]` (zero past `nc`).
+///
+/// # Safety
+/// `b` must cover `kc×nc` elements with strides `[brs, bcs]`; `out` must hold
+/// `ceil(nc/NR)·NR·kc` floats.
+unsafe fn pack_b_panel<const NR: usize>(
+    jp: usize,
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    [brs, bcs]: [isize; 2],
+    panel: &mut [f32],
+) {
+    let cols = NR.min(nc - jp * NR);
+    // SAFETY: column jp·NR is inside B.
+    let b0 = unsafe { b.offset((jp * NR) as isize * bcs) };
+    for p in 0..kc {
+        let dst = &mut panel[p * NR..(p + 1) * NR];
+        // SAFETY: row p < kc of B is inside the block.
+        let row = unsafe { b0.offset(p as isize * brs) };
+        if bcs == 1 {
+            // SAFETY: unit column stride: `cols` contiguous elements.
+            dst[..cols].copy_from_slice(unsafe { std::slice::from_raw_parts(row, cols) });
+        } else {
+            for (j, d) in dst[..cols].iter_mut().enumerate() {
+                // SAFETY: j < cols ≤ nc.
+                *d = unsafe { *row.offset(j as isize * bcs) };
+            }
+        }
+        dst[cols..].fill(0.0);
+    }
+}
+
+/// A raw pointer that may cross to rayon workers: each worker writes a
+/// disjoint set of output tiles.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: the driver hands every worker a disjoint set of C tiles, so no two
+// threads touch the same element.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above; the pointer itself is only copied.
+unsafe impl Sync for SharedMut {}
+
+/// The same for read-only operands.
+#[derive(Clone, Copy)]
+struct Shared(*const f32);
+// SAFETY: A and B are only read while the GEMM runs (caller's contract).
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+/// The packed GEMM driver: the loop nest in the module docs around
+/// `kernel`, an MR×NR micro-kernel.
+///
+/// # Safety
+/// The pointers must cover the extents implied by the sizes and strides,
+/// `k > 0`, and C must not alias A or B.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
+    kernel: MicroKernel,
+    blk: Blocking,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    beta: f32,
+    c: *mut f32,
+    c_strides: [isize; 2],
+) {
+    debug_assert!(blk.mc % MR == 0 && blk.nc % NR == 0);
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d); // TUNE-HACK
+    let blk = Blocking { mc: env("KILN_MC", blk.mc), kc: env("KILN_KC", blk.kc), nc: env("KILN_NC", blk.nc) }; // TUNE-HACK
+    let threads = rayon::current_num_threads();
+    let parallel = threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS;
+    let (a, b, c) = (Shared(a), Shared(b), SharedMut(c));
+    let [ars, acs] = a_strides;
+    let [brs, bcs] = b_strides;
+    let [crs, ccs] = c_strides;
+
+    for jc in (0..n).step_by(blk.nc) {
+        let nc = blk.nc.min(n - jc);
+        let n_panels = nc.div_ceil(NR);
+        for pc in (0..k).step_by(blk.kc) {
+            let kc = blk.kc.min(k - pc);
+            // Later k blocks add onto what the first one stored.
+            let beta_blk = if pc == 0 { beta } else { 1.0 };
+            // SAFETY: (pc, jc) is inside B.
+            let b_blk = Shared(unsafe { b.0.offset(pc as isize * brs + jc as isize * bcs) });
+            with_buffer(&PACK_B, n_panels * NR * kc, |b_pack| {
+                if parallel {
+                    b_pack.par_chunks_mut(NR * kc).enumerate().for_each(|(jp, panel)| {
+                        let b_blk = b_blk;
+                        // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
+                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.0, b_strides, panel) }
+                    });
+                } else {
+                    for (jp, panel) in b_pack.chunks_exact_mut(NR * kc).enumerate() {
+                        // SAFETY: as above.
+                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.0, b_strides, panel) }
+                    }
+                }
+                let b_pack = Shared(b_pack.as_ptr());
+                // One work item: rows ic.. of A against B panels jp0..jp1.
+                let item = |ic: usize, jp0: usize, jp1: usize| {
+                    let (a, c, b_pack) = (a, c, b_pack);
+                    let mc = blk.mc.min(m - ic);
+                    let m_panels = mc.div_ceil(MR);
+                    with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
+                        // SAFETY: (ic, pc) is inside A and the mc×kc block too.
+                        unsafe {
+                            let a_blk = a.0.offset(ic as isize * ars + pc as isize * acs);
+                            pack_a::<MR>(mc, kc, a_blk, a_strides, a_pack);
+                        }
+                        for jp in jp0..jp1 {
+                            let nr = NR.min(nc - jp * NR);
+                            // SAFETY: jp < n_panels: the panel is inside b_pack.
+                            let b_panel = unsafe { b_pack.0.add(jp * NR * kc) };
+                            for ip in 0..m_panels {
+                                let mr = MR.min(mc - ip * MR);
+                                let (row, col) = (ic + ip * MR, jc + jp * NR);
+                                // SAFETY: the mr×nr tile at (row, col) is inside C,
+                                // both panels hold kc groups, and this item is the
+                                // only writer of the tile.
+                                unsafe {
+                                    kernel(
+                                        kc,
+                                        a_pack.as_ptr().add(ip * MR * kc),
+                                        b_panel,
+                                        c.0.offset(row as isize * crs + col as isize * ccs),
+                                        crs,
+                                        ccs,
+                                        alpha,
+                                        beta_blk,
+                                        mr,
+                                        nr,
+                                    )
+                                }
+                            }
+                        }
+                    })
+                };
+                let m_blocks = m.div_ceil(blk.mc);
+                if parallel {
+                    // Few row blocks (small batch): also split the B panels so
+                    // every thread gets work. Tile boundaries stay the same.
+                    let groups = (4 * threads).div_ceil(m_blocks).clamp(1, n_panels);
+                    (0..m_blocks * groups).into_par_iter().for_each(|w| {
+                        let (ib, g) = (w / groups, w % groups);
+                        item(ib * blk.mc, g * n_panels / groups, (g + 1) * n_panels / groups);
+                    });
+                } else {
+                    for ib in 0..m_blocks {
+                        item(ib * blk.mc, 0, n_panels);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Writes an MR×NR accumulator tile (row-major, leading dimension `ld`) into
+/// the `mr×nr` corner of C: `C = alpha·acc + beta·C` (C not read when
+/// `beta == 0`). The edge-tile path every micro-kernel shares.
+///
+/// # Safety
+/// The `mr×nr` tile at `c` with strides `rs_c`, `cs_c` must be writable.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) unsafe fn store_tile(
+    acc: &[f32],
+    ld: usize,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    for i in 0..mr {
+        for j in 0..nr {
+            // SAFETY: i < mr, j < nr: inside the tile.
+            unsafe {
+                super::store_scaled(
+                    c.offset(i as isize * rs_c + j as isize * cs_c),
+                    acc[i * ld + j],
+                    alpha,
+                    beta,
+                )
+            };
+        }
+    }
+}
+
+/// v3 micro-kernel shape: 4 rows × 8 columns, 32 accumulators. Without SIMD
+/// intrinsics the compiler keeps them in (SSE) registers; the point of v3 is
+/// the memory layout, not the arithmetic.
+pub(super) const V3_MR: usize = 4;
+/// See [`V3_MR`].
+pub(super) const V3_NR: usize = 8;
+/// v3 blocking: A block 96×256 (96 KiB, L2), B block 256×2048 (2 MiB, L3).
+pub(super) const V3_BLOCKING: Blocking = Blocking { mc: 96, kc: 256, nc: 2048 };
+
+/// v3 micro-kernel: portable Rust over the packed panels. Each step of p
+/// loads MR values of A and NR of B (unit stride, from L1/L2) and does MR·NR
+/// multiply-adds into accumulators that never leave registers until the end.
+///
+/// # Safety
+/// See [`MicroKernel`].
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel_v3_scalar_4x8(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    // SAFETY: the packed panels hold kc groups of MR and NR floats.
+    let (a, b) = unsafe {
+        (std::slice::from_raw_parts(a, kc * V3_MR), std::slice::from_raw_parts(b, kc * V3_NR))
+    };
+    let mut acc = [[0.0f32; V3_NR]; V3_MR];
+    for (ap, bp) in a.chunks_exact(V3_MR).zip(b.chunks_exact(V3_NR)) {
+        for (row, &ai) in acc.iter_mut().zip(ap) {
+            for (cij, &bj) in row.iter_mut().zip(bp) {
+                *cij += ai * bj;
+            }
+        }
+    }
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { store_tile(acc.as_flattened(), V3_NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
+}

@@ -1,0 +1,173 @@
+use super::*;
+use proptest::prelude::*;
+
+/// Deterministic pseudo-random floats in [-1, 1) (xorshift; no rand dep).
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A strided operand: storage, strides, and the element accessor.
+struct Mat {
+    data: Vec<f32>,
+    strides: [isize; 2],
+}
+
+impl Mat {
+    /// rows×cols, row-major with 3 padding columns, or column-major
+    /// (`transposed`) with 2 padding rows, so no stride is the trivial one.
+    fn new(rows: usize, cols: usize, transposed: bool, seed: u64) -> Mat {
+        let (strides, len) = if transposed {
+            let ld = rows + 2;
+            ([1, ld as isize], ld * cols.max(1))
+        } else {
+            let ld = cols + 3;
+            ([ld as isize, 1], ld * rows.max(1))
+        };
+        Mat { data: fill(len, seed), strides }
+    }
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.strides[0] as usize + j * self.strides[1] as usize]
+    }
+}
+
+/// Checks `variant` against an f64 reference on one problem.
+#[allow(clippy::too_many_arguments)]
+fn check(variant: Variant, m: usize, n: usize, k: usize, ta: bool, tb: bool, tc: bool, alpha: f32, beta: f32) {
+    let a = Mat::new(m, k, ta, 1);
+    let b = Mat::new(k, n, tb, 2);
+    let mut c = Mat::new(m, n, tc, 3);
+    if beta == 0.0 {
+        // beta == 0 must overwrite, even NaN.
+        c.data.iter_mut().step_by(2).for_each(|x| *x = f32::NAN);
+    }
+    let c0: Vec<f32> = (0..m * n).map(|x| c.at(x / n, x % n)).collect();
+    sgemm_variant(variant, m, n, k, alpha, &a.data, a.strides, &b.data, b.strides, beta, &mut c.data, c.strides);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut dot, mut mag) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                let t = a.at(i, p) as f64 * b.at(p, j) as f64;
+                dot += t;
+                mag += t.abs();
+            }
+            let prev = if beta == 0.0 { 0.0 } else { beta as f64 * c0[i * n + j] as f64 };
+            let want = alpha as f64 * dot + prev;
+            let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * (alpha.abs() as f64 * mag + prev.abs()) + 1e-6;
+            let got = c.at(i, j) as f64;
+            assert!(
+                (got - want).abs() <= tol,
+                "{variant} m={m} n={n} k={k} ta={ta} tb={tb} tc={tc} alpha={alpha} beta={beta}: C[{i}][{j}] = {got}, want {want} (tol {tol})"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_variant_matches_f64_reference_on_odd_shapes() {
+    let shapes = [
+        (1, 1, 1),
+        (1, 37, 19),
+        (29, 1, 23),
+        (7, 13, 1),
+        (6, 16, 256),
+        (13, 33, 300),
+        (65, 47, 129),
+        (150, 70, 520),
+    ];
+    for &v in &Variant::available() {
+        for &(m, n, k) in &shapes {
+            for (ta, tb, tc) in [(false, false, false), (true, false, false), (false, true, false), (true, true, true)] {
+                check(v, m, n, k, ta, tb, tc, 1.0, 0.0);
+            }
+            check(v, m, n, k, false, false, false, 0.5, 1.0);
+            check(v, m, n, k, false, true, false, -1.5, 0.25);
+        }
+    }
+}
+
+#[test]
+fn k_zero_scales_c_by_beta() {
+    for &v in &Variant::available() {
+        check(v, 5, 7, 0, false, false, false, 1.0, 0.0);
+        check(v, 5, 7, 0, false, false, false, 1.0, 2.0);
+    }
+}
+
+#[test]
+fn gan_layer_shapes_match_reference() {
+    let v = choose_variant(64, 128, 784);
+    // forward x·Wᵀ, grad-input dy·W, grad-weight dyᵀ·x of the 784→128 layer.
+    check(v, 64, 128, 784, false, true, false, 1.0, 0.0);
+    check(v, 64, 784, 128, false, false, false, 1.0, 0.0);
+    check(v, 128, 784, 64, true, false, false, 1.0, 1.0);
+}
+
+#[test]
+fn variant_names_round_trip() {
+    for &v in Variant::all() {
+        assert_eq!(Variant::from_name(v.name()), Some(v));
+    }
+    assert_eq!(Variant::from_name("v4"), Some(Variant::V4Avx2));
+    assert_eq!(Variant::from_name("nope"), None);
+}
+
+fn run_in_pool(threads: usize, v: Variant, m: usize, n: usize, k: usize) -> Vec<u32> {
+    let a = fill(m * k, 7);
+    let b = fill(k * n, 8);
+    let mut c = fill(m * n, 9);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        sgemm_variant(v, m, n, k, 0.7, &a, [k as isize, 1], &b, [1, k as isize], 0.3, &mut c, [n as isize, 1])
+    });
+    c.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn results_are_bit_identical_across_thread_counts() {
+    // Above the parallel threshold, with edge tiles in both directions and
+    // several k blocks; a short-and-wide shape exercises the B-panel split.
+    for (m, n, k) in [(301, 203, 517), (64, 1000, 300)] {
+        for &v in Variant::available().iter().filter(|v| v.is_parallel()) {
+            let one = run_in_pool(1, v, m, n, k);
+            for threads in [2, 3] {
+                assert!(one == run_in_pool(threads, v, m, n, k), "{v} differs with {threads} threads");
+            }
+        }
+    }
+}
+
+#[test]
+fn dispatch_runs_through_matmul_gemm() {
+    let (m, n, k) = (33, 45, 70);
+    let a = fill(m * k, 4);
+    let b = fill(k * n, 5);
+    let mut c = vec![0.0f32; m * n];
+    let mut r = vec![0.0f32; m * n];
+    crate::matmul::gemm(m, n, k, 1.0, &a, [k as isize, 1], &b, [n as isize, 1], 0.0, &mut c, [n as isize, 1]);
+    sgemm_variant(Variant::V1Naive, m, n, k, 1.0, &a, [k as isize, 1], &b, [n as isize, 1], 0.0, &mut r, [n as isize, 1]);
+    for (x, y) in c.iter().zip(&r) {
+        assert!((x - y).abs() < 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn packed_variants_match_reference_on_random_shapes(
+        m in 1usize..40, n in 1usize..40, k in 0usize..300,
+        ta: bool, tb: bool, tc: bool,
+        ab in prop::sample::select(vec![(1.0f32, 0.0f32), (2.0, 1.0), (-0.5, 0.5)]),
+    ) {
+        for &v in Variant::available().iter().filter(|v| **v != Variant::V1Naive) {
+            check(v, m, n, k, ta, tb, tc, ab.0, ab.1);
+        }
+    }
+}

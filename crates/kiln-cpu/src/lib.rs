@@ -1,0 +1,135 @@
+//! kiln-cpu: the CPU kernels of kiln, as plain functions over slices.
+//!
+//! Nothing here knows about tensors or autograd: every kernel takes its
+//! shapes and strides in the signature, allocates nothing, and runs on the
+//! caller's thread unless the work is large enough to pay for rayon.
+//! Reductions split work into fixed-size chunks combined in a fixed order, so
+//! their results are bit-identical whatever the thread count.
+//!
+//! ```
+//! let a = [1.0f32, 2.0, 3.0, 4.0]; // [2, 2] row-major
+//! let b = [1.0f32, 0.0, 0.0, 1.0];
+//! let mut c = [0.0f32; 4];
+//! kiln_cpu::matmul::gemm(2, 2, 2, 1.0, &a, [2, 1], &b, [2, 1], 0.0, &mut c, [2, 1]);
+//! assert_eq!(c, a);
+//! ```
+
+pub mod elementwise;
+pub mod gemm;
+pub mod matmul;
+pub mod optim;
+pub mod probe;
+pub mod reduce;
+
+/// The floating-point element types kiln computes in: f32 everywhere, f64 on
+/// the CPU for gradcheck and reference tests.
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::fmt::Debug
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
+    fn abs(self) -> Self;
+    fn powf(self, e: Self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn max_val(self, o: Self) -> Self;
+    fn min_val(self, o: Self) -> Self;
+    fn is_finite(self) -> bool;
+    fn neg_infinity() -> Self;
+}
+
+macro_rules! impl_float {
+    ($t:ty) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            #[inline(always)]
+            fn max_val(self, o: Self) -> Self {
+                if self >= o || self.is_nan() {
+                    self
+                } else {
+                    o
+                }
+            }
+            #[inline(always)]
+            fn min_val(self, o: Self) -> Self {
+                if self <= o || self.is_nan() {
+                    self
+                } else {
+                    o
+                }
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn neg_infinity() -> Self {
+                <$t>::NEG_INFINITY
+            }
+        }
+    };
+}
+impl_float!(f32);
+impl_float!(f64);
+
+/// Below this many elements a kernel runs on the caller's thread: spawning
+/// rayon tasks costs more than the work.
+pub const PAR_THRESHOLD: usize = 1 << 15;
+
+/// Fixed chunk length of parallel kernels and reductions. Reductions sum each
+/// chunk sequentially and then the chunk sums in order, so the result does not
+/// depend on how many threads ran the chunks.
+pub const CHUNK: usize = 1 << 14;

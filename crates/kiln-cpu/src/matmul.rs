@@ -1,0 +1,126 @@
+//! Matrix multiply entry point used by the engine: C = alpha·A·B + beta·C with
+//! arbitrary row/column strides (so transposed operands are views, not copies).
+//!
+//! Strides are `[row_stride, col_stride]` in elements. The engine calls
+//! [`gemm`]; it dispatches to the fastest correct kernel for the shape (our
+//! packed micro-kernels in [`crate::gemm`] where they win, matrixmultiply
+//! otherwise — matrixmultiply is also the reference every variant is tested
+//! against).
+
+use crate::Float;
+use std::any::TypeId;
+
+/// C[m×n] = alpha·A[m×k]·B[k×n] + beta·C, all with explicit strides.
+///
+/// When `beta == 0`, C is overwritten (NaNs in C are not propagated).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    a_strides: [isize; 2],
+    b: &[T],
+    b_strides: [isize; 2],
+    beta: T,
+    c: &mut [T],
+    c_strides: [isize; 2],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_extent(a.len(), m, k, a_strides);
+    check_extent(b.len(), k, n, b_strides);
+    check_extent(c.len(), m, n, c_strides);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 (checked by TypeId), so the casts are identity
+        // reinterpretations; extents were checked above.
+        unsafe {
+            crate::gemm::sgemm_dispatch(
+                m,
+                n,
+                k,
+                alpha.to_f64() as f32,
+                a.as_ptr() as *const f32,
+                a_strides,
+                b.as_ptr() as *const f32,
+                b_strides,
+                beta.to_f64() as f32,
+                c.as_mut_ptr() as *mut f32,
+                c_strides,
+            )
+        }
+    } else {
+        // SAFETY: T is f64 (the only other Float); extents checked above.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                alpha.to_f64(),
+                a.as_ptr() as *const f64,
+                a_strides[0],
+                a_strides[1],
+                b.as_ptr() as *const f64,
+                b_strides[0],
+                b_strides[1],
+                beta.to_f64(),
+                c.as_mut_ptr() as *mut f64,
+                c_strides[0],
+                c_strides[1],
+            )
+        }
+    }
+}
+
+/// Reference SGEMM through matrixmultiply (the baseline every variant is
+/// checked and benchmarked against).
+///
+/// # Safety
+/// The pointers must cover the extents implied by the sizes and strides.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_matrixmultiply(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    beta: f32,
+    c: *mut f32,
+    c_strides: [isize; 2],
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a,
+            a_strides[0],
+            a_strides[1],
+            b,
+            b_strides[0],
+            b_strides[1],
+            beta,
+            c,
+            c_strides[0],
+            c_strides[1],
+        )
+    }
+}
+
+/// Panics (an internal bug, not user input) if a strided matrix would read
+/// outside its slice. Negative strides are not used by the engine.
+fn check_extent(len: usize, rows: usize, cols: usize, strides: [isize; 2]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(strides[0] >= 0 && strides[1] >= 0, "negative strides");
+    let last = (rows - 1) * strides[0] as usize + (cols - 1) * strides[1] as usize;
+    assert!(last < len, "gemm operand out of bounds: {last} >= {len}");
+}

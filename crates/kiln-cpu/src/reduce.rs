@@ -1,0 +1,189 @@
+//! Reductions with a fixed order of operations, so results are bit-identical
+//! at 1, 2 or N threads: work is cut into fixed [`CHUNK`]-sized pieces (never
+//! into "one piece per thread"), each piece is reduced sequentially, and the
+//! piece results are combined sequentially in index order.
+//!
+//! Layout: a reduction over one dimension sees its input as `[outer, r, inner]`
+//! (row-major) and writes `[outer, inner]`.
+
+use crate::{Float, CHUNK, PAR_THRESHOLD};
+use rayon::prelude::*;
+
+/// What a reduction computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Σ
+    Sum,
+    /// max (NaN propagates)
+    Max,
+}
+
+#[inline(always)]
+fn combine<T: Float>(op: ReduceOp, acc: T, v: T) -> T {
+    match op {
+        ReduceOp::Sum => acc + v,
+        ReduceOp::Max => {
+            if v > acc || v != v {
+                v
+            } else {
+                acc
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn identity<T: Float>(op: ReduceOp) -> T {
+    match op {
+        ReduceOp::Sum => T::ZERO,
+        ReduceOp::Max => T::neg_infinity(),
+    }
+}
+
+fn reduce_seq<T: Float>(op: ReduceOp, x: &[T]) -> T {
+    match op {
+        // Eight independent partial sums: vectorisable, and still a fixed order.
+        ReduceOp::Sum => {
+            let mut acc = [T::ZERO; 8];
+            let mut it = x.chunks_exact(8);
+            for c in &mut it {
+                for l in 0..8 {
+                    acc[l] += c[l];
+                }
+            }
+            let mut s = T::ZERO;
+            for &v in it.remainder() {
+                s += v;
+            }
+            let pairs = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+            (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + s
+        }
+        ReduceOp::Max => x.iter().fold(identity(op), |a, &v| combine(op, a, v)),
+    }
+}
+
+/// Reduces every element of `x`.
+pub fn reduce_all<T: Float>(op: ReduceOp, x: &[T]) -> T {
+    if x.len() <= CHUNK {
+        return reduce_seq(op, x);
+    }
+    let partial: Vec<T> = if x.len() < PAR_THRESHOLD {
+        x.chunks(CHUNK).map(|c| reduce_seq(op, c)).collect()
+    } else {
+        x.par_chunks(CHUNK).map(|c| reduce_seq(op, c)).collect()
+    };
+    partial.iter().fold(identity(op), |a, &v| combine(op, a, v))
+}
+
+/// out[o, i] = reduce over j of x[o, j, i], for x of shape [outer, r, inner].
+pub fn reduce_dim<T: Float>(op: ReduceOp, x: &[T], outer: usize, r: usize, inner: usize, out: &mut [T]) {
+    assert_eq!(x.len(), outer * r * inner, "reduce_dim: input length");
+    assert_eq!(out.len(), outer * inner, "reduce_dim: output length");
+    if inner == 1 {
+        // Reduce contiguous rows.
+        let body = |o: usize, dst: &mut T| *dst = reduce_seq(op, &x[o * r..(o + 1) * r]);
+        if x.len() < PAR_THRESHOLD {
+            out.iter_mut().enumerate().for_each(|(o, d)| body(o, d));
+        } else {
+            out.par_iter_mut()
+                .enumerate()
+                .with_min_len((CHUNK / r.max(1)).max(1))
+                .for_each(|(o, d)| body(o, d));
+        }
+        return;
+    }
+    // Reduce strided columns: accumulate whole rows of length `inner` in j order,
+    // which vectorises over i and keeps a fixed order per output element.
+    let body = |o: usize, dst: &mut [T]| {
+        dst.fill(identity(op));
+        for j in 0..r {
+            let row = &x[(o * r + j) * inner..(o * r + j + 1) * inner];
+            for (d, &v) in dst.iter_mut().zip(row) {
+                *d = combine(op, *d, v);
+            }
+        }
+    };
+    let col_body = |o: usize, i0: usize, dst: &mut [T]| {
+        dst.fill(identity(op));
+        for j in 0..r {
+            let base = (o * r + j) * inner + i0;
+            let len = dst.len();
+            for (d, &v) in dst.iter_mut().zip(&x[base..base + len]) {
+                *d = combine(op, *d, v);
+            }
+        }
+    };
+    if x.len() < PAR_THRESHOLD {
+        out.chunks_mut(inner).enumerate().for_each(|(o, d)| body(o, d));
+    } else if outer >= 4 {
+        out.par_chunks_mut(inner).enumerate().for_each(|(o, d)| body(o, d));
+    } else {
+        // Few outer slices: split the inner dimension into column blocks instead.
+        const COLS: usize = 256;
+        for (o, d) in out.chunks_mut(inner).enumerate() {
+            d.par_chunks_mut(COLS)
+                .enumerate()
+                .for_each(|(b, dc)| col_body(o, b * COLS, dc));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_all_is_identical_across_thread_counts() {
+        let x: Vec<f32> = (0..1_000_003).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.37).collect();
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| reduce_all(ReduceOp::Sum, &x))
+        };
+        let one = run(1);
+        assert_eq!(one.to_bits(), run(2).to_bits());
+        assert_eq!(one.to_bits(), run(5).to_bits());
+        let exact: f64 = x.iter().map(|&v| v as f64).sum();
+        assert!((one as f64 - exact).abs() < 1e-2 * exact.abs().max(1.0));
+    }
+
+    #[test]
+    fn reduce_dim_matches_naive() {
+        let (outer, r, inner) = (3, 5, 4);
+        let x: Vec<f64> = (0..outer * r * inner).map(|i| (i as f64).sin()).collect();
+        let mut out = vec![0.0; outer * inner];
+        reduce_dim(ReduceOp::Sum, &x, outer, r, inner, &mut out);
+        for o in 0..outer {
+            for i in 0..inner {
+                let want: f64 = (0..r).map(|j| x[(o * r + j) * inner + i]).sum();
+                assert!((out[o * inner + i] - want).abs() < 1e-12);
+            }
+        }
+        reduce_dim(ReduceOp::Max, &x, outer, r, inner, &mut out);
+        for o in 0..outer {
+            for i in 0..inner {
+                let want = (0..r).map(|j| x[(o * r + j) * inner + i]).fold(f64::MIN, f64::max);
+                assert_eq!(out[o * inner + i], want);
+            }
+        }
+    }
+
+    #[test]
+    fn reduce_dim_deterministic_across_threads() {
+        let (outer, r, inner) = (2, 3000, 700);
+        let x: Vec<f32> = (0..outer * r * inner).map(|i| ((i % 977) as f32).sqrt()).collect();
+        let run = |t: usize| {
+            let mut out = vec![0.0f32; outer * inner];
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| reduce_dim(ReduceOp::Sum, &x, outer, r, inner, &mut out));
+            out
+        };
+        let a = run(1);
+        assert!(a.iter().zip(run(3)).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
+}

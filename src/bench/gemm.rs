@@ -1,0 +1,211 @@
+//! GEMM benchmarks: every SGEMM variant of `kiln_cpu::gemm` and the engine's
+//! dispatch, validated and compared with matrixmultiply in the same run.
+
+use super::{finish_case, time_fn, BenchConfig, BenchReport, Measurement, Status};
+use kiln_cpu::gemm::{sgemm_variant, Variant};
+
+/// Name of the engine's entry point in reports.
+const DISPATCH: &str = "dispatch (matmul::gemm)";
+/// The same-run reference.
+const REFERENCE: &str = "matrixmultiply";
+
+/// Default n of the square n×n×n products.
+const DEFAULT_SIZES: [usize; 6] = [64, 128, 256, 512, 768, 1024];
+
+/// One GEMM problem: C[m×n] = A[m×k]·B[k×n], with operand strides.
+struct Problem {
+    case: String,
+    size: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_strides: [isize; 2],
+    b_strides: [isize; 2],
+}
+
+/// Deterministic values in [-1, 1).
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Whether `name` passes the `--impls` filter.
+fn wanted(cfg: &BenchConfig, v: Variant) -> bool {
+    cfg.impls.is_empty()
+        || v == Variant::Matrixmultiply // the reference always runs
+        || cfg.impls.iter().any(|s| Variant::from_name(s) == Some(v))
+}
+
+/// Variants too slow to time at this size (seconds per call otherwise).
+fn too_slow(v: Variant, flops: f64) -> Option<String> {
+    let limit = match v {
+        Variant::V1Naive => 3e8,
+        Variant::V2Blocked => 3e9,
+        _ => return None,
+    };
+    (flops > limit).then(|| format!("over {:.1} GFLOP per call", limit / 1e9))
+}
+
+/// Validates and times every implementation on one problem.
+fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &Problem, variants: &[Variant]) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let flops = 2.0 * (m * n * k) as f64;
+    let extent = |rows: usize, cols: usize, s: [isize; 2]| (rows - 1) * s[0] as usize + (cols - 1) * s[1] as usize + 1;
+    let a = fill(extent(m, k, p.a_strides), 1);
+    let b = fill(extent(k, n, p.b_strides), 2);
+    let c_strides = [n as isize, 1];
+    // Reference result and the error bound per element: |A|·|B| scales the
+    // rounding error of a k-term dot product.
+    let mut c_ref = vec![0.0f32; m * n];
+    sgemm_variant(Variant::Matrixmultiply, m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, &mut c_ref, c_strides);
+    let (a_abs, b_abs): (Vec<f32>, Vec<f32>) = (a.iter().map(|x| x.abs()).collect(), b.iter().map(|x| x.abs()).collect());
+    let mut mag = vec![0.0f32; m * n];
+    sgemm_variant(Variant::Matrixmultiply, m, n, k, 1.0, &a_abs, p.a_strides, &b_abs, p.b_strides, 0.0, &mut mag, c_strides);
+    let tol_scale = 4.0 * (k as f32 + 2.0) * f32::EPSILON;
+
+    let mut impls: Vec<(String, Option<Variant>)> = vec![(DISPATCH.to_string(), None)];
+    impls.extend(variants.iter().filter(|v| wanted(cfg, **v)).map(|v| (v.name().to_string(), Some(*v))));
+    let mut case = Vec::new();
+    for (name, variant) in impls {
+        let mut meas = Measurement {
+            kernel: kernel.into(),
+            case: p.case.clone(),
+            size: p.size,
+            implementation: name,
+            status: Status::Ok,
+            work: flops,
+            unit: "GFLOP/s",
+            timing: None,
+            frac_of_peak: None,
+            vs_reference: None,
+        };
+        if let Some(v) = variant {
+            if !v.is_available() {
+                meas.status = Status::Skipped("not supported by this CPU".into());
+            } else if let Some(why) = too_slow(v, flops) {
+                meas.status = Status::Skipped(why);
+            }
+        }
+        if meas.status == Status::Ok {
+            let mut c = vec![f32::NAN; m * n];
+            let mut call = |c: &mut [f32]| match variant {
+                Some(v) => sgemm_variant(v, m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, c, c_strides),
+                None => kiln_cpu::matmul::gemm(m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, c, c_strides),
+            };
+            call(&mut c);
+            let bad = (0..m * n).find(|&i| !((c[i] - c_ref[i]).abs() <= tol_scale * mag[i] + 1e-6));
+            if let Some(i) = bad {
+                meas.status = Status::Failed(format!(
+                    "C[{}][{}] = {} but the reference gives {}",
+                    i / n,
+                    i % n,
+                    c[i],
+                    c_ref[i]
+                ));
+            } else {
+                meas.timing = Some(time_fn(&mut || call(&mut c), cfg.repeats, cfg.min_time));
+            }
+        }
+        case.push(meas);
+    }
+    finish_case(&report.machine, &mut case, REFERENCE);
+    report.measurements.extend(case);
+}
+
+/// Square n×n×n products for each size in `cfg.sizes` (default 64…1024).
+pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Result<(), String> {
+    let sizes = if cfg.sizes.is_empty() { DEFAULT_SIZES.to_vec() } else { cfg.sizes.clone() };
+    if sizes.contains(&0) {
+        return Err("gemm sizes must be positive".into());
+    }
+    for n in sizes {
+        let p = Problem {
+            case: format!("{n}x{n}x{n}"),
+            size: n,
+            m: n,
+            n,
+            k: n,
+            a_strides: [n as isize, 1],
+            b_strides: [n as isize, 1],
+        };
+        bench_problem(cfg, report, "gemm", &p, Variant::all());
+    }
+    report.notes.push(format!(
+        "gemm: C = A·B, all row-major; GFLOP/s = 2·m·n·k / time; % of the FMA peak measured with {} threads; \
+         vs ref = rate / matrixmultiply's rate in this run (matrixmultiply is single-threaded as built here).",
+        report.machine.threads
+    ));
+    Ok(())
+}
+
+/// The GAN's linear layers as (config, batch, in, out); the same list as
+/// the PyTorch reference script, plus the article's 12288-wide layer.
+pub const GAN_LAYERS: [(&str, usize, usize, usize); 12] = [
+    ("seed", 64, 100, 128),
+    ("seed", 64, 128, 784),
+    ("seed", 64, 784, 128),
+    ("article", 100, 12288, 128),
+    ("mlp-large", 256, 100, 256),
+    ("mlp-large", 256, 256, 512),
+    ("mlp-large", 256, 512, 1024),
+    ("mlp-large", 256, 1024, 784),
+    ("mlp-large", 256, 784, 512),
+    ("mlp-large", 256, 512, 256),
+    ("toy2d", 256, 2, 128),
+    ("toy2d", 256, 128, 128),
+];
+
+/// For every GAN layer, the three GEMMs of a training step with the layouts
+/// the engine uses (nn.Linear's weight W is [out, in], row-major):
+/// forward `x·Wᵀ` (B is a transposed view), grad-input `dy·W`, and
+/// grad-weight `dyᵀ·x` (A is a transposed view).
+pub(super) fn bench_layers(cfg: &BenchConfig, report: &mut BenchReport) -> Result<(), String> {
+    let variants: Vec<Variant> = Variant::all().iter().copied().filter(|v| *v != Variant::V1Naive).collect();
+    for (i, &(name, batch, d_in, d_out)) in GAN_LAYERS.iter().enumerate() {
+        let problems = [
+            Problem {
+                case: format!("{name} fwd x[{batch}x{d_in}]@W^T[{d_in}x{d_out}]"),
+                size: 3 * i,
+                m: batch,
+                n: d_out,
+                k: d_in,
+                a_strides: [d_in as isize, 1],
+                b_strides: [1, d_in as isize],
+            },
+            Problem {
+                case: format!("{name} bwd-in dy[{batch}x{d_out}]@W[{d_out}x{d_in}]"),
+                size: 3 * i + 1,
+                m: batch,
+                n: d_in,
+                k: d_out,
+                a_strides: [d_out as isize, 1],
+                b_strides: [d_in as isize, 1],
+            },
+            Problem {
+                case: format!("{name} bwd-w dy^T[{d_out}x{batch}]@x[{batch}x{d_in}]"),
+                size: 3 * i + 2,
+                m: d_out,
+                n: d_in,
+                k: batch,
+                a_strides: [1, d_out as isize],
+                b_strides: [d_in as isize, 1],
+            },
+        ];
+        for p in &problems {
+            bench_problem(cfg, report, "layers", p, &variants);
+        }
+    }
+    report.notes.push(
+        "layers: the three GEMMs of each GAN linear layer (W is [out, in] as in nn.Linear; Wᵀ and dyᵀ are \
+         strided views, not copies); compare with torch.mm / torch.addmm from /work/shared/bench/pytorch_kernels.py."
+            .into(),
+    );
+    Ok(())
+}

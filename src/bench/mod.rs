@@ -1,0 +1,382 @@
+//! `kiln bench`: validated kernel benchmarks with the machine's measured peak
+//! and a reference measured in the same run.
+//!
+//! Every implementation is first checked against a reference; a wrong kernel
+//! is reported as FAILED and never timed. Timings are medians over repeats
+//! with the min–max spread, converted to the figure that matters (GFLOP/s for
+//! GEMM, GB/s for memory-bound kernels) and to a fraction of this machine's
+//! peak (an FMA-throughput probe for GEMM, copy bandwidth for the rest).
+//!
+//! ```no_run
+//! let cfg = kiln::bench::BenchConfig { kernel: "gemm".into(), sizes: vec![256, 1024], ..Default::default() };
+//! let report = kiln::bench::run(&cfg).unwrap();
+//! println!("{report}");
+//! ```
+
+mod gemm;
+mod memory;
+mod plot;
+mod timing;
+
+pub use timing::{time_fn, Timing};
+
+use kiln_cpu::probe;
+use serde_json::json;
+use std::fmt;
+use std::path::PathBuf;
+
+/// What to benchmark; plain fields so a CLI can fill them directly.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// `gemm` (square n³ products), `layers` (the GAN's layer GEMMs, forward
+    /// and both backward products; also `gemm-layers`), `elementwise`,
+    /// `reduce`, `adam`, or `all`.
+    pub kernel: String,
+    /// Problem sizes: n of an n×n×n GEMM, or element counts for the memory
+    /// kernels. Empty: the kernel's defaults.
+    pub sizes: Vec<usize>,
+    /// Rayon threads (a local pool); `None`: rayon's default (all cores).
+    pub threads: Option<usize>,
+    /// Write the report as JSON here.
+    pub json: Option<PathBuf>,
+    /// Draw a PNG plot (rate vs case, one line per implementation, peak as
+    /// a horizontal line) here.
+    pub plot: Option<PathBuf>,
+    /// Timed repeats per measurement (each ≥ `min_time` seconds).
+    pub repeats: usize,
+    /// Minimum seconds per timed repeat.
+    pub min_time: f64,
+    /// Only these implementations (names or short tags such as `v4`, `mm`);
+    /// empty: all available.
+    pub impls: Vec<String>,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            kernel: "gemm".into(),
+            sizes: Vec::new(),
+            threads: None,
+            json: None,
+            plot: None,
+            repeats: 7,
+            min_time: 0.1,
+            impls: Vec::new(),
+        }
+    }
+}
+
+/// The machine the numbers were measured on.
+#[derive(Clone, Debug)]
+pub struct MachineInfo {
+    /// CPU model from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// SIMD features detected at run time.
+    pub features: String,
+    /// Logical CPUs.
+    pub logical_cpus: usize,
+    /// Threads the benchmark ran with.
+    pub threads: usize,
+    /// Instruction set of the FMA probe.
+    pub fma_isa: String,
+    /// Measured f32 FMA peak, 1 thread (GFLOP/s).
+    pub fma_peak_1t: f64,
+    /// Measured f32 FMA peak with `threads` threads (GFLOP/s).
+    pub fma_peak: f64,
+    /// Measured copy bandwidth of a 256 MiB buffer with `threads` threads
+    /// (GB/s, read + write).
+    pub copy_gbs: f64,
+}
+
+/// Outcome of validating one implementation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    /// Matched the reference and was timed.
+    Ok,
+    /// Did not match the reference (why); not timed.
+    Failed(String),
+    /// Not run (why: not supported by this CPU, too slow at this size…).
+    Skipped(String),
+}
+
+/// One implementation on one case.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    /// Kernel family (`gemm`, `layers`, `elementwise`, `reduce`, `adam`).
+    pub kernel: String,
+    /// The case, e.g. `1024x1024x1024` or `relu 16M`.
+    pub case: String,
+    /// Position on the plot's x axis (n for square GEMM, element count…).
+    pub size: usize,
+    /// Implementation name.
+    pub implementation: String,
+    /// Whether it was validated and timed.
+    pub status: Status,
+    /// Work per call: flops (GEMM) or bytes moved (memory kernels).
+    pub work: f64,
+    /// `GFLOP/s` or `GB/s`.
+    pub unit: &'static str,
+    /// Per-call times (present when `status` is Ok).
+    pub timing: Option<Timing>,
+    /// Median rate over this machine's measured peak for the unit.
+    pub frac_of_peak: Option<f64>,
+    /// Median rate over the same-run reference's median rate.
+    pub vs_reference: Option<f64>,
+}
+
+impl Measurement {
+    /// Median rate in `unit` (GFLOP/s or GB/s).
+    pub fn rate(&self) -> Option<f64> {
+        self.timing.as_ref().map(|t| self.work / t.median / 1e9)
+    }
+    /// (slowest, fastest) repeat as rates.
+    pub fn rate_range(&self) -> Option<(f64, f64)> {
+        self.timing.as_ref().map(|t| (self.work / t.max / 1e9, self.work / t.min / 1e9))
+    }
+}
+
+/// Everything one `kiln bench` run measured.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// The machine.
+    pub machine: MachineInfo,
+    /// The kernel family asked for.
+    pub kernel: String,
+    /// All measurements, grouped by case.
+    pub measurements: Vec<Measurement>,
+    /// Notes printed under the tables (what the reference is, caveats).
+    pub notes: Vec<String>,
+}
+
+/// Runs the benchmarks `cfg` asks for inside a rayon pool of `cfg.threads`
+/// threads, writes the JSON and plot files if asked, and returns the report.
+pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = cfg.threads {
+        if t == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        builder = builder.num_threads(t);
+    }
+    let pool = builder.build().map_err(|e| format!("cannot build a thread pool: {e}"))?;
+    let report = pool.install(|| run_in_pool(cfg))?;
+    if let Some(path) = &cfg.json {
+        let text = serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &cfg.plot {
+        plot::write_plot(&report, path)?;
+    }
+    Ok(report)
+}
+
+fn run_in_pool(cfg: &BenchConfig) -> Result<BenchReport, String> {
+    let threads = rayon::current_num_threads();
+    let peak_1t = probe::fma_peak_gflops(1);
+    let peak = if threads > 1 { probe::fma_peak_gflops(threads).gflops } else { peak_1t.gflops };
+    let machine = MachineInfo {
+        cpu_model: probe::cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        features: probe::cpu_features(),
+        logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads,
+        fma_isa: peak_1t.isa.name().into(),
+        fma_peak_1t: peak_1t.gflops,
+        fma_peak: peak,
+        copy_gbs: probe::copy_bandwidth_gbs(threads),
+    };
+    let mut report = BenchReport {
+        machine,
+        kernel: cfg.kernel.clone(),
+        measurements: Vec::new(),
+        notes: Vec::new(),
+    };
+    let kernels: Vec<&str> = match cfg.kernel.as_str() {
+        "all" => vec!["gemm", "layers", "elementwise", "reduce", "adam"],
+        "gemm-layers" => vec!["layers"],
+        k @ ("gemm" | "layers" | "elementwise" | "reduce" | "adam") => vec![k],
+        other => {
+            return Err(format!(
+                "unknown kernel `{other}`: expected gemm, layers, elementwise, reduce, adam or all"
+            ))
+        }
+    };
+    for k in kernels {
+        match k {
+            "gemm" => gemm::bench_square(cfg, &mut report)?,
+            "layers" => gemm::bench_layers(cfg, &mut report)?,
+            _ => memory::bench(k, cfg, &mut report)?,
+        }
+    }
+    Ok(report)
+}
+
+/// Peak for a unit: the FMA probe for GFLOP/s, copy bandwidth for GB/s.
+fn peak_for(machine: &MachineInfo, unit: &str) -> f64 {
+    if unit == "GFLOP/s" {
+        machine.fma_peak
+    } else {
+        machine.copy_gbs
+    }
+}
+
+/// Fills `frac_of_peak` and `vs_reference` of the measurements of one case,
+/// given the reference implementation's name.
+fn finish_case(machine: &MachineInfo, case: &mut [Measurement], reference: &str) {
+    let ref_rate = case.iter().find(|m| m.implementation == reference).and_then(|m| m.rate());
+    for m in case.iter_mut() {
+        if let Some(r) = m.rate() {
+            m.frac_of_peak = Some(r / peak_for(machine, m.unit));
+            m.vs_reference = ref_rate.map(|rr| r / rr);
+        }
+    }
+}
+
+fn fmt_time(t: f64) -> String {
+    if t < 1e-3 {
+        format!("{:.1} us", t * 1e6)
+    } else {
+        format!("{:.3} ms", t * 1e3)
+    }
+}
+
+impl BenchReport {
+    /// The report as a JSON object (machine, then one object per measurement).
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = &self.machine;
+        let rows: Vec<_> = self
+            .measurements
+            .iter()
+            .map(|x| {
+                let (status, why) = match &x.status {
+                    Status::Ok => ("ok", String::new()),
+                    Status::Failed(w) => ("failed", w.clone()),
+                    Status::Skipped(w) => ("skipped", w.clone()),
+                };
+                json!({
+                    "kernel": x.kernel, "case": x.case, "size": x.size,
+                    "impl": x.implementation, "status": status, "reason": why,
+                    "work": x.work, "unit": x.unit,
+                    "time_median_s": x.timing.as_ref().map(|t| t.median),
+                    "time_min_s": x.timing.as_ref().map(|t| t.min),
+                    "time_max_s": x.timing.as_ref().map(|t| t.max),
+                    "time_p10_s": x.timing.as_ref().map(|t| t.p10),
+                    "time_p90_s": x.timing.as_ref().map(|t| t.p90),
+                    "repeats": x.timing.as_ref().map(|t| t.repeats),
+                    "calls_per_repeat": x.timing.as_ref().map(|t| t.inner),
+                    "rate": x.rate(),
+                    "rate_min": x.rate_range().map(|r| r.0),
+                    "rate_max": x.rate_range().map(|r| r.1),
+                    "frac_of_peak": x.frac_of_peak,
+                    "vs_reference": x.vs_reference,
+                })
+            })
+            .collect();
+        json!({
+            "kernel": self.kernel,
+            "machine": {
+                "cpu_model": m.cpu_model, "features": m.features,
+                "logical_cpus": m.logical_cpus, "threads": m.threads,
+                "fma_isa": m.fma_isa, "fma_peak_gflops_1t": m.fma_peak_1t,
+                "fma_peak_gflops": m.fma_peak, "copy_gbs": m.copy_gbs,
+            },
+            "notes": self.notes,
+            "measurements": rows,
+        })
+    }
+}
+
+impl fmt::Display for BenchReport {
+    /// Markdown tables, one per kernel family.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.machine;
+        writeln!(
+            f,
+            "machine: {} ({} logical CPUs; {}), {} thread(s)",
+            m.cpu_model, m.logical_cpus, m.features, m.threads
+        )?;
+        writeln!(
+            f,
+            "measured peak: {} {:.1} GFLOP/s on 1 thread, {:.1} GFLOP/s on {} thread(s); copy {:.1} GB/s (256 MiB, read+write)",
+            m.fma_isa, m.fma_peak_1t, m.fma_peak, m.threads, m.copy_gbs
+        )?;
+        let mut kernels: Vec<&str> = Vec::new();
+        for x in &self.measurements {
+            if !kernels.contains(&x.kernel.as_str()) {
+                kernels.push(&x.kernel);
+            }
+        }
+        for k in kernels {
+            let rows: Vec<&Measurement> = self.measurements.iter().filter(|x| x.kernel == k).collect();
+            let unit = rows[0].unit;
+            let peak_name = if unit == "GFLOP/s" { "FMA peak" } else { "copy BW" };
+            writeln!(f)?;
+            writeln!(f, "### {k}")?;
+            writeln!(f)?;
+            writeln!(
+                f,
+                "| case | impl | time (median) | {unit} median (min-max) | % of {peak_name} | vs ref |"
+            )?;
+            writeln!(f, "|---|---|---|---|---|---|")?;
+            for x in rows {
+                match (&x.status, &x.timing) {
+                    (Status::Ok, Some(t)) => {
+                        let (lo, hi) = x.rate_range().unwrap_or_default();
+                        writeln!(
+                            f,
+                            "| {} | {} | {} | {:.1} ({:.1}-{:.1}) | {:.1} % | {} |",
+                            x.case,
+                            x.implementation,
+                            fmt_time(t.median),
+                            x.rate().unwrap_or_default(),
+                            lo,
+                            hi,
+                            100.0 * x.frac_of_peak.unwrap_or_default(),
+                            x.vs_reference.map_or("-".into(), |r| format!("{r:.2}x")),
+                        )?;
+                    }
+                    (Status::Failed(why), _) => {
+                        writeln!(f, "| {} | {} | FAILED: {why} | | | |", x.case, x.implementation)?
+                    }
+                    (Status::Skipped(why), _) | (Status::Ok, None) => {
+                        let why = if let Status::Skipped(w) = &x.status { w.as_str() } else { "" };
+                        writeln!(f, "| {} | {} | skipped: {why} | | | |", x.case, x.implementation)?
+                    }
+                }
+            }
+        }
+        for n in &self.notes {
+            writeln!(f)?;
+            write!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_gemm_report_validates_every_implementation() {
+        let cfg = BenchConfig {
+            kernel: "gemm".into(),
+            sizes: vec![48],
+            threads: Some(1),
+            repeats: 2,
+            min_time: 0.001,
+            ..Default::default()
+        };
+        let r = run(&cfg).unwrap();
+        assert!(r.measurements.iter().all(|m| !matches!(m.status, Status::Failed(_))));
+        assert!(r.measurements.iter().any(|m| m.rate().is_some()));
+        let text = r.to_string();
+        assert!(text.contains("matrixmultiply"), "{text}");
+        assert!(r.to_json()["measurements"].as_array().unwrap().len() == r.measurements.len());
+    }
+
+    #[test]
+    fn unknown_kernel_is_an_error() {
+        let cfg = BenchConfig { kernel: "fft".into(), ..Default::default() };
+        assert!(run(&cfg).unwrap_err().contains("unknown kernel `fft`"));
+    }
+}
