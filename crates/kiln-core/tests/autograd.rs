@@ -1,0 +1,324 @@
+//! Autograd semantics: accumulation, no_grad, detach, retain_graph,
+//! retain_grad, hooks, version counters, anomaly mode, higher-order grads,
+//! custom functions, DOT export, and that graphs are freed.
+
+use kiln_core::autograd::{self, grad};
+use kiln_core::{no_grad, DType, Device, Error, Function, Result, Tensor};
+
+fn t64(v: &[f64], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), shape, Device::Cpu).unwrap()
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+}
+
+#[test]
+fn grads_accumulate_across_backward_calls() {
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    x.mul(&x).unwrap().sum().unwrap().backward().unwrap();
+    x.mul_scalar(3.0).unwrap().sum().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![5.0, 7.0]);
+    x.zero_grad();
+    assert!(x.grad().is_none());
+}
+
+#[test]
+fn shared_subexpression_gets_summed_gradient() {
+    // y = a·b + a, used twice: dy/da = b + 1
+    let a = t64(&[3.0], &[1]).requires_grad(true);
+    let b = t64(&[4.0], &[1]).requires_grad(true);
+    let y = a.mul(&b).unwrap().add(&a).unwrap().sum().unwrap();
+    y.backward().unwrap();
+    assert_eq!(a.grad().unwrap().to_vec::<f64>().unwrap(), vec![5.0]);
+    assert_eq!(b.grad().unwrap().to_vec::<f64>().unwrap(), vec![3.0]);
+}
+
+#[test]
+fn no_grad_records_nothing_and_detach_cuts() {
+    let x = t64(&[1.0], &[1]).requires_grad(true);
+    let y = no_grad(|| x.exp().unwrap());
+    assert!(y.is_leaf() && !y.requires_grad_flag());
+    let z = x.exp().unwrap().detach().mul(&x).unwrap().sum().unwrap();
+    z.backward().unwrap();
+    // d/dx (c·x) with c = e¹ treated as a constant.
+    assert!(close(&x.grad().unwrap().to_vec::<f64>().unwrap(), &[1f64.exp()], 1e-12));
+}
+
+#[test]
+fn second_backward_without_retain_graph_errors() {
+    let x = t64(&[0.5, 1.5], &[2]).requires_grad(true);
+    let y = x.sigmoid().unwrap().sum().unwrap();
+    y.backward().unwrap();
+    let err = y.backward().unwrap_err();
+    assert!(matches!(err, Error::Autograd(_)), "{err}");
+    assert!(err.to_string().contains("second time"), "{err}");
+}
+
+#[test]
+fn retain_graph_allows_a_second_backward() {
+    let x = t64(&[0.5, 1.5], &[2]).requires_grad(true);
+    let y = x.sigmoid().unwrap().sum().unwrap();
+    y.backward_opts(None, true, false).unwrap();
+    let first = x.grad().unwrap().to_vec::<f64>().unwrap();
+    y.backward().unwrap();
+    let second = x.grad().unwrap().to_vec::<f64>().unwrap();
+    assert!(close(&second, &first.iter().map(|v| 2.0 * v).collect::<Vec<_>>(), 1e-12));
+}
+
+#[test]
+fn retain_grad_keeps_non_leaf_gradient() {
+    let x = t64(&[1.0, -2.0], &[2]).requires_grad(true);
+    let h = x.mul_scalar(2.0).unwrap();
+    h.retain_grad();
+    let y = h.mul(&h).unwrap().sum().unwrap();
+    y.backward().unwrap();
+    assert_eq!(h.grad().unwrap().to_vec::<f64>().unwrap(), vec![4.0, -8.0]);
+    let plain = x.mul_scalar(2.0).unwrap();
+    plain.sum().unwrap().backward().unwrap();
+    assert!(plain.grad().is_none());
+}
+
+#[test]
+fn hooks_see_and_can_replace_gradients() {
+    use std::sync::{Arc, Mutex};
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let h = x.mul_scalar(3.0).unwrap();
+    h.register_hook(move |g| {
+        s2.lock().unwrap().push(g.to_vec::<f64>().unwrap());
+        Some(g.mul_scalar(10.0).unwrap())
+    });
+    x.register_hook(|g| Some(g.add_scalar(1.0).unwrap()));
+    h.sum().unwrap().backward().unwrap();
+    assert_eq!(seen.lock().unwrap()[0], vec![1.0, 1.0]);
+    // 10·3 from the doubled hook, +1 from the leaf hook.
+    assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![31.0, 31.0]);
+}
+
+#[test]
+fn inplace_change_of_saved_tensor_is_an_error_naming_the_op() {
+    let w = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let x = t64(&[3.0, 4.0], &[2]);
+    let y = x.mul(&w).unwrap().sum().unwrap(); // mul saves x
+    x.fill_(0.0).unwrap();
+    let err = y.backward().unwrap_err();
+    match &err {
+        Error::InplaceModified { op, location, .. } => {
+            assert_eq!(*op, "mul");
+            assert!(location.contains("autograd.rs"), "{location}");
+        }
+        other => panic!("expected InplaceModified, got {other}"),
+    }
+}
+
+#[test]
+fn inplace_on_leaf_requiring_grad_is_refused_in_grad_mode() {
+    let w = t64(&[1.0], &[1]).requires_grad(true);
+    assert!(w.fill_(2.0).is_err());
+    no_grad(|| w.fill_(2.0)).unwrap();
+    assert_eq!(w.to_vec::<f64>().unwrap(), vec![2.0]);
+}
+
+#[test]
+fn anomaly_mode_names_the_op_and_forward_location() {
+    kiln_core::set_anomaly_enabled(true);
+    let x = t64(&[0.0, 1.0], &[2]).requires_grad(true);
+    let y = x.sqrt().unwrap().sum().unwrap(); // d/dx √x at 0 = Inf
+    let line = line!() - 1;
+    let err = y.backward().unwrap_err();
+    kiln_core::set_anomaly_enabled(false);
+    match &err {
+        Error::Anomaly { op, location, what } => {
+            assert_eq!(*op, "sqrt");
+            assert!(location.contains(&format!("autograd.rs:{line}:")), "{location}");
+            assert_eq!(what, "Inf");
+        }
+        other => panic!("expected Anomaly, got {other}"),
+    }
+}
+
+#[test]
+fn second_derivatives_match_closed_forms() {
+    let xs = [-1.3, -0.2, 0.4, 1.7];
+    let x = t64(&xs, &[4]).requires_grad(true);
+    type Fd = fn(f64) -> f64;
+    let cases: Vec<(&str, Box<dyn Fn(&Tensor) -> Result<Tensor>>, Fd)> = vec![
+        ("tanh", Box::new(|x: &Tensor| x.tanh()), |v: f64| {
+            let t = v.tanh();
+            -2.0 * t * (1.0 - t * t)
+        }),
+        ("sigmoid", Box::new(|x: &Tensor| x.sigmoid()), |v: f64| {
+            let s = 1.0 / (1.0 + (-v).exp());
+            s * (1.0 - s) * (1.0 - 2.0 * s)
+        }),
+        ("exp", Box::new(|x: &Tensor| x.exp()), |v: f64| v.exp()),
+    ];
+    for (name, f, d2) in cases {
+        let y = f(&x).unwrap().sum().unwrap();
+        let g = grad(&[y], &[x.clone()], None, false, true).unwrap().remove(0);
+        assert!(!g.is_leaf(), "{name}: first derivative must be differentiable");
+        let gg = grad(&[g.sum().unwrap()], &[x.clone()], None, false, false).unwrap().remove(0);
+        let want: Vec<f64> = xs.iter().map(|&v| d2(v)).collect();
+        assert!(close(&gg.to_vec::<f64>().unwrap(), &want, 1e-10), "{name}");
+    }
+}
+
+#[test]
+fn gradient_penalty_gradient_matches_finite_differences() {
+    // D(x) = w2·tanh(W1 x + b1); penalty P(W1) = Σ_n ‖∇ₓ D(xₙ)‖². Check dP/dW1 numerically.
+    let x = t64(&[0.3, -0.7, 1.1, 0.2, -0.4, 0.9], &[2, 3]).requires_grad(true);
+    let w1v = vec![0.5, -0.3, 0.8, 0.1, 0.7, -0.6, -0.2, 0.4, 0.3, 0.9, -0.5, 0.2];
+    let w2 = t64(&[0.6, -1.1, 0.4, 0.9], &[1, 4]);
+    let penalty = |w1: &Tensor| -> Tensor {
+        let d = x.linear(w1, None).unwrap().tanh().unwrap().linear(&w2, None).unwrap().sum().unwrap();
+        let gx = grad(&[d], &[x.clone()], None, true, true).unwrap().remove(0);
+        gx.mul(&gx).unwrap().sum().unwrap()
+    };
+    let w1 = t64(&w1v, &[4, 3]).requires_grad(true);
+    let p = penalty(&w1);
+    let analytic = grad(&[p], &[w1.clone()], None, false, false).unwrap().remove(0).to_vec::<f64>().unwrap();
+    let eps = 1e-6;
+    for j in 0..w1v.len() {
+        let mut plus = w1v.clone();
+        plus[j] += eps;
+        let mut minus = w1v.clone();
+        minus[j] -= eps;
+        let fp = penalty(&t64(&plus, &[4, 3]).requires_grad(true)).item().unwrap();
+        let fm = penalty(&t64(&minus, &[4, 3]).requires_grad(true)).item().unwrap();
+        let numeric = (fp - fm) / (2.0 * eps);
+        assert!((analytic[j] - numeric).abs() < 1e-5 + 1e-3 * numeric.abs(), "W1[{j}]: {} vs {numeric}", analytic[j]);
+    }
+}
+
+#[test]
+fn grad_does_not_touch_dot_grad_and_reports_unused_inputs() {
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let unused = t64(&[1.0], &[1]).requires_grad(true);
+    let y = x.mul(&x).unwrap().sum().unwrap();
+    let g = grad(&[y.clone()], &[x.clone()], None, true, false).unwrap();
+    assert_eq!(g[0].to_vec::<f64>().unwrap(), vec![2.0, 4.0]);
+    assert!(x.grad().is_none());
+    assert!(grad(&[y], &[unused], None, false, false).is_err());
+}
+
+#[test]
+fn grad_of_non_leaf_input() {
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let h = x.mul_scalar(2.0).unwrap();
+    let y = h.mul(&h).unwrap().sum().unwrap();
+    let g = grad(&[y], &[h.clone()], None, false, false).unwrap();
+    assert_eq!(g[0].to_vec::<f64>().unwrap(), vec![4.0, 8.0]);
+}
+
+/// Swish as a custom function: y = x·σ(x), dy/dx = σ(x)·(1 + x·(1 − σ(x))).
+struct Swish;
+impl Function for Swish {
+    fn name(&self) -> &'static str {
+        "swish"
+    }
+    fn forward(&self, x: &[Tensor]) -> Result<Tensor> {
+        x[0].mul(&x[0].sigmoid()?)
+    }
+    fn backward(&self, x: &[Tensor], _y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let s = x[0].sigmoid()?;
+        let d = s.mul(&x[0].mul(&s.rsub_scalar(1.0)?)?.add_scalar(1.0)?)?;
+        Ok(vec![Some(g.mul(&d)?)])
+    }
+}
+
+#[test]
+fn custom_function_is_recorded_and_passes_gradcheck() {
+    let x = t64(&[-1.0, 0.5, 2.0], &[3]);
+    let r = kiln_core::gradcheck(|x| Swish.apply(&[&x[0]]), &[x.clone()], Default::default()).unwrap();
+    assert!(r.ok, "{r:?}");
+    let xr = x.requires_grad(true);
+    let y = Swish.apply(&[&xr]).unwrap();
+    assert_eq!(y.grad_fn_name(), Some("swish"));
+}
+
+#[test]
+fn graph_nodes_are_freed_after_backward_and_drop() {
+    let w = t64(&[0.1, 0.2, 0.3, 0.4], &[2, 2]).requires_grad(true);
+    let x = t64(&[1.0, 2.0], &[1, 2]);
+    let weak = {
+        let h = x.matmul(&w).unwrap().tanh().unwrap();
+        let loss = h.sum().unwrap();
+        let weak = (h.grad_fn_weak().unwrap(), loss.grad_fn_weak().unwrap());
+        loss.backward().unwrap();
+        weak
+    };
+    assert!(weak.0.upgrade().is_none(), "tanh node still alive");
+    assert!(weak.1.upgrade().is_none(), "sum node still alive");
+    assert!(w.grad().is_some());
+}
+
+#[test]
+fn saved_tensors_are_released_after_backward() {
+    let w = t64(&[0.1, 0.2], &[2]).requires_grad(true);
+    let x = t64(&[1.0, 2.0], &[2]);
+    let loss = x.mul(&w).unwrap().sum().unwrap();
+    let dot_before = loss.to_dot();
+    loss.backward().unwrap();
+    let dot_after = loss.to_dot();
+    assert!(!dot_before.contains("(freed)"));
+    assert!(dot_after.contains("(freed)"));
+}
+
+#[test]
+fn to_dot_lists_ops_leaves_and_edges() {
+    let w = t64(&[0.1, 0.2, 0.3, 0.4], &[2, 2]).requires_grad(true);
+    let b = t64(&[0.0, 0.0], &[2]).requires_grad(true);
+    let x = t64(&[1.0, 2.0], &[1, 2]);
+    let y = x.linear(&w, Some(&b)).unwrap().relu().unwrap().sum().unwrap();
+    let dot = y.to_dot();
+    assert!(dot.starts_with("digraph kiln"));
+    for needle in ["linear", "relu", "sum", "leaf\\n[2, 2]", "leaf\\n[2]", "->"] {
+        assert!(dot.contains(needle), "missing {needle} in\n{dot}");
+    }
+    assert_eq!(dot.matches("shape=box").count(), 2, "{dot}");
+}
+
+#[test]
+fn backward_needs_a_scalar_or_an_explicit_gradient() {
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let y = x.mul_scalar(2.0).unwrap();
+    assert!(y.backward().is_err());
+    y.backward_with(&t64(&[1.0, 0.5], &[2])).unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![2.0, 1.0]);
+    let wrong = t64(&[1.0], &[1]);
+    assert!(matches!(
+        x.mul_scalar(1.0).unwrap().backward_with(&wrong),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn training_loop_memory_stays_flat() {
+    // 10 000 forward+backward steps: the graph of each step is freed, so the
+    // number of live nodes reachable from the parameters never grows.
+    let w = Tensor::full(&[8, 4], 0.1, DType::F32, Device::Cpu).unwrap().requires_grad(true);
+    let x = Tensor::full(&[16, 4], 0.5, DType::F32, Device::Cpu).unwrap();
+    let mut weaks = Vec::new();
+    for step in 0..10_000 {
+        let y = x.linear(&w, None).unwrap().sigmoid().unwrap().mean().unwrap();
+        if step % 1000 == 0 {
+            weaks.push(y.grad_fn_weak().unwrap());
+        }
+        y.backward().unwrap();
+        no_grad(|| w.add_scaled_(&w.grad().unwrap(), -0.01)).unwrap();
+        w.zero_grad();
+    }
+    assert!(weaks.iter().all(|w| w.upgrade().is_none()));
+    assert_eq!(w.version(), 10_000);
+}
+
+#[test]
+fn functional_grad_with_explicit_grad_outputs() {
+    let x = t64(&[1.0, 2.0, 3.0], &[3]).requires_grad(true);
+    let y = x.mul(&x).unwrap();
+    let go = t64(&[1.0, 0.0, 2.0], &[3]);
+    let g = autograd::grad(&[y], &[x], Some(&[go]), false, false).unwrap();
+    assert_eq!(g[0].to_vec::<f64>().unwrap(), vec![2.0, 0.0, 12.0]);
+}
