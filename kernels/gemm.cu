@@ -3,8 +3,8 @@
 //   C[M,N] = alpha · op(A) · op(B) + beta · C
 //
 // Layouts (the `layout` argument, all matrices row-major and contiguous):
-//   0 = NN: A is [M,K], B is [K,N]        C = A·B    (forward x·W when W is [I,O])
-//   1 = NT: A is [M,K], B is [N,K]        C = A·Bᵀ   (Linear forward x·Wᵀ, grad_input = dy·W... via NN)
+//   0 = NN: A is [M,K], B is [K,N]        C = A·B    (Linear grad_input = dy·W)
+//   1 = NT: A is [M,K], B is [N,K]        C = A·Bᵀ   (Linear forward x·Wᵀ, W is [O,I])
 //   2 = TN: A is [K,M], B is [K,N]        C = Aᵀ·B   (Linear grad_weight = dyᵀ·x)
 // beta == 0 never reads C, so C may hold garbage (NaN) on entry.
 //
@@ -191,7 +191,8 @@ sgemm_fwd_v3_f32(int layout, int M, int N, int K, float alpha, const float* __re
 // ---------------------------------------------------------------------------------------------
 // v4 (and the linear layer): float4 loads, split thread layout, double-buffered shared memory.
 
-// Loads 4 consecutive elements src[base .. base+4) where `valid` of them are in bounds.
+// Loads 4 consecutive elements src[base .. base+4) where `valid` of them are in bounds
+// (valid may be ≤ 0 or ≥ 4).
 // `vec_ok` says the leading dimension is a multiple of 4, so an in-bounds group is 16-byte
 // aligned (buffers come from cuMemAlloc, which aligns to 256 bytes).
 __device__ __forceinline__ float4 load4(const float* src, long base, int valid, bool vec_ok) {
@@ -200,6 +201,7 @@ __device__ __forceinline__ float4 load4(const float* src, long base, int valid, 
     if (valid > 0) r.x = src[base];
     if (valid > 1) r.y = src[base + 1];
     if (valid > 2) r.z = src[base + 2];
+    if (valid > 3) r.w = src[base + 3];  // in bounds but misaligned (ld % 4 != 0)
     return r;
 }
 

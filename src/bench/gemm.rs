@@ -1,7 +1,7 @@
 //! GEMM benchmarks: every SGEMM variant of `kiln_cpu::gemm` and the engine's
 //! dispatch, validated and compared with matrixmultiply in the same run.
 
-use super::{finish_case, time_fn, BenchConfig, BenchReport, Measurement, Status};
+use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
 use kiln_cpu::gemm::{sgemm_variant, Variant};
 
 /// Name of the engine's entry point in reports.
@@ -54,25 +54,99 @@ fn too_slow(v: Variant, flops: f64) -> Option<String> {
 }
 
 /// Validates and times every implementation on one problem.
-fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &Problem, variants: &[Variant]) {
+fn bench_problem(
+    cfg: &BenchConfig,
+    report: &mut BenchReport,
+    kernel: &str,
+    p: &Problem,
+    variants: &[Variant],
+) {
     let (m, n, k) = (p.m, p.n, p.k);
     let flops = 2.0 * (m * n * k) as f64;
-    let extent = |rows: usize, cols: usize, s: [isize; 2]| (rows - 1) * s[0] as usize + (cols - 1) * s[1] as usize + 1;
+    let extent = |rows: usize, cols: usize, s: [isize; 2]| {
+        (rows - 1) * s[0] as usize + (cols - 1) * s[1] as usize + 1
+    };
     let a = fill(extent(m, k, p.a_strides), 1);
     let b = fill(extent(k, n, p.b_strides), 2);
     let c_strides = [n as isize, 1];
     // Reference result and the error bound per element: |A|·|B| scales the
     // rounding error of a k-term dot product.
     let mut c_ref = vec![0.0f32; m * n];
-    sgemm_variant(Variant::Matrixmultiply, m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, &mut c_ref, c_strides);
-    let (a_abs, b_abs): (Vec<f32>, Vec<f32>) = (a.iter().map(|x| x.abs()).collect(), b.iter().map(|x| x.abs()).collect());
+    sgemm_variant(
+        Variant::Matrixmultiply,
+        m,
+        n,
+        k,
+        1.0,
+        &a,
+        p.a_strides,
+        &b,
+        p.b_strides,
+        0.0,
+        &mut c_ref,
+        c_strides,
+    );
+    let (a_abs, b_abs): (Vec<f32>, Vec<f32>) = (
+        a.iter().map(|x| x.abs()).collect(),
+        b.iter().map(|x| x.abs()).collect(),
+    );
     let mut mag = vec![0.0f32; m * n];
-    sgemm_variant(Variant::Matrixmultiply, m, n, k, 1.0, &a_abs, p.a_strides, &b_abs, p.b_strides, 0.0, &mut mag, c_strides);
+    sgemm_variant(
+        Variant::Matrixmultiply,
+        m,
+        n,
+        k,
+        1.0,
+        &a_abs,
+        p.a_strides,
+        &b_abs,
+        p.b_strides,
+        0.0,
+        &mut mag,
+        c_strides,
+    );
     let tol_scale = 4.0 * (k as f32 + 2.0) * f32::EPSILON;
 
     let mut impls: Vec<(String, Option<Variant>)> = vec![(DISPATCH.to_string(), None)];
-    impls.extend(variants.iter().filter(|v| wanted(cfg, **v)).map(|v| (v.name().to_string(), Some(*v))));
+    impls.extend(
+        variants
+            .iter()
+            .filter(|v| wanted(cfg, **v))
+            .map(|v| (v.name().to_string(), Some(*v))),
+    );
     let mut case = Vec::new();
+    // One output buffer and one call per implementation that validates.
+    let mut outputs: Vec<Vec<f32>> = Vec::new();
+    let mut runnable: Vec<(usize, Option<Variant>)> = Vec::new();
+    let call = |variant: Option<Variant>, c: &mut [f32]| match variant {
+        Some(v) => sgemm_variant(
+            v,
+            m,
+            n,
+            k,
+            1.0,
+            &a,
+            p.a_strides,
+            &b,
+            p.b_strides,
+            0.0,
+            c,
+            c_strides,
+        ),
+        None => kiln_cpu::matmul::gemm(
+            m,
+            n,
+            k,
+            1.0,
+            &a,
+            p.a_strides,
+            &b,
+            p.b_strides,
+            0.0,
+            c,
+            c_strides,
+        ),
+    };
     for (name, variant) in impls {
         let mut meas = Measurement {
             kernel: kernel.into(),
@@ -95,12 +169,12 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
         }
         if meas.status == Status::Ok {
             let mut c = vec![f32::NAN; m * n];
-            let mut call = |c: &mut [f32]| match variant {
-                Some(v) => sgemm_variant(v, m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, c, c_strides),
-                None => kiln_cpu::matmul::gemm(m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, c, c_strides),
-            };
-            call(&mut c);
-            let bad = (0..m * n).find(|&i| !((c[i] - c_ref[i]).abs() <= tol_scale * mag[i] + 1e-6));
+            call(variant, &mut c);
+            // Written so that a NaN counts as a mismatch.
+            let bad = (0..m * n).find(|&i| {
+                let within = (c[i] - c_ref[i]).abs() <= tol_scale * mag[i] + 1e-6;
+                !within
+            });
             if let Some(i) = bad {
                 meas.status = Status::Failed(format!(
                     "C[{}][{}] = {} but the reference gives {}",
@@ -110,10 +184,25 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
                     c_ref[i]
                 ));
             } else {
-                meas.timing = Some(time_fn(&mut || call(&mut c), cfg.repeats, cfg.min_time));
+                runnable.push((case.len(), variant));
+                outputs.push(c);
             }
         }
         case.push(meas);
+    }
+    // Time everything that validated, round-robin.
+    let mut closures: Vec<Box<dyn FnMut() + '_>> = runnable
+        .iter()
+        .zip(outputs.iter_mut())
+        .map(|(&(_, variant), c)| Box::new(move || call(variant, c)) as Box<dyn FnMut()>)
+        .collect();
+    let mut fs: Vec<&mut dyn FnMut()> = closures
+        .iter_mut()
+        .map(|f| &mut **f as &mut dyn FnMut())
+        .collect();
+    let timings = super::timing::time_interleaved(&mut fs, cfg.repeats, cfg.min_time);
+    for (&(idx, _), t) in runnable.iter().zip(timings) {
+        case[idx].timing = Some(t);
     }
     finish_case(&report.machine, &mut case, REFERENCE);
     report.measurements.extend(case);
@@ -121,7 +210,11 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
 
 /// Square n×n×n products for each size in `cfg.sizes` (default 64…1024).
 pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Result<(), String> {
-    let sizes = if cfg.sizes.is_empty() { DEFAULT_SIZES.to_vec() } else { cfg.sizes.clone() };
+    let sizes = if cfg.sizes.is_empty() {
+        DEFAULT_SIZES.to_vec()
+    } else {
+        cfg.sizes.clone()
+    };
     if sizes.contains(&0) {
         return Err("gemm sizes must be positive".into());
     }
@@ -167,7 +260,11 @@ pub const GAN_LAYERS: [(&str, usize, usize, usize); 12] = [
 /// forward `x·Wᵀ` (B is a transposed view), grad-input `dy·W`, and
 /// grad-weight `dyᵀ·x` (A is a transposed view).
 pub(super) fn bench_layers(cfg: &BenchConfig, report: &mut BenchReport) -> Result<(), String> {
-    let variants: Vec<Variant> = Variant::all().iter().copied().filter(|v| *v != Variant::V1Naive).collect();
+    let variants: Vec<Variant> = Variant::all()
+        .iter()
+        .copied()
+        .filter(|v| *v != Variant::V1Naive)
+        .collect();
     for (i, &(name, batch, d_in, d_out)) in GAN_LAYERS.iter().enumerate() {
         let problems = [
             Problem {
@@ -204,7 +301,7 @@ pub(super) fn bench_layers(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
     }
     report.notes.push(
         "layers: the three GEMMs of each GAN linear layer (W is [out, in] as in nn.Linear; Wᵀ and dyᵀ are \
-         strided views, not copies); compare with torch.mm / torch.addmm from /work/shared/bench/pytorch_kernels.py."
+         strided views, not copies); compare with torch.mm / torch.addmm from the PyTorch reference script pytorch_kernels.py."
             .into(),
     );
     Ok(())

@@ -25,6 +25,12 @@ pub struct Timing {
 /// at least `min_time` seconds, then times `repeats` such loops. Each repeat
 /// gives a per-call time; the spread between repeats shows the noise.
 pub fn time_fn(f: &mut dyn FnMut(), repeats: usize, min_time: f64) -> Timing {
+    time_interleaved(&mut [f], repeats, min_time).remove(0)
+}
+
+/// Calls per repeat so that one repeat of `f` lasts at least `min_time`
+/// (after 3 warm-up calls).
+fn calibrate(f: &mut dyn FnMut(), min_time: f64) -> usize {
     for _ in 0..3 {
         f();
     }
@@ -40,17 +46,34 @@ pub fn time_fn(f: &mut dyn FnMut(), repeats: usize, min_time: f64) -> Timing {
         }
         inner *= 2;
     };
-    let inner = ((min_time / per_call.max(1e-12)).ceil() as usize).max(1);
+    ((min_time / per_call.max(1e-12)).ceil() as usize).max(1)
+}
+
+/// Times several operations round-robin: repeat r of every operation runs
+/// before repeat r + 1 of any, so a burst of load from other processes hits
+/// all of them alike and their ratios stay meaningful on a noisy machine.
+pub fn time_interleaved(fs: &mut [&mut dyn FnMut()], repeats: usize, min_time: f64) -> Vec<Timing> {
+    let inner: Vec<usize> = fs.iter_mut().map(|f| calibrate(*f, min_time)).collect();
     let repeats = repeats.max(1);
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..inner {
+    let mut times = vec![Vec::with_capacity(repeats); fs.len()];
+    for _ in 0..repeats {
+        for ((f, &n), t) in fs.iter_mut().zip(&inner).zip(times.iter_mut()) {
+            let start = Instant::now();
+            for _ in 0..n {
                 f();
             }
-            t.elapsed().as_secs_f64() / inner as f64
-        })
-        .collect();
+            t.push(start.elapsed().as_secs_f64() / n as f64);
+        }
+    }
+    times
+        .into_iter()
+        .zip(inner)
+        .map(|(t, n)| summarize(t, n))
+        .collect()
+}
+
+fn summarize(mut times: Vec<f64>, inner: usize) -> Timing {
+    let repeats = times.len();
     times.sort_by(f64::total_cmp);
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     Timing {

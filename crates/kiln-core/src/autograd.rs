@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 pub type Hook = Arc<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
 
 /// The backward rule of one node: (context, dL/d output) → dL/d input per input.
-pub type BackwardFn = Box<dyn Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+pub type BackwardFn =
+    Box<dyn Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 /// Where the gradient of one input goes.
 pub(crate) enum Edge {
@@ -144,9 +145,12 @@ impl BackwardCtx<'_> {
     /// gradients flow through it.
     pub fn output(&self) -> Result<Tensor> {
         let guard = self.node.saved_output.lock().unwrap();
-        let (data, version) = guard
-            .as_ref()
-            .ok_or_else(|| Error::Autograd(format!("{}: the saved output was already freed", self.node.op)))?;
+        let (data, version) = guard.as_ref().ok_or_else(|| {
+            Error::Autograd(format!(
+                "{}: the saved output was already freed",
+                self.node.op
+            ))
+        })?;
         let now = data.version();
         if now != *version {
             return Err(self.inplace_error(*version, now));
@@ -193,7 +197,13 @@ pub(crate) fn record_with_output(
 }
 
 #[track_caller]
-fn record_impl(op: &'static str, out: Tensor, inputs: &[&Tensor], save_output: bool, backward: BackwardFn) -> Tensor {
+fn record_impl(
+    op: &'static str,
+    out: Tensor,
+    inputs: &[&Tensor],
+    save_output: bool,
+    backward: BackwardFn,
+) -> Tensor {
     if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
         return out;
     }
@@ -239,7 +249,11 @@ fn check_finite(node: &Node, g: &Tensor) -> Result<()> {
         return Err(Error::Anomaly {
             op: node.op,
             location: node.location.to_string(),
-            what: if bad.is_nan() { "NaN".into() } else { "Inf".into() },
+            what: if bad.is_nan() {
+                "NaN".into()
+            } else {
+                "Inf".into()
+            },
         });
     }
     Ok(())
@@ -277,7 +291,13 @@ enum Sink<'a> {
 }
 
 /// The engine. Walks the graph from `roots` in reverse topological order.
-fn run_backward(roots: &[Tensor], grads: &[Tensor], retain_graph: bool, create_graph: bool, sink: &mut Sink) -> Result<()> {
+fn run_backward(
+    roots: &[Tensor],
+    grads: &[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+    sink: &mut Sink,
+) -> Result<()> {
     if roots.len() != grads.len() {
         return Err(Error::Autograd(format!(
             "{} outputs but {} output gradients",
@@ -340,7 +360,9 @@ fn run_backward(roots: &[Tensor], grads: &[Tensor], retain_graph: bool, create_g
     // 2. Execute nodes whose consumers have all delivered.
     while let Some(Ready(_, node)) = ready.pop() {
         let key = node_key(&node);
-        let Some(mut grad) = pending.remove(&key) else { continue };
+        let Some(mut grad) = pending.remove(&key) else {
+            continue;
+        };
         for hook in node.hooks.lock().unwrap().iter() {
             if let Some(g) = hook(&grad) {
                 grad = g;
@@ -349,7 +371,14 @@ fn run_backward(roots: &[Tensor], grads: &[Tensor], retain_graph: bool, create_g
         if node.retain.load(Ordering::Relaxed) {
             let mut slot = node.retained_grad.lock().unwrap();
             let old = slot.take();
-            *slot = Some(accumulate(old, if create_graph { grad.clone() } else { grad.detach() })?);
+            *slot = Some(accumulate(
+                old,
+                if create_graph {
+                    grad.clone()
+                } else {
+                    grad.detach()
+                },
+            )?);
         }
         if let Sink::Capture(inputs, captured) = sink {
             for (i, t) in inputs.iter().enumerate() {
@@ -422,7 +451,12 @@ fn run_backward(roots: &[Tensor], grads: &[Tensor], retain_graph: bool, create_g
 }
 
 /// One consumer of `parent` has delivered; queue it when all have.
-fn release(parent: &Arc<Node>, deps: &mut HashMap<usize, usize>, pending: &HashMap<usize, Tensor>, ready: &mut BinaryHeap<Ready>) {
+fn release(
+    parent: &Arc<Node>,
+    deps: &mut HashMap<usize, usize>,
+    pending: &HashMap<usize, Tensor>,
+    ready: &mut BinaryHeap<Ready>,
+) {
     let k = node_key(parent);
     let d = deps.get_mut(&k).expect("parent counted");
     *d -= 1;
@@ -440,7 +474,13 @@ fn release(parent: &Arc<Node>, deps: &mut HashMap<usize, usize>, pending: &HashM
     }
 }
 
-fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sink, create_graph: bool) -> Result<()> {
+fn deliver_leaf(
+    inner: &Arc<Inner>,
+    mut g: Tensor,
+    leaf: &Tensor,
+    sink: &mut Sink,
+    create_graph: bool,
+) -> Result<()> {
     for hook in inner.hooks.lock().unwrap().iter() {
         if let Some(h) = hook(&g) {
             g = h;
@@ -448,7 +488,11 @@ fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sin
     }
     match sink {
         Sink::Accumulate => {
-            let g = if create_graph { g } else { g.contiguous_data()? };
+            let g = if create_graph {
+                g
+            } else {
+                g.contiguous_data()?
+            };
             let mut slot = inner.grad.lock().unwrap();
             let old = slot.take();
             *slot = Some(accumulate(old, g)?);
@@ -465,8 +509,19 @@ fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sin
 }
 
 /// `loss.backward()` and friends: accumulate gradients into the leaves.
-pub fn backward(outputs: &[Tensor], grad_outputs: &[Tensor], retain_graph: bool, create_graph: bool) -> Result<()> {
-    run_backward(outputs, grad_outputs, retain_graph || create_graph, create_graph, &mut Sink::Accumulate)
+pub fn backward(
+    outputs: &[Tensor],
+    grad_outputs: &[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<()> {
+    run_backward(
+        outputs,
+        grad_outputs,
+        retain_graph || create_graph,
+        create_graph,
+        &mut Sink::Accumulate,
+    )
 }
 
 /// The functional form: gradients of `outputs` with respect to `inputs`,
@@ -522,8 +577,16 @@ pub fn grad_allow_unused(
         }
     };
     let mut sink = Sink::Capture(inputs, vec![None; inputs.len()]);
-    run_backward(outputs, go, retain_graph || create_graph, create_graph, &mut sink)?;
-    let Sink::Capture(_, captured) = sink else { unreachable!() };
+    run_backward(
+        outputs,
+        go,
+        retain_graph || create_graph,
+        create_graph,
+        &mut sink,
+    )?;
+    let Sink::Capture(_, captured) = sink else {
+        unreachable!()
+    };
     Ok(captured)
 }
 
@@ -536,7 +599,12 @@ pub trait Function: Send + Sync + 'static {
     /// The forward computation.
     fn forward(&self, inputs: &[Tensor]) -> Result<Tensor>;
     /// One gradient (or None) per input.
-    fn backward(&self, inputs: &[Tensor], output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        output: &Tensor,
+        grad_output: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>>;
 
     /// Runs the op and records it.
     #[track_caller]
@@ -554,7 +622,10 @@ pub trait Function: Send + Sync + 'static {
             inputs,
             true,
             Box::new(move |ctx, g| {
-                let xs = saved.iter().map(|s| ctx.unpack(s)).collect::<Result<Vec<_>>>()?;
+                let xs = saved
+                    .iter()
+                    .map(|s| ctx.unpack(s))
+                    .collect::<Result<Vec<_>>>()?;
                 let y = ctx.output()?;
                 self.backward(&xs, &y, g)
             }),
@@ -567,7 +638,10 @@ pub trait Function: Send + Sync + 'static {
 pub(crate) fn to_dot(t: &Tensor) -> String {
     let mut out = String::from("digraph kiln {\n  rankdir=BT;\n  node [fontname=\"monospace\"];\n");
     let Some(root) = &t.0.grad_fn else {
-        out.push_str(&format!("  leaf [shape=box, label=\"leaf {:?}\"];\n}}\n", t.shape()));
+        out.push_str(&format!(
+            "  leaf [shape=box, label=\"leaf {:?}\"];\n}}\n",
+            t.shape()
+        ));
         return out;
     };
     let mut seen: HashMap<usize, ()> = HashMap::new();

@@ -58,11 +58,16 @@ pub fn gradcheck(
             bad.shape()
         )));
     }
-    let base: Vec<Vec<f64>> = inputs.iter().map(|t| t.to_vec::<f64>()).collect::<Result<_>>()?;
+    let base: Vec<Vec<f64>> = inputs
+        .iter()
+        .map(|t| t.to_vec::<f64>())
+        .collect::<Result<_>>()?;
     let leaves = |vals: &[Vec<f64>], grad: bool| -> Result<Vec<Tensor>> {
         vals.iter()
             .zip(inputs)
-            .map(|(v, t)| Ok(Tensor::from_vec(v.clone(), t.shape(), Device::Cpu)?.requires_grad(grad)))
+            .map(|(v, t)| {
+                Ok(Tensor::from_vec(v.clone(), t.shape(), Device::Cpu)?.requires_grad(grad))
+            })
             .collect()
     };
     let xs = leaves(&base, true)?;
@@ -185,66 +190,176 @@ pub fn op_suite(seed: u64) -> Vec<OpCase> {
         case("sqrt", vec![vec![n, i]], vec![Positive], |x| x[0].sqrt()),
         case("abs", vec![vec![n, i]], vec![Any], |x| x[0].abs()),
         case("powf", vec![vec![n, i]], vec![Positive], |x| x[0].powf(2.5)),
-        case("clamp", vec![vec![n, i]], vec![Any], |x| x[0].clamp(-1.05, 0.95)),
-        case("add_scalar", vec![vec![n]], vec![Any], |x| x[0].add_scalar(3.0)),
-        case("mul_scalar", vec![vec![n]], vec![Any], |x| x[0].mul_scalar(-1.5)),
+        case("clamp", vec![vec![n, i]], vec![Any], |x| {
+            x[0].clamp(-1.05, 0.95)
+        }),
+        case("add_scalar", vec![vec![n]], vec![Any], |x| {
+            x[0].add_scalar(3.0)
+        }),
+        case("mul_scalar", vec![vec![n]], vec![Any], |x| {
+            x[0].mul_scalar(-1.5)
+        }),
         case("relu", vec![vec![n, i]], vec![Any], |x| x[0].relu()),
-        case("leaky_relu", vec![vec![n, i]], vec![Any], |x| x[0].leaky_relu(0.2)),
+        case("leaky_relu", vec![vec![n, i]], vec![Any], |x| {
+            x[0].leaky_relu(0.2)
+        }),
         case("sigmoid", vec![vec![n, i]], vec![Any], |x| x[0].sigmoid()),
         case("tanh", vec![vec![n, i]], vec![Any], |x| x[0].tanh()),
         case("softplus", vec![vec![n, i]], vec![Any], |x| x[0].softplus()),
         case("gelu", vec![vec![n, i]], vec![Any], |x| x[0].gelu()),
-        case("add", vec![vec![n, i], vec![n, i]], vec![Any, Any], |x| x[0].add(&x[1])),
-        case("add (broadcast row)", vec![vec![n, i], vec![i]], vec![Any, Any], |x| x[0].add(&x[1])),
-        case("sub (broadcast col)", vec![vec![n, i], vec![n, 1]], vec![Any, Any], |x| x[0].sub(&x[1])),
-        case("mul (broadcast 3-d)", vec![vec![p, 1, q], vec![n, 1]], vec![Any, Any], |x| x[0].mul(&x[1])),
-        case("mul (scalar tensor)", vec![vec![n, i], vec![]], vec![Any, Any], |x| x[0].mul(&x[1])),
-        case("div", vec![vec![n, i], vec![n, i]], vec![Any, Positive], |x| x[0].div(&x[1])),
-        case("div (broadcast)", vec![vec![n, 1], vec![i]], vec![Any, Positive], |x| x[0].div(&x[1])),
-        case("maximum", vec![vec![n, i], vec![i]], vec![Any, Any], |x| x[0].maximum(&x[1])),
-        case("matmul", vec![vec![n, i], vec![i, o]], vec![Any, Any], |x| x[0].matmul(&x[1])),
-        case("matmul (transposed views)", vec![vec![i, n], vec![o, i]], vec![Any, Any], |x| {
-            x[0].t()?.matmul(&x[1].t()?)
+        case("add", vec![vec![n, i], vec![n, i]], vec![Any, Any], |x| {
+            x[0].add(&x[1])
         }),
-        case("linear", vec![vec![n, i], vec![o, i], vec![o]], vec![Any, Any, Any], |x| {
-            x[0].linear(&x[1], Some(&x[2]))
+        case(
+            "add (broadcast row)",
+            vec![vec![n, i], vec![i]],
+            vec![Any, Any],
+            |x| x[0].add(&x[1]),
+        ),
+        case(
+            "sub (broadcast col)",
+            vec![vec![n, i], vec![n, 1]],
+            vec![Any, Any],
+            |x| x[0].sub(&x[1]),
+        ),
+        case(
+            "mul (broadcast 3-d)",
+            vec![vec![p, 1, q], vec![n, 1]],
+            vec![Any, Any],
+            |x| x[0].mul(&x[1]),
+        ),
+        case(
+            "mul (scalar tensor)",
+            vec![vec![n, i], vec![]],
+            vec![Any, Any],
+            |x| x[0].mul(&x[1]),
+        ),
+        case(
+            "div",
+            vec![vec![n, i], vec![n, i]],
+            vec![Any, Positive],
+            |x| x[0].div(&x[1]),
+        ),
+        case(
+            "div (broadcast)",
+            vec![vec![n, 1], vec![i]],
+            vec![Any, Positive],
+            |x| x[0].div(&x[1]),
+        ),
+        case("maximum", vec![vec![n, i], vec![i]], vec![Any, Any], |x| {
+            x[0].maximum(&x[1])
         }),
-        case("linear (no bias)", vec![vec![n, i], vec![o, i]], vec![Any, Any], |x| x[0].linear(&x[1], None)),
+        case(
+            "matmul",
+            vec![vec![n, i], vec![i, o]],
+            vec![Any, Any],
+            |x| x[0].matmul(&x[1]),
+        ),
+        case(
+            "matmul (transposed views)",
+            vec![vec![i, n], vec![o, i]],
+            vec![Any, Any],
+            |x| x[0].t()?.matmul(&x[1].t()?),
+        ),
+        case(
+            "linear",
+            vec![vec![n, i], vec![o, i], vec![o]],
+            vec![Any, Any, Any],
+            |x| x[0].linear(&x[1], Some(&x[2])),
+        ),
+        case(
+            "linear (no bias)",
+            vec![vec![n, i], vec![o, i]],
+            vec![Any, Any],
+            |x| x[0].linear(&x[1], None),
+        ),
         case("sum", vec![vec![n, i]], vec![Any], |x| x[0].sum()),
-        case("sum_dims", vec![vec![p, n, q]], vec![Any], |x| x[0].sum_dims(&[0, 2], false)),
-        case("sum_dims (keepdim)", vec![vec![p, n, q]], vec![Any], |x| x[0].sum_dims(&[-1], true)),
-        case("mean", vec![vec![n, i]], vec![Any], |x| x[0].mean()),
-        case("mean_dims", vec![vec![n, i]], vec![Any], |x| x[0].mean_dims(&[0], true)),
-        case("max", vec![vec![n, i]], vec![Any], |x| x[0].max()),
-        case("max_dims", vec![vec![n, i, q]], vec![Any], |x| x[0].max_dims(&[1], false)),
-        case("log_softmax", vec![vec![n, i]], vec![Any], |x| x[0].log_softmax(1)),
-        case("softmax", vec![vec![n, i]], vec![Any], |x| x[0].softmax(0)),
-        case("reshape", vec![vec![n, i]], vec![Any], move |x| x[0].reshape(&[i, n])?.mul(&x[0].reshape(&[i, n])?)),
-        case("transpose", vec![vec![n, i, q]], vec![Any], |x| x[0].transpose(0, 2)?.exp()),
-        case("permute", vec![vec![n, i, q]], vec![Any], |x| x[0].permute(&[2, 0, 1])?.tanh()),
-        case("narrow", vec![vec![n, i + 2]], vec![Any], |x| x[0].narrow(1, 1, 2)?.exp()),
-        case("broadcast_to", vec![vec![1, i]], vec![Any], move |x| x[0].broadcast_to(&[n, i])?.sin_free()),
-        case("contiguous", vec![vec![n, i]], vec![Any], |x| x[0].t()?.contiguous()?.exp()),
-        case("concat", vec![vec![n, i], vec![n, q]], vec![Any, Any], |x| {
-            Tensor::concat(&[&x[0], &x[1]], 1)?.tanh()
+        case("sum_dims", vec![vec![p, n, q]], vec![Any], |x| {
+            x[0].sum_dims(&[0, 2], false)
         }),
-        case("stack", vec![vec![n, i], vec![n, i]], vec![Any, Any], |x| Tensor::stack(&[&x[0], &x[1]], 0)?.tanh()),
-        case("mse_loss", vec![vec![n, i], vec![n, i]], vec![Any, Any], |x| x[0].mse_loss(&x[1])),
-        case("bce_loss", vec![vec![n, 1], vec![n, 1]], vec![Prob, Prob], |x| x[0].bce_loss(&x[1])),
-        case("bce_with_logits", vec![vec![n, i], vec![n, i]], vec![Any, Prob], |x| x[0].bce_with_logits(&x[1])),
+        case("sum_dims (keepdim)", vec![vec![p, n, q]], vec![Any], |x| {
+            x[0].sum_dims(&[-1], true)
+        }),
+        case("mean", vec![vec![n, i]], vec![Any], |x| x[0].mean()),
+        case("mean_dims", vec![vec![n, i]], vec![Any], |x| {
+            x[0].mean_dims(&[0], true)
+        }),
+        case("max", vec![vec![n, i]], vec![Any], |x| x[0].max()),
+        case("max_dims", vec![vec![n, i, q]], vec![Any], |x| {
+            x[0].max_dims(&[1], false)
+        }),
+        case("log_softmax", vec![vec![n, i]], vec![Any], |x| {
+            x[0].log_softmax(1)
+        }),
+        case("softmax", vec![vec![n, i]], vec![Any], |x| x[0].softmax(0)),
+        case("reshape", vec![vec![n, i]], vec![Any], move |x| {
+            x[0].reshape(&[i, n])?.mul(&x[0].reshape(&[i, n])?)
+        }),
+        case("transpose", vec![vec![n, i, q]], vec![Any], |x| {
+            x[0].transpose(0, 2)?.exp()
+        }),
+        case("permute", vec![vec![n, i, q]], vec![Any], |x| {
+            x[0].permute(&[2, 0, 1])?.tanh()
+        }),
+        case("narrow", vec![vec![n, i + 2]], vec![Any], |x| {
+            x[0].narrow(1, 1, 2)?.exp()
+        }),
+        case("broadcast_to", vec![vec![1, i]], vec![Any], move |x| {
+            x[0].broadcast_to(&[n, i])?.sin_free()
+        }),
+        case("contiguous", vec![vec![n, i]], vec![Any], |x| {
+            x[0].t()?.contiguous()?.exp()
+        }),
+        case(
+            "concat",
+            vec![vec![n, i], vec![n, q]],
+            vec![Any, Any],
+            |x| Tensor::concat(&[&x[0], &x[1]], 1)?.tanh(),
+        ),
+        case("stack", vec![vec![n, i], vec![n, i]], vec![Any, Any], |x| {
+            Tensor::stack(&[&x[0], &x[1]], 0)?.tanh()
+        }),
+        case(
+            "mse_loss",
+            vec![vec![n, i], vec![n, i]],
+            vec![Any, Any],
+            |x| x[0].mse_loss(&x[1]),
+        ),
+        case(
+            "bce_loss",
+            vec![vec![n, 1], vec![n, 1]],
+            vec![Prob, Prob],
+            |x| x[0].bce_loss(&x[1]),
+        ),
+        case(
+            "bce_with_logits",
+            vec![vec![n, i], vec![n, i]],
+            vec![Any, Prob],
+            |x| x[0].bce_with_logits(&x[1]),
+        ),
         case("cross_entropy", vec![vec![n, i + 1]], vec![Any], move |x| {
             let targets: Vec<usize> = (0..n).map(|r| r % (i + 1)).collect();
             x[0].cross_entropy(&targets)
         }),
-        case("grad of tanh (2nd order)", vec![vec![n, i]], vec![Any], |x| {
-            let y = x[0].tanh()?.sum()?;
-            Ok(autograd::grad(&[y], &[x[0].clone()], None, true, true)?.remove(0))
-        }),
-        case("gradient penalty (2nd order)", vec![vec![n, i], vec![o, i], vec![o]], vec![Any, Any, Any], |x| {
-            let h = x[0].linear(&x[1], Some(&x[2]))?.tanh()?.sum()?;
-            let gx = autograd::grad(&[h], &[x[0].clone()], None, true, true)?.remove(0);
-            gx.mul(&gx)?.sum()
-        }),
+        case(
+            "grad of tanh (2nd order)",
+            vec![vec![n, i]],
+            vec![Any],
+            |x| {
+                let y = x[0].tanh()?.sum()?;
+                Ok(autograd::grad(&[y], &[x[0].clone()], None, true, true)?.remove(0))
+            },
+        ),
+        case(
+            "gradient penalty (2nd order)",
+            vec![vec![n, i], vec![o, i], vec![o]],
+            vec![Any, Any, Any],
+            |x| {
+                let h = x[0].linear(&x[1], Some(&x[2]))?.tanh()?.sum()?;
+                let gx = autograd::grad(&[h], &[x[0].clone()], None, true, true)?.remove(0);
+                gx.mul(&gx)?.sum()
+            },
+        ),
     ];
     cases.retain(|c| !c.shapes.is_empty());
     cases

@@ -19,8 +19,16 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -62,6 +70,11 @@ pub(crate) fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> R
         }
         out.push(nd);
     }
+    if rank == 0 {
+        // A 0-d tensor accepts dim 0 (as PyTorch) but has no axis to
+        // reduce: reducing over it is the identity.
+        return Ok(Vec::new());
+    }
     out.sort_unstable();
     Ok(out)
 }
@@ -73,7 +86,10 @@ mod tests {
     #[test]
     fn broadcast_rules_follow_numpy() {
         assert_eq!(broadcast_shapes("t", &[2, 3], &[3]).unwrap(), vec![2, 3]);
-        assert_eq!(broadcast_shapes("t", &[4, 1, 5], &[3, 1]).unwrap(), vec![4, 3, 5]);
+        assert_eq!(
+            broadcast_shapes("t", &[4, 1, 5], &[3, 1]).unwrap(),
+            vec![4, 3, 5]
+        );
         assert_eq!(broadcast_shapes("t", &[], &[2]).unwrap(), vec![2]);
         assert!(broadcast_shapes("t", &[2, 3], &[2]).is_err());
     }

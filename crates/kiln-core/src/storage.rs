@@ -56,7 +56,9 @@ impl Data {
                 let r: Vec<f32> = row.iter().map(|&v| v as f32).collect();
                 Data::F32(r.iter().copied().cycle().take(r.len() * rows).collect())
             }
-            crate::DType::F64 => Data::F64(row.iter().copied().cycle().take(row.len() * rows).collect()),
+            crate::DType::F64 => {
+                Data::F64(row.iter().copied().cycle().take(row.len() * rows).collect())
+            }
         }
     }
 }

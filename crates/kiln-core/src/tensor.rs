@@ -66,7 +66,11 @@ impl std::str::FromStr for Device {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
-                .ok_or_else(|| Error::Invalid(format!("unknown device {s:?}: expected cpu, cuda or cuda:N"))),
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "unknown device {s:?}: expected cpu, cuda or cuda:N"
+                    ))
+                }),
         }
     }
 }
@@ -144,7 +148,13 @@ pub(crate) struct Inner {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({:?}, {}, {}", self.shape(), self.dtype(), self.device())?;
+        write!(
+            f,
+            "Tensor({:?}, {}, {}",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )?;
         if let Some(node) = &self.0.grad_fn {
             write!(f, ", grad_fn={}", node.op)?;
         } else if self.0.requires_grad {
@@ -217,7 +227,8 @@ impl Tensor {
         match device {
             Device::Cpu => Ok(()),
             Device::Cuda(_) => Err(Error::NoDevice(
-                "this kiln build has no CUDA backend yet for tensor storage; use --device cpu".into(),
+                "this kiln build has no CUDA backend yet for tensor storage; use --device cpu"
+                    .into(),
             )),
         }
     }
@@ -229,7 +240,10 @@ impl Tensor {
         if n != data.len() {
             return Err(Error::BadShape {
                 op: "from_vec",
-                msg: format!("{} values do not fill shape {shape:?} ({n} elements)", data.len()),
+                msg: format!(
+                    "{} values do not fill shape {shape:?} ({n} elements)",
+                    data.len()
+                ),
             });
         }
         Self::check_device(device)?;
@@ -275,19 +289,30 @@ impl Tensor {
     /// 1-D tensor `start, start+step, …` up to (excluding) `end`.
     pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
-            return Err(Error::Invalid(format!("arange({start}, {end}, {step}): empty or infinite range")));
+            return Err(Error::Invalid(format!(
+                "arange({start}, {end}, {step}): empty or infinite range"
+            )));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Self::check_device(device)?;
         Ok(match dtype {
-            DType::F32 => Self::from_data(Data::F32(vals.iter().map(|&v| v as f32).collect()), &[n], device),
+            DType::F32 => Self::from_data(
+                Data::F32(vals.iter().map(|&v| v as f32).collect()),
+                &[n],
+                device,
+            ),
             DType::F64 => Self::from_data(Data::F64(vals), &[n], device),
         })
     }
 
     /// Standard-normal samples from `rng` (same seed → same numbers on every machine).
-    pub fn randn<R: rand::Rng + ?Sized>(shape: &[usize], dtype: DType, device: Device, rng: &mut R) -> Result<Tensor> {
+    pub fn randn<R: rand::Rng + ?Sized>(
+        shape: &[usize],
+        dtype: DType,
+        device: Device,
+        rng: &mut R,
+    ) -> Result<Tensor> {
         use rand_distr::{Distribution, StandardNormal};
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
@@ -299,7 +324,12 @@ impl Tensor {
     }
 
     /// Uniform samples in [0, 1) from `rng`.
-    pub fn rand<R: rand::Rng + ?Sized>(shape: &[usize], dtype: DType, device: Device, rng: &mut R) -> Result<Tensor> {
+    pub fn rand<R: rand::Rng + ?Sized>(
+        shape: &[usize],
+        dtype: DType,
+        device: Device,
+        rng: &mut R,
+    ) -> Result<Tensor> {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
         let data = match dtype {
@@ -321,14 +351,20 @@ impl Tensor {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
         let data = match dtype {
-            DType::F32 => Data::F32((0..n).map(|_| rng.gen_range(lo as f32..hi as f32)).collect()),
+            DType::F32 => Data::F32(
+                (0..n)
+                    .map(|_| rng.gen_range(lo as f32..hi as f32))
+                    .collect(),
+            ),
             DType::F64 => Data::F64((0..n).map(|_| rng.gen_range(lo..hi)).collect()),
         };
         Ok(Self::from_data(data, shape, device))
     }
 
     /// A copy of an ndarray array (any dimensionality).
-    pub fn from_ndarray<T: Element, D: ndarray::Dimension>(a: &ndarray::Array<T, D>) -> Result<Tensor> {
+    pub fn from_ndarray<T: Element, D: ndarray::Dimension>(
+        a: &ndarray::Array<T, D>,
+    ) -> Result<Tensor> {
         let shape = a.shape().to_vec();
         Self::from_vec(a.iter().copied().collect(), &shape, Device::Cpu)
     }
@@ -370,7 +406,11 @@ impl Tensor {
     }
     /// Size of dimension `dim` (negative counts from the end).
     pub fn dim(&self, dim: isize) -> Result<usize> {
-        Ok(self.0.shape[crate::shape::normalize_dim("dim", dim, self.rank())?])
+        let d = crate::shape::normalize_dim("dim", dim, self.rank())?;
+        self.0.shape.get(d).copied().ok_or_else(|| Error::BadShape {
+            op: "dim",
+            msg: format!("a 0-d tensor has no dim {dim}"),
+        })
     }
     /// True when the elements are laid out row-major without gaps.
     pub fn is_contiguous(&self) -> bool {
@@ -461,7 +501,8 @@ impl Tensor {
     /// Keep the gradient of this non-leaf after backward (leaves always keep theirs).
     pub fn retain_grad(&self) {
         if let Some(node) = &self.0.grad_fn {
-            node.retain.store(true, std::sync::atomic::Ordering::Relaxed);
+            node.retain
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -495,7 +536,12 @@ impl Tensor {
 
     /// Backpropagates keeping saved tensors (so backward can run again) and
     /// optionally recording the backward pass for higher-order gradients.
-    pub fn backward_opts(&self, grad: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
+    pub fn backward_opts(
+        &self,
+        grad: Option<&Tensor>,
+        retain_graph: bool,
+        create_graph: bool,
+    ) -> Result<()> {
         let g = match grad {
             Some(g) => g.clone(),
             None => Tensor::ones(self.shape(), self.dtype(), self.device())?,
@@ -547,7 +593,11 @@ impl Tensor {
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         match self.dtype() {
             DType::F32 => self.to_vec::<f32>(),
-            DType::F64 => Ok(self.to_vec::<f64>()?.into_iter().map(|v| v as f32).collect()),
+            DType::F64 => Ok(self
+                .to_vec::<f64>()?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect()),
         }
     }
 
@@ -596,7 +646,11 @@ impl Tensor {
         if !self.is_contiguous() {
             return Err(Error::Unsupported {
                 op: "update",
-                what: format!("a non-contiguous view (shape {:?}, strides {:?})", self.shape(), self.strides()),
+                what: format!(
+                    "a non-contiguous view (shape {:?}, strides {:?})",
+                    self.shape(),
+                    self.strides()
+                ),
             });
         }
         let mut guard = self.0.storage.write();
@@ -606,9 +660,15 @@ impl Tensor {
 
     /// Like [`Tensor::update`] with a second, read-only tensor (e.g. a
     /// parameter and its gradient). `other` must not share storage with `self`.
-    pub fn update_with<T: Element, R>(&self, other: &Tensor, f: impl FnOnce(&mut [T], &[T]) -> R) -> Result<R> {
+    pub fn update_with<T: Element, R>(
+        &self,
+        other: &Tensor,
+        f: impl FnOnce(&mut [T], &[T]) -> R,
+    ) -> Result<R> {
         if self.shares_storage(other) {
-            return Err(Error::Invalid("update_with: the two tensors share storage".into()));
+            return Err(Error::Invalid(
+                "update_with: the two tensors share storage".into(),
+            ));
         }
         if other.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
@@ -670,19 +730,29 @@ impl Tensor {
     pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> Result<()> {
         match self.dtype() {
             DType::F32 => self.update_with::<f32, _>(other, |d, s| {
-                d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha as f32 * b)
+                d.iter_mut()
+                    .zip(s)
+                    .for_each(|(a, &b)| *a += alpha as f32 * b)
             }),
-            DType::F64 => {
-                self.update_with::<f64, _>(other, |d, s| d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha * b))
-            }
+            DType::F64 => self.update_with::<f64, _>(other, |d, s| {
+                d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha * b)
+            }),
         }
     }
 
     /// A contiguous deep copy that does not share storage (no autograd).
     pub fn deep_clone(&self) -> Result<Tensor> {
         Ok(match self.dtype() {
-            DType::F32 => Self::from_data(Data::F32(self.to_vec::<f32>()?), self.shape(), self.device()),
-            DType::F64 => Self::from_data(Data::F64(self.to_vec::<f64>()?), self.shape(), self.device()),
+            DType::F32 => Self::from_data(
+                Data::F32(self.to_vec::<f32>()?),
+                self.shape(),
+                self.device(),
+            ),
+            DType::F64 => Self::from_data(
+                Data::F64(self.to_vec::<f64>()?),
+                self.shape(),
+                self.device(),
+            ),
         })
     }
 
@@ -702,16 +772,26 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = match dtype {
-            DType::F32 => Self::from_data(Data::F32(self.to_vec_f32()?), self.shape(), self.device()),
-            DType::F64 => Self::from_data(Data::F64(self.to_vec_f64()?), self.shape(), self.device()),
+            DType::F32 => {
+                Self::from_data(Data::F32(self.to_vec_f32()?), self.shape(), self.device())
+            }
+            DType::F64 => {
+                Self::from_data(Data::F64(self.to_vec_f64()?), self.shape(), self.device())
+            }
         };
         let from = self.dtype();
-        Ok(autograd::record("to_dtype", out, &[self], move |_, g| Ok(vec![Some(g.to_dtype(from)?)])))
+        Ok(autograd::record("to_dtype", out, &[self], move |_, g| {
+            Ok(vec![Some(g.to_dtype(from)?)])
+        }))
     }
 
     /// Runs `f` on the contiguous data as a dtype-tagged slice (internal op plumbing).
     pub(crate) fn slices(&self) -> Result<Contig> {
-        let t = if self.is_contiguous() { self.clone() } else { self.contiguous_data()? };
+        let t = if self.is_contiguous() {
+            self.clone()
+        } else {
+            self.contiguous_data()?
+        };
         Ok(Contig(t))
     }
 

@@ -18,12 +18,19 @@ fn every_op_passes_gradcheck_on_random_shapes() {
                 .unwrap_or_else(|e| panic!("{} failed to run: {e}", case.name));
             count += 1;
             if !r.ok || r.checked == 0 {
-                failures.push(format!("{} {:?}: abs {:.2e} rel {:.2e}", case.name, case.shapes, r.max_abs_err, r.max_rel_err));
+                failures.push(format!(
+                    "{} {:?}: abs {:.2e} rel {:.2e}",
+                    case.name, case.shapes, r.max_abs_err, r.max_rel_err
+                ));
             }
         }
     }
     assert!(count >= 4 * 45, "suite too small: {count}");
-    assert!(failures.is_empty(), "gradcheck failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "gradcheck failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -43,7 +50,12 @@ fn gradcheck_detects_a_wrong_backward_rule() {
         }
     }
     let x = Tensor::from_vec(vec![0.5f64, -1.0, 2.0], &[3], kiln_core::Device::Cpu).unwrap();
-    let r = gradcheck(|x| WrongSquare.apply(&[&x[0]]), &[x], GradcheckOptions::default()).unwrap();
+    let r = gradcheck(
+        |x| WrongSquare.apply(&[&x[0]]),
+        &[x],
+        GradcheckOptions::default(),
+    )
+    .unwrap();
     assert!(!r.ok);
     assert!(r.max_abs_err > 0.1);
 }

@@ -292,7 +292,13 @@ impl<T> Strided<'_, T> {
 
 /// out = op(a, b) over the output `shape` (row-major, contiguous), reading
 /// `a` and `b` through their (broadcast) strides.
-pub fn binary<T: Float>(op: BinaryOp, a: Strided<T>, b: Strided<T>, shape: &[usize], out: &mut [T]) {
+pub fn binary<T: Float>(
+    op: BinaryOp,
+    a: Strided<T>,
+    b: Strided<T>,
+    shape: &[usize],
+    out: &mut [T],
+) {
     let n: usize = shape.iter().product();
     assert_eq!(out.len(), n);
     assert_eq!(a.strides.len(), shape.len());
@@ -315,13 +321,22 @@ pub fn binary<T: Float>(op: BinaryOp, a: Strided<T>, b: Strided<T>, shape: &[usi
 }
 
 #[inline(always)]
-fn binary_impl<T: Float>(op: BinaryOp, a: Strided<T>, b: Strided<T>, shape: &[usize], out: &mut [T]) {
+fn binary_impl<T: Float>(
+    op: BinaryOp,
+    a: Strided<T>,
+    b: Strided<T>,
+    shape: &[usize],
+    out: &mut [T],
+) {
     let n = out.len();
     let a_contig = a.is_contiguous(shape);
     let b_contig = b.is_contiguous(shape);
     // Fast paths: both contiguous, or one side a scalar.
     if a_contig && b_contig {
-        let (xa, xb) = (&a.data[a.offset..a.offset + n], &b.data[b.offset..b.offset + n]);
+        let (xa, xb) = (
+            &a.data[a.offset..a.offset + n],
+            &b.data[b.offset..b.offset + n],
+        );
         let body = |start: usize, o: &mut [T]| {
             let len = o.len();
             for ((r, &u), &v) in o
@@ -450,8 +465,16 @@ mod tests {
         let mut out = [0.0; 6];
         binary(
             BinaryOp::Add,
-            Strided { data: &a, offset: 0, strides: &[3, 1] },
-            Strided { data: &b, offset: 0, strides: &[0, 1] },
+            Strided {
+                data: &a,
+                offset: 0,
+                strides: &[3, 1],
+            },
+            Strided {
+                data: &b,
+                offset: 0,
+                strides: &[0, 1],
+            },
             &[2, 3],
             &mut out,
         );
@@ -462,7 +485,15 @@ mod tests {
     fn copy_strided_transposes() {
         let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2,3]
         let mut out = [0.0f32; 6];
-        copy_strided(Strided { data: &a, offset: 0, strides: &[1, 3] }, &[3, 2], &mut out);
+        copy_strided(
+            Strided {
+                data: &a,
+                offset: 0,
+                strides: &[1, 3],
+            },
+            &[3, 2],
+            &mut out,
+        );
         assert_eq!(out, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 

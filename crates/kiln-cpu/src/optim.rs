@@ -27,7 +27,10 @@ pub struct AdamStep {
 /// m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; p ← p − lr·m̂ / (√v̂ + eps).
 pub fn adam_step<T: Float>(h: &AdamStep, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
     let n = p.len();
-    assert!(g.len() == n && m.len() == n && v.len() == n, "adam_step: lengths differ");
+    assert!(
+        g.len() == n && m.len() == n && v.len() == n,
+        "adam_step: lengths differ"
+    );
     let (b1, b2) = h.betas;
     let bc1 = 1.0 - b1.powi(h.step as i32);
     let bc2 = 1.0 - b2.powi(h.step as i32);
@@ -93,7 +96,10 @@ pub fn sgd_step<T: Float>(h: &SgdStep, p: &mut [T], g: &[T], buf: &mut [T]) {
     let n = p.len();
     assert!(g.len() == n, "sgd_step: lengths differ");
     let use_buf = h.momentum != 0.0;
-    assert!(!use_buf || buf.len() == n, "sgd_step: momentum buffer length");
+    assert!(
+        !use_buf || buf.len() == n,
+        "sgd_step: momentum buffer length"
+    );
     let (lr, mu, damp, wd) = (
         T::from_f64(h.lr),
         T::from_f64(h.momentum),
@@ -105,7 +111,11 @@ pub fn sgd_step<T: Float>(h: &SgdStep, p: &mut [T], g: &[T], buf: &mut [T]) {
         for i in 0..pc.len() {
             let gi = gc[i] + wd * pc[i];
             let d = if use_buf {
-                let b = if h.first_step { gi } else { mu * bc[i] + damp * gi };
+                let b = if h.first_step {
+                    gi
+                } else {
+                    mu * bc[i] + damp * gi
+                };
                 bc[i] = b;
                 if h.nesterov {
                     gi + mu * b

@@ -1,6 +1,8 @@
 //! The CUDA context: device, one stream, the buffer pool and the compiled-module cache.
 
-use cudarc::driver::{sys as driver_sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
+use cudarc::driver::{
+    sys as driver_sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig,
+};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -229,13 +231,18 @@ impl CudaBackend {
         defines: &[String],
     ) -> Result<CudaFunction> {
         let key = (source.file, defines.to_vec(), name);
-        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(&key) {
+        if let Some(f) = self
+            .functions
+            .lock()
+            .expect("function cache poisoned")
+            .get(&key)
+        {
             return Ok(f.clone());
         }
         let module = self.module(source, defines)?;
-        let func = module
-            .load_function(name)
-            .map_err(|e| CudaError::driver(format!("loading kernel {name} from {}", source.file), e))?;
+        let func = module.load_function(name).map_err(|e| {
+            CudaError::driver(format!("loading kernel {name} from {}", source.file), e)
+        })?;
         self.functions
             .lock()
             .expect("function cache poisoned")
@@ -245,7 +252,12 @@ impl CudaBackend {
 
     fn module(&self, source: &KernelSource, defines: &[String]) -> Result<Arc<CudaModule>> {
         let key = (source.file, defines.to_vec());
-        if let Some(m) = self.modules.lock().expect("module cache poisoned").get(&key) {
+        if let Some(m) = self
+            .modules
+            .lock()
+            .expect("module cache poisoned")
+            .get(&key)
+        {
             return Ok(Arc::clone(m));
         }
         let compiled = nvrtc::compile(source, &self.arch, defines)?;
@@ -285,6 +297,8 @@ pub(crate) fn check_len(what: &str, actual: usize, expected: usize) -> Result<()
 }
 
 /// Maps a launch failure to a `Driver` error naming the kernel.
-pub(crate) fn launch_err(kernel: &str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError + '_ {
+pub(crate) fn launch_err(
+    kernel: &str,
+) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError + '_ {
     move |e| CudaError::driver(format!("launching {kernel}"), e)
 }

@@ -169,8 +169,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let ndim = a.len().max(b.len());
     let mut out = vec![0; ndim];
     for i in 0..ndim {
-        let da = if i < ndim - a.len() { 1 } else { a[i - (ndim - a.len())] };
-        let db = if i < ndim - b.len() { 1 } else { b[i - (ndim - b.len())] };
+        let da = if i < ndim - a.len() {
+            1
+        } else {
+            a[i - (ndim - a.len())]
+        };
+        let db = if i < ndim - b.len() {
+            1
+        } else {
+            b[i - (ndim - b.len())]
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -231,7 +239,11 @@ fn extent(shape: &[usize], strides: &[usize]) -> usize {
     if shape.contains(&0) {
         return 0;
     }
-    1 + shape.iter().zip(strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>()
+    1 + shape
+        .iter()
+        .zip(strides)
+        .map(|(&d, &s)| (d - 1) * s)
+        .sum::<usize>()
 }
 
 fn check_view(what: &str, buf: &DeviceBuffer, shape: &[usize], strides: &[usize]) -> Result<()> {
@@ -479,5 +491,41 @@ impl CudaBackend {
         // floats.
         unsafe { launch.launch(self.grid_1d(n)) }.map_err(launch_err(name))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_params_match_the_c_struct_layout() {
+        // int ndim; int shape[6]; (4 bytes padding) long long a_strides[6], b_strides[6];
+        assert_eq!(std::mem::size_of::<BroadcastParams>(), 128);
+        assert_eq!(std::mem::offset_of!(BroadcastParams, a_strides), 32);
+        assert_eq!(std::mem::offset_of!(BroadcastParams, b_strides), 80);
+    }
+
+    #[test]
+    fn broadcast_shape_follows_numpy() {
+        assert_eq!(broadcast_shape(&[2, 3, 4], &[3, 1]).unwrap(), vec![2, 3, 4]);
+        assert_eq!(broadcast_shape(&[4], &[2, 1, 1]).unwrap(), vec![2, 1, 4]);
+        assert_eq!(broadcast_shape(&[], &[5]).unwrap(), vec![5]);
+        let err = broadcast_shape(&[2, 3], &[4]).unwrap_err().to_string();
+        assert!(err.contains("[2, 3]") && err.contains("[4]"), "{err}");
+    }
+
+    #[test]
+    fn params_right_align_dims_and_zero_broadcast_strides() {
+        let out = [2, 3];
+        let a = broadcast_strides(&[3], &[1], &out);
+        let b = broadcast_strides(&[2, 1], &[1, 1], &out);
+        assert_eq!(a, vec![0, 1]);
+        assert_eq!(b, vec![1, 0]);
+        let p = BroadcastParams::new(&out, &a, &b).unwrap();
+        assert_eq!(p.shape, [1, 1, 1, 1, 2, 3]);
+        assert_eq!(p.a_strides, [0, 0, 0, 0, 0, 1]);
+        assert_eq!(p.b_strides, [0, 0, 0, 0, 1, 0]);
+        assert!(BroadcastParams::new(&[1; 7], &[0; 7], &[0; 7]).is_err());
     }
 }

@@ -223,7 +223,11 @@ impl CudaBackend {
     ) -> Result<()> {
         let ctx = format!("linear_fwd N={batch} I={in_features} O={out_features}");
         check_len(&format!("{ctx} x"), x.len(), batch * in_features)?;
-        check_len(&format!("{ctx} weight"), weight.len(), out_features * in_features)?;
+        check_len(
+            &format!("{ctx} weight"),
+            weight.len(),
+            out_features * in_features,
+        )?;
         check_len(&format!("{ctx} bias"), bias.len(), out_features)?;
         check_len(&format!("{ctx} out"), out.len(), batch * out_features)?;
         if batch == 0 || out_features == 0 {

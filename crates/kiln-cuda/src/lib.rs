@@ -26,6 +26,7 @@
 // Launch wrappers mirror their kernels' signatures (shapes and buffers), which is clearer
 // than bundling arguments into one-off structs.
 #![allow(clippy::too_many_arguments)]
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod bench;

@@ -35,7 +35,9 @@ impl PairLoss {
 /// Launch configuration of the warp-per-row kernels.
 fn rows_config(backend: &CudaBackend, rows: usize) -> LaunchConfig {
     let warps_per_block = REDUCE_THREADS as usize / 32;
-    let blocks = rows.div_ceil(warps_per_block).clamp(1, backend.sm_count() as usize * 32);
+    let blocks = rows
+        .div_ceil(warps_per_block)
+        .clamp(1, backend.sm_count() as usize * 32);
     LaunchConfig {
         grid_dim: (blocks as u32, 1, 1),
         block_dim: (REDUCE_THREADS, 1, 1),

@@ -5,7 +5,9 @@
 
 use crate::error::{CudaError, Result};
 use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys};
+use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
+use std::sync::{Mutex, OnceLock};
 
 /// One embedded kernel file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,9 +66,31 @@ pub struct CompiledModule {
 /// Compiles `source` for `arch` (e.g. `"sm_90"`) with the extra NVRTC `options`
 /// (e.g. `-DSGEMM_BK=16`, `--ptxas-options=-v`).
 ///
-/// Returns `CudaError::NoDevice` when libnvrtc is not loadable and `CudaError::Nvrtc` with the
-/// compiler log when compilation fails.
+/// Results are cached for the life of the process, keyed by (file, arch, options), so each
+/// file is compiled once however many backends load it. Returns `CudaError::NoDevice` when
+/// libnvrtc is not loadable and `CudaError::Nvrtc` with the compiler log when compilation
+/// fails.
 pub fn compile(source: &KernelSource, arch: &str, options: &[String]) -> Result<CompiledModule> {
+    type CacheKey = (&'static str, String, Vec<String>);
+    static CACHE: OnceLock<Mutex<HashMap<CacheKey, CompiledModule>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (source.file, arch.to_string(), options.to_vec());
+    if let Some(hit) = cache.lock().expect("NVRTC cache poisoned").get(&key) {
+        return Ok(hit.clone());
+    }
+    let compiled = compile_uncached(source, arch, options)?;
+    cache
+        .lock()
+        .expect("NVRTC cache poisoned")
+        .insert(key, compiled.clone());
+    Ok(compiled)
+}
+
+fn compile_uncached(
+    source: &KernelSource,
+    arch: &str,
+    options: &[String],
+) -> Result<CompiledModule> {
     if !nvrtc_available() {
         return Err(CudaError::NoDevice(
             "libnvrtc could not be loaded (set LD_LIBRARY_PATH to a directory containing \
@@ -100,7 +124,8 @@ pub fn compile(source: &KernelSource, arch: &str, options: &[String]) -> Result<
         .and_then(|()| {
             // SAFETY: `prog` compiled successfully for a real architecture, so a cubin exists;
             // the buffer is sized by nvrtcGetCUBINSize.
-            unsafe { get_cubin(prog) }.map_err(|e| nvrtc_err(format!("nvrtcGetCUBIN: {e}"), log.clone()))
+            unsafe { get_cubin(prog) }
+                .map_err(|e| nvrtc_err(format!("nvrtcGetCUBIN: {e}"), log.clone()))
         });
     // SAFETY: `prog` is live and not used after this.
     let _ = unsafe { nvrtc_result::destroy_program(prog) };

@@ -143,7 +143,15 @@ impl CudaBackend {
         m: &mut DeviceBuffer,
         v: &mut DeviceBuffer,
     ) -> Result<()> {
-        self.adam_step_variant(config, step, param, grad, m, v, ElementwiseVariant::V2Float4)
+        self.adam_step_variant(
+            config,
+            step,
+            param,
+            grad,
+            m,
+            v,
+            ElementwiseVariant::V2Float4,
+        )
     }
 
     /// [`CudaBackend::adam_step`] with an explicit kernel variant (v1 scalar, v2 float4).
@@ -220,5 +228,23 @@ impl CudaBackend {
         // momentum != 0, in which case it holds n floats (checked above).
         unsafe { launch.launch(self.grid_1d(n)) }.map_err(launch_err(name))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_structs_match_the_c_layout() {
+        assert_eq!(std::mem::size_of::<AdamParams>(), 32);
+        assert_eq!(std::mem::size_of::<SgdParams>(), 24);
+    }
+
+    #[test]
+    fn bias_corrections_follow_the_step() {
+        let p = AdamParams::new(&AdamConfig::default(), 2);
+        assert!((p.bias_correction1 - 0.19).abs() < 1e-6);
+        assert!((p.bias_correction2 - (1.0 - 0.999f32 * 0.999)).abs() < 1e-6);
     }
 }

@@ -57,10 +57,21 @@ impl Pool {
         };
         let slice = match reused {
             Some(s) => s,
-            // SAFETY: the memory is uninitialised, but every bit pattern is a valid f32 and
-            // the buffer is only read through device kernels or copies.
-            None => unsafe { self.stream.alloc::<f32>(capacity) }
-                .map_err(|e| CudaError::driver(format!("allocating {capacity} floats"), e))?,
+            None => {
+                // SAFETY (both calls): the memory is uninitialised, but every bit pattern is a
+                // valid f32 and the buffer is only read through device kernels or copies.
+                match unsafe { self.stream.alloc::<f32>(capacity) } {
+                    Ok(s) => s,
+                    Err(_) => {
+                        // Out of memory is often only fragmentation by cached buffers of other
+                        // sizes: give them back to the driver and try once more.
+                        self.empty();
+                        unsafe { self.stream.alloc::<f32>(capacity) }.map_err(|e| {
+                            CudaError::driver(format!("allocating {capacity} floats"), e)
+                        })?
+                    }
+                }
+            }
         };
         Ok(DeviceBuffer {
             slice: Some(slice),

@@ -1,7 +1,7 @@
 //! CPU references for every kernel: straightforward loops, accumulating in f64 where a sum
 //! is involved, used by the GPU tests and the validating benchmarks.
 
-use crate::elementwise::{broadcast_shape, contiguous_strides, BinaryOp, UnaryOp};
+use crate::elementwise::{broadcast_shape, BinaryOp, UnaryOp};
 use crate::error::Result;
 use crate::gemm::{Activation, GemmLayout};
 use crate::loss::PairLoss;
@@ -55,7 +55,17 @@ pub fn linear_fwd(
     activation: Activation,
 ) -> Vec<f32> {
     let mut out = vec![0.0; batch * out_features];
-    sgemm(GemmLayout::NT, batch, out_features, in_features, 1.0, x, weight, 0.0, &mut out);
+    sgemm(
+        GemmLayout::NT,
+        batch,
+        out_features,
+        in_features,
+        1.0,
+        x,
+        weight,
+        0.0,
+        &mut out,
+    );
     for row in out.chunks_mut(out_features) {
         for (v, &b) in row.iter_mut().zip(bias) {
             *v = activation.apply(*v + b);
@@ -119,7 +129,15 @@ pub fn unary_bwd(op: UnaryOp, x: f32, y: f32, dy: f32) -> f32 {
         UnaryOp::Exp => dy * y,
         UnaryOp::Log => dy / x,
         UnaryOp::Sqrt => dy * 0.5 / y,
-        UnaryOp::Abs => dy * if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 },
+        UnaryOp::Abs => {
+            dy * if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
         UnaryOp::Neg => -dy,
         UnaryOp::Softplus => dy / (1.0 + (-x).exp()),
         UnaryOp::Gelu => {
@@ -183,7 +201,11 @@ pub fn binary(
     };
     let a_view = copy_strided(a, &out_shape, &expand(a_shape, a_strides));
     let b_view = copy_strided(b, &out_shape, &expand(b_shape, b_strides));
-    Ok(a_view.iter().zip(&b_view).map(|(&x, &y)| op.apply(x, y)).collect())
+    Ok(a_view
+        .iter()
+        .zip(&b_view)
+        .map(|(&x, &y)| op.apply(x, y))
+        .collect())
 }
 
 /// The view of x with `shape`/`strides`, copied contiguously.
@@ -351,9 +373,39 @@ pub fn sgd_step(
     }
 }
 
-/// Contiguous strides (re-exported here for test convenience).
-pub fn strides_of(shape: &[usize]) -> Vec<usize> {
-    contiguous_strides(shape)
+/// `n` deterministic pseudo-random values, uniform in [lo, hi) (xorshift64*; no rand
+/// dependency, same values on every machine).
+pub fn uniform(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40; // 24 random bits
+            lo + (hi - lo) * (bits as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// Largest violation of |got − want| ≤ atol + rtol·|want| as a ratio (≤ 1 passes), with
+/// the index of the worst element. NaN in `got` where `want` is finite counts as failure.
+pub fn max_violation(got: &[f32], want: &[f32], atol: f64, rtol: f64) -> (f64, usize) {
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g as f64, w as f64);
+        let ratio = if g == w {
+            0.0
+        } else if g.is_nan() || w.is_nan() {
+            f64::INFINITY
+        } else {
+            (g - w).abs() / (atol + rtol * w.abs())
+        };
+        if ratio > worst.0 || ratio.is_nan() {
+            worst = (ratio, i);
+        }
+    }
+    worst
 }
 
 #[cfg(test)]
@@ -387,7 +439,10 @@ mod tests {
     #[test]
     fn copy_strided_transposes() {
         let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2,3]
-        assert_eq!(copy_strided(&x, &[3, 2], &[1, 3]), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(
+            copy_strided(&x, &[3, 2], &[1, 3]),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
     }
 
     #[test]

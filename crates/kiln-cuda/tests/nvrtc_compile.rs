@@ -1,5 +1,5 @@
 //! CI check without a GPU: every `kernels/*.cu` file compiles with NVRTC for sm_90, with no
-//! register spills and within a per-kernel register budget.
+//! register spills, no stack frame and within a per-kernel register budget.
 //!
 //! Needs libnvrtc on the loader path (`LD_LIBRARY_PATH=$(.ci/install-nvrtc)`). Without it the
 //! test prints why and passes, unless `KILN_REQUIRE_NVRTC=1`, which turns the skip into a
@@ -41,7 +41,10 @@ fn every_kernel_compiles_for_sm90_without_spills_within_register_budget() {
         };
         let kernels = parse_ptxas_log(&compiled.log);
         if kernels.is_empty() {
-            failures.push(format!("{}: no ptxas report in log:\n{}", source.file, compiled.log));
+            failures.push(format!(
+                "{}: no ptxas report in log:\n{}",
+                source.file, compiled.log
+            ));
         }
         if compiled.log.contains("warning") {
             println!("{} warnings:\n{}", source.file, compiled.log);
@@ -71,9 +74,22 @@ fn every_kernel_compiles_for_sm90_without_spills_within_register_budget() {
                 k.kernel, k.spill_store_bytes, k.spill_load_bytes
             ));
         }
+        // A stack frame means local memory (e.g. a dynamically indexed array): slow, and
+        // usually a sign the kernel was written in a way the compiler could not keep in
+        // registers.
+        if k.stack_bytes > 0 {
+            failures.push(format!("{}: {} bytes stack frame", k.kernel, k.stack_bytes));
+        }
         if k.registers > budget {
-            failures.push(format!("{}: {} registers > budget {budget}", k.kernel, k.registers));
+            failures.push(format!(
+                "{}: {} registers > budget {budget}",
+                k.kernel, k.registers
+            ));
         }
     }
-    assert!(failures.is_empty(), "NVRTC compile check failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "NVRTC compile check failed:\n{}",
+        failures.join("\n")
+    );
 }

@@ -219,8 +219,12 @@ impl Shapes {
             let cy = rng.gen_range(radius * 0.5..h as f32 - radius * 0.5);
             let angle: f32 = rng.gen_range(0.0..std::f32::consts::FRAC_PI_2);
             let (cos, sin) = (angle.cos(), angle.sin());
-            for y in 0..h {
-                for x in 0..w {
+            // Only pixels near the figure can change: a rotated square reaches 0.85·√2·r.
+            let reach = 1.25 * radius + 1.0;
+            let rows = (cy - reach).max(0.0) as usize..((cy + reach).ceil() as usize).min(h);
+            let columns = (cx - reach).max(0.0) as usize..((cx + reach).ceil() as usize).min(w);
+            for y in rows {
+                for x in columns.clone() {
                     // Pixel centre relative to the figure, in the figure's rotated frame.
                     let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
                     let (u, v) = (dx * cos + dy * sin, -dx * sin + dy * cos);
@@ -254,7 +258,7 @@ impl Shapes {
         if c == 1 {
             out.extend(
                 rgb.iter()
-                    .map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]),
+                    .map(|p| (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).clamp(0.0, 1.0)),
             );
         } else {
             for channel in 0..3 {
@@ -312,7 +316,12 @@ pub struct ImageSet {
 
 impl ImageSet {
     /// Wrap `count` images of `shape` (planar CHW `u8`, concatenated).
-    pub fn new(name: impl Into<String>, shape: ImageShape, count: usize, pixels: Vec<u8>) -> Result<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        shape: ImageShape,
+        count: usize,
+        pixels: Vec<u8>,
+    ) -> Result<Self> {
         let dim = shape.0 * shape.1 * shape.2;
         if count == 0 || dim == 0 || pixels.len() != count * dim {
             return Err(Error::BadShape {
@@ -596,7 +605,11 @@ impl DataSpec {
         let dir = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
         let gz = dir.join("train-images-idx3-ubyte.gz");
         let raw = dir.join("train-images-idx3-ubyte");
-        Some(if !gz.exists() && raw.exists() { raw } else { gz })
+        Some(if !gz.exists() && raw.exists() {
+            raw
+        } else {
+            gz
+        })
     }
 
     /// Load the data set. `image_shape`, when given, is the shape the model wants: image data
@@ -627,7 +640,12 @@ impl DataSpec {
             DataSpec::Images(dir) => {
                 let shape = image_shape.unwrap_or((3, 64, 64));
                 let (count, pixels) = load_image_dir(dir, shape)?;
-                Ok(Dataset::Images(ImageSet::new(self.to_string(), shape, count, pixels)?))
+                Ok(Dataset::Images(ImageSet::new(
+                    self.to_string(),
+                    shape,
+                    count,
+                    pixels,
+                )?))
             }
         }
     }
@@ -642,7 +660,9 @@ fn load_idx(name: &str, path: &Path, image_shape: Option<ImageShape>) -> Result<
     let native = (1, idx.rows, idx.cols);
     let shape = image_shape.unwrap_or(native);
     if shape == native {
-        return Ok(Dataset::Images(ImageSet::new(name, native, idx.count, idx.pixels)?));
+        return Ok(Dataset::Images(ImageSet::new(
+            name, native, idx.count, idx.pixels,
+        )?));
     }
     let (c, h, w) = shape;
     if h == 0 || w == 0 {
@@ -657,7 +677,9 @@ fn load_idx(name: &str, path: &Path, image_shape: Option<ImageShape>) -> Result<
         };
         pixels.extend(to_planar(&resize(&image, w, h), c)?);
     }
-    Ok(Dataset::Images(ImageSet::new(name, shape, idx.count, pixels)?))
+    Ok(Dataset::Images(ImageSet::new(
+        name, shape, idx.count, pixels,
+    )?))
 }
 
 #[cfg(test)]
@@ -682,7 +704,15 @@ mod tests {
 
     #[test]
     fn spec_display_parses_back() {
-        for text in ["ring8", "grid25", "shapes64", "fashion-mnist", "mnist", "idx:/a/b.gz", "images:dir"] {
+        for text in [
+            "ring8",
+            "grid25",
+            "shapes64",
+            "fashion-mnist",
+            "mnist",
+            "idx:/a/b.gz",
+            "images:dir",
+        ] {
             assert_eq!(parse_data_spec(text).unwrap().to_string(), text);
         }
     }

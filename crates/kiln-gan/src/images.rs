@@ -53,7 +53,8 @@ pub fn decode_image_bytes(bytes: &[u8], path: &str) -> Result<RgbImage> {
 
 fn decode_png(bytes: &[u8], path: &str) -> Result<RgbImage> {
     let bad = |e: png::DecodingError| Error::bad_file(path, format!("cannot decode PNG: {e}"));
-    let mut decoder = png::Decoder::new(bytes);
+    // A 1 GiB cap on the decoded size (the default 64 MiB refuses big photos).
+    let mut decoder = png::Decoder::new_with_limits(bytes, png::Limits { bytes: 1 << 30 });
     // Palette and low-bit-depth grey become 8-bit samples; 16-bit becomes 8-bit.
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(bad)?;
@@ -81,6 +82,7 @@ fn decode_png(bytes: &[u8], path: &str) -> Result<RgbImage> {
 
 fn decode_jpeg(bytes: &[u8], path: &str) -> Result<RgbImage> {
     let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.set_max_decoding_buffer_size(1 << 30);
     let pixels = decoder
         .decode()
         .map_err(|e| Error::bad_file(path, format!("cannot decode JPEG: {e}")))?;
@@ -111,10 +113,7 @@ fn check_size(path: &str, width: usize, height: usize, rgb: Vec<u8>) -> Result<R
     if width == 0 || height == 0 || rgb.len() != width * height * 3 {
         return Err(Error::bad_file(
             path,
-            format!(
-                "decoded {} bytes for a {width}x{height} image",
-                rgb.len()
-            ),
+            format!("decoded {} bytes for a {width}x{height} image", rgb.len()),
         ));
     }
     Ok(RgbImage { width, height, rgb })
@@ -183,7 +182,9 @@ pub fn resize(image: &RgbImage, width: usize, height: usize) -> RgbImage {
             for channel in 0..3 {
                 horizontal[(y * width + x) * 3 + channel] = taps
                     .iter()
-                    .map(|&(src, weight)| weight * image.rgb[(y * image.width + src) * 3 + channel] as f32)
+                    .map(|&(src, weight)| {
+                        weight * image.rgb[(y * image.width + src) * 3 + channel] as f32
+                    })
                     .sum();
             }
         }
@@ -209,7 +210,9 @@ pub fn to_planar(image: &RgbImage, channels: usize) -> Result<Vec<u8>> {
     let pixels = image.rgb.chunks_exact(3);
     match channels {
         1 => Ok(pixels
-            .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8)
+            .map(|p| {
+                (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8
+            })
             .collect()),
         3 => {
             let plane = image.width * image.height;
@@ -230,7 +233,10 @@ pub fn to_planar(image: &RgbImage, channels: usize) -> Result<Vec<u8>> {
 /// Load every PNG/JPEG in `dir` as `(c, h, w)` planar `u8`: decode, centre-crop to the aspect
 /// ratio, resize, convert channels. Returns the number of images and their concatenated
 /// pixels. An empty directory or an undecodable file is an error naming the path.
-pub fn load_image_dir(dir: impl AsRef<Path>, (c, h, w): (usize, usize, usize)) -> Result<(usize, Vec<u8>)> {
+pub fn load_image_dir(
+    dir: impl AsRef<Path>,
+    (c, h, w): (usize, usize, usize),
+) -> Result<(usize, Vec<u8>)> {
     let dir = dir.as_ref();
     if h == 0 || w == 0 {
         return Err(Error::Invalid(format!("cannot resize images to {h}x{w}")));
@@ -267,7 +273,10 @@ mod tests {
     fn resizing_a_solid_image_keeps_its_colour() {
         for (w, h) in [(7, 5), (64, 64), (200, 3)] {
             let out = resize(&solid(37, 23, [10, 200, 90]), w, h);
-            assert!(out.rgb.chunks_exact(3).all(|p| p == [10, 200, 90]), "{w}x{h}");
+            assert!(
+                out.rgb.chunks_exact(3).all(|p| p == [10, 200, 90]),
+                "{w}x{h}"
+            );
         }
     }
 

@@ -24,10 +24,17 @@
 //! # Ok::<(), kiln_core::Error>(())
 //! ```
 
+pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod idx;
 pub mod images;
+pub mod losses;
 pub mod metrics;
 pub mod npy;
 pub mod plot;
 pub mod png_out;
+pub mod trainer;
+
+pub use config::{GanLoss, TrainConfig};
+pub use trainer::{Summary, Trainer};

@@ -50,7 +50,9 @@ pub fn mode_metrics(samples: &[f32], modes: &[[f32; 2]], std: f32) -> Result<Mod
         });
     }
     if modes.is_empty() {
-        return Err(Error::Invalid("mode_metrics needs at least one mode".into()));
+        return Err(Error::Invalid(
+            "mode_metrics needs at least one mode".into(),
+        ));
     }
     if !(std.is_finite() && std > 0.0) {
         return Err(Error::Invalid(format!(
@@ -68,13 +70,16 @@ pub fn mode_metrics(samples: &[f32], modes: &[[f32; 2]], std: f32) -> Result<Mod
             .iter()
             .map(|m| (x - m[0] as f64).powi(2) + (y - m[1] as f64).powi(2))
             .enumerate()
-            .fold((0, f64::INFINITY), |best, (k, d)| {
-                if d < best.1 {
-                    (k, d)
-                } else {
-                    best
-                }
-            });
+            .fold(
+                (0, f64::INFINITY),
+                |best, (k, d)| {
+                    if d < best.1 {
+                        (k, d)
+                    } else {
+                        best
+                    }
+                },
+            );
         if distance_sq <= threshold_sq {
             per_mode[nearest] += 1;
         }

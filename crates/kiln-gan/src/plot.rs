@@ -93,11 +93,30 @@ impl Canvas {
         let reach = radius + 1.0;
         for y in (cy - reach).floor() as i64..=(cy + reach).ceil() as i64 {
             for x in (cx - reach).floor() as i64..=(cx + reach).ceil() as i64 {
-                let distance = ((x as f32 + 0.5 - cx).powi(2) + (y as f32 + 0.5 - cy).powi(2)).sqrt();
+                let distance =
+                    ((x as f32 + 0.5 - cx).powi(2) + (y as f32 + 0.5 - cy).powi(2)).sqrt();
                 // Coverage of a pixel by the disc edge, approximated by its signed distance.
                 let coverage = (radius + 0.5 - distance).clamp(0.0, 1.0);
                 if coverage > 0.0 {
                     self.blend(x, y, color, coverage * alpha);
+                }
+            }
+        }
+    }
+
+    /// A circle outline of the given radius and line width, anti-aliased.
+    pub fn circle(&mut self, cx: f32, cy: f32, radius: f32, width: f32, color: Rgb) {
+        if !(cx.is_finite() && cy.is_finite()) {
+            return;
+        }
+        let reach = radius + width + 1.0;
+        for y in (cy - reach).floor() as i64..=(cy + reach).ceil() as i64 {
+            for x in (cx - reach).floor() as i64..=(cx + reach).ceil() as i64 {
+                let distance =
+                    ((x as f32 + 0.5 - cx).powi(2) + (y as f32 + 0.5 - cy).powi(2)).sqrt();
+                let coverage = (width / 2.0 + 0.5 - (distance - radius).abs()).clamp(0.0, 1.0);
+                if coverage > 0.0 {
+                    self.blend(x, y, color, coverage);
                 }
             }
         }
@@ -114,7 +133,13 @@ impl Canvas {
         let steps = ((length * 2.0).ceil() as usize).clamp(1, 8 * (self.width + self.height));
         for step in 0..=steps {
             let t = step as f32 / steps as f32;
-            self.disc(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, width / 2.0, color, 0.6);
+            self.disc(
+                x0 + (x1 - x0) * t,
+                y0 + (y1 - y0) * t,
+                width / 2.0,
+                color,
+                0.6,
+            );
         }
     }
 
@@ -152,54 +177,150 @@ impl Canvas {
 fn glyph(ch: char) -> [u8; 7] {
     match ch.to_ascii_uppercase() {
         ' ' => [0; 7],
-        '0' => [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110],
-        '1' => [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
-        '2' => [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111],
-        '3' => [0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110],
-        '4' => [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010],
-        '5' => [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110],
-        '6' => [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110],
-        '7' => [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000],
-        '8' => [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
-        '9' => [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
-        'A' => [0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
-        'B' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110],
-        'C' => [0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110],
-        'D' => [0b11100, 0b10010, 0b10001, 0b10001, 0b10001, 0b10010, 0b11100],
-        'E' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111],
-        'F' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000],
-        'G' => [0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111],
-        'H' => [0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
-        'I' => [0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
-        'J' => [0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100],
-        'K' => [0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001],
-        'L' => [0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111],
-        'M' => [0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001],
-        'N' => [0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001],
-        'O' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
-        'P' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000],
-        'Q' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101],
-        'R' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001],
-        'S' => [0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110],
-        'T' => [0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100],
-        'U' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
-        'V' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100],
-        'W' => [0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010],
-        'X' => [0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001],
-        'Y' => [0b10001, 0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100],
-        'Z' => [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111],
-        '-' => [0b00000, 0b00000, 0b00000, 0b11111, 0b00000, 0b00000, 0b00000],
-        '.' => [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b01100],
-        '_' => [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b11111],
-        ':' => [0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b01100, 0b00000],
-        '/' => [0b00000, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b00000],
-        '(' => [0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010],
-        ')' => [0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000],
-        '=' => [0b00000, 0b00000, 0b11111, 0b00000, 0b11111, 0b00000, 0b00000],
-        '+' => [0b00000, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0b00000],
-        ',' => [0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b00100, 0b01000],
-        '%' => [0b11000, 0b11001, 0b00010, 0b00100, 0b01000, 0b10011, 0b00011],
-        _ => [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b00000, 0b00100],
+        '0' => [
+            0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110,
+        ],
+        '1' => [
+            0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110,
+        ],
+        '2' => [
+            0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111,
+        ],
+        '3' => [
+            0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110,
+        ],
+        '4' => [
+            0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010,
+        ],
+        '5' => [
+            0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110,
+        ],
+        '6' => [
+            0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110,
+        ],
+        '7' => [
+            0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000,
+        ],
+        '8' => [
+            0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110,
+        ],
+        '9' => [
+            0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100,
+        ],
+        'A' => [
+            0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001,
+        ],
+        'B' => [
+            0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110,
+        ],
+        'C' => [
+            0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110,
+        ],
+        'D' => [
+            0b11100, 0b10010, 0b10001, 0b10001, 0b10001, 0b10010, 0b11100,
+        ],
+        'E' => [
+            0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111,
+        ],
+        'F' => [
+            0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000,
+        ],
+        'G' => [
+            0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111,
+        ],
+        'H' => [
+            0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001,
+        ],
+        'I' => [
+            0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110,
+        ],
+        'J' => [
+            0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100,
+        ],
+        'K' => [
+            0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001,
+        ],
+        'L' => [
+            0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111,
+        ],
+        'M' => [
+            0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001,
+        ],
+        'N' => [
+            0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001,
+        ],
+        'O' => [
+            0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110,
+        ],
+        'P' => [
+            0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000,
+        ],
+        'Q' => [
+            0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101,
+        ],
+        'R' => [
+            0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001,
+        ],
+        'S' => [
+            0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110,
+        ],
+        'T' => [
+            0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100,
+        ],
+        'U' => [
+            0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110,
+        ],
+        'V' => [
+            0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100,
+        ],
+        'W' => [
+            0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010,
+        ],
+        'X' => [
+            0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001,
+        ],
+        'Y' => [
+            0b10001, 0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100,
+        ],
+        'Z' => [
+            0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111,
+        ],
+        '-' => [
+            0b00000, 0b00000, 0b00000, 0b11111, 0b00000, 0b00000, 0b00000,
+        ],
+        '.' => [
+            0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b01100,
+        ],
+        '_' => [
+            0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b11111,
+        ],
+        ':' => [
+            0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b01100, 0b00000,
+        ],
+        '/' => [
+            0b00000, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b00000,
+        ],
+        '(' => [
+            0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010,
+        ],
+        ')' => [
+            0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000,
+        ],
+        '=' => [
+            0b00000, 0b00000, 0b11111, 0b00000, 0b11111, 0b00000, 0b00000,
+        ],
+        '+' => [
+            0b00000, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0b00000,
+        ],
+        ',' => [
+            0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b00100, 0b01000,
+        ],
+        '%' => [
+            0b11000, 0b11001, 0b00010, 0b00100, 0b01000, 0b10011, 0b00011,
+        ],
+        _ => [
+            0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b00000, 0b00100,
+        ],
     }
 }
 
@@ -215,7 +336,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn to_pixel(&self, x: f64, y: f64) -> (f32, f32) {
+    fn pixel_of(&self, x: f64, y: f64) -> (f32, f32) {
         let tx = (x - self.x_range.0) / (self.x_range.1 - self.x_range.0);
         let ty = (y - self.y_range.0) / (self.y_range.1 - self.y_range.0);
         (
@@ -227,7 +348,7 @@ impl Frame {
     /// Grid lines, tick labels and the frame border.
     fn draw_axes(&self, canvas: &mut Canvas, x_step: f64, y_step: f64) {
         for value in ticks(self.x_range, x_step) {
-            let (px, _) = self.to_pixel(value, self.y_range.0);
+            let (px, _) = self.pixel_of(value, self.y_range.0);
             let px = px.round() as i64;
             canvas.fill_rect(px, self.top as i64, px + 1, self.bottom as i64, GRID);
             let label = format_tick(value, x_step);
@@ -235,7 +356,7 @@ impl Frame {
             canvas.text(px - half, self.bottom as i64 + 6, &label, AXIS, 1);
         }
         for value in ticks(self.y_range, y_step) {
-            let (_, py) = self.to_pixel(self.x_range.0, value);
+            let (_, py) = self.pixel_of(self.x_range.0, value);
             let py = py.round() as i64;
             canvas.fill_rect(self.left as i64, py, self.right as i64, py + 1, GRID);
             let label = format_tick(value, y_step);
@@ -277,7 +398,11 @@ fn nice_step(span: f64, target: f64) -> f64 {
 fn format_tick(value: f64, step: f64) -> String {
     let decimals = (-step.log10().floor()).max(0.0) as usize;
     let text = format!("{value:.decimals$}");
-    if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+    if text
+        .trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
         "0".into() // not "-0.0"
     } else {
         text
@@ -330,7 +455,7 @@ pub struct Scatter<'a> {
     pub real: &'a [f32],
     /// Generated samples, `[m, 2]` row-major, drawn in colour on top.
     pub generated: &'a [f32],
-    /// Mode centres, marked with a cross.
+    /// Mode centres, marked with a hollow circle.
     pub modes: &'a [[f32; 2]],
 }
 
@@ -366,17 +491,16 @@ pub fn scatter_plot(scatter: &Scatter) -> Result<Canvas> {
     let real_color = [190, 190, 190];
     let generated_color = PALETTE[3];
     for point in scatter.real.chunks_exact(2) {
-        let (x, y) = frame.to_pixel(point[0] as f64, point[1] as f64);
+        let (x, y) = frame.pixel_of(point[0] as f64, point[1] as f64);
         canvas.disc(x, y, 1.6, real_color, 0.8);
     }
     for point in scatter.generated.chunks_exact(2) {
-        let (x, y) = frame.to_pixel(point[0] as f64, point[1] as f64);
+        let (x, y) = frame.pixel_of(point[0] as f64, point[1] as f64);
         canvas.disc(x, y, 1.6, generated_color, 0.55);
     }
     for mode in scatter.modes {
-        let (x, y) = frame.to_pixel(mode[0] as f64, mode[1] as f64);
-        canvas.line((x - 5.0, y - 5.0), (x + 5.0, y + 5.0), 2.0, BLACK);
-        canvas.line((x - 5.0, y + 5.0), (x + 5.0, y - 5.0), 2.0, BLACK);
+        let (x, y) = frame.pixel_of(mode[0] as f64, mode[1] as f64);
+        canvas.circle(x, y, 7.0, 1.5, BLACK);
     }
     draw_title(&mut canvas, scatter.title);
     draw_legend(
@@ -409,9 +533,19 @@ pub struct Series {
 /// of all series, each series in its own colour with a legend.
 pub fn loss_plot(title: &str, series: &[Series]) -> Result<Canvas> {
     let finite = |(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
-    let all = || series.iter().flat_map(|s| s.points.iter()).filter(|p| finite(p));
+    let all = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| finite(p))
+    };
     let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = all().fold(
-        (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY),
+        (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ),
         |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
     );
     if x_lo > x_hi {
@@ -447,7 +581,7 @@ pub fn loss_plot(title: &str, series: &[Series]) -> Result<Canvas> {
                 previous = None;
                 continue;
             }
-            let pixel = frame.to_pixel(point.0, point.1);
+            let pixel = frame.pixel_of(point.0, point.1);
             match previous {
                 Some(from) => canvas.line(from, pixel, 1.5, color),
                 None => canvas.disc(pixel.0, pixel.1, 0.75, color, 1.0),

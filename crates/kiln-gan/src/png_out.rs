@@ -112,9 +112,7 @@ pub fn image_grid(
         msg,
     };
     if c != 1 && c != 3 {
-        return Err(bad_shape(format!(
-            "images need 1 or 3 channels, got {c}"
-        )));
+        return Err(bad_shape(format!("images need 1 or 3 channels, got {c}")));
     }
     if n == 0 || h == 0 || w == 0 {
         return Err(bad_shape(format!("empty grid: {n} images of {h}x{w}")));

@@ -77,13 +77,26 @@ impl Tensor {
         let (x, t) = (SavedTensor::new(self), SavedTensor::new(target));
         let (rx, rt) = (self.0.requires_grad, target.0.requires_grad);
         let n = self.numel().max(1) as f64;
-        Ok(record("bce_with_logits", out, &[self, target], move |ctx, g| {
-            let (x, t) = (ctx.unpack(&x)?, ctx.unpack(&t)?);
-            let scale = g.mul_scalar(1.0 / n)?;
-            let gx = if rx { Some(x.sigmoid()?.sub(&t)?.mul(&scale)?) } else { None };
-            let gt = if rt { Some(x.neg()?.mul(&scale)?) } else { None };
-            Ok(vec![gx, gt])
-        }))
+        Ok(record(
+            "bce_with_logits",
+            out,
+            &[self, target],
+            move |ctx, g| {
+                let (x, t) = (ctx.unpack(&x)?, ctx.unpack(&t)?);
+                let scale = g.mul_scalar(1.0 / n)?;
+                let gx = if rx {
+                    Some(x.sigmoid()?.sub(&t)?.mul(&scale)?)
+                } else {
+                    None
+                };
+                let gt = if rt {
+                    Some(x.neg()?.mul(&scale)?)
+                } else {
+                    None
+                };
+                Ok(vec![gx, gt])
+            },
+        ))
     }
 
     /// Cross-entropy of logits [N, C] against class indices (one per row):
@@ -93,7 +106,11 @@ impl Tensor {
         if self.rank() != 2 || self.shape()[0] != targets.len() {
             return Err(Error::BadShape {
                 op: "cross_entropy",
-                msg: format!("logits {:?} need shape [N, C] with N = {} targets", self.shape(), targets.len()),
+                msg: format!(
+                    "logits {:?} need shape [N, C] with N = {} targets",
+                    self.shape(),
+                    targets.len()
+                ),
             });
         }
         let (n, c) = (self.shape()[0], self.shape()[1]);
@@ -108,6 +125,9 @@ impl Tensor {
             onehot[i * c + t] = 1.0;
         }
         let onehot = Tensor::from_vec(onehot, &[n, c], self.device())?.to_dtype(self.dtype())?;
-        self.log_softmax(1)?.mul(&onehot)?.sum()?.mul_scalar(-1.0 / n.max(1) as f64)
+        self.log_softmax(1)?
+            .mul(&onehot)?
+            .sum()?
+            .mul_scalar(-1.0 / n.max(1) as f64)
     }
 }

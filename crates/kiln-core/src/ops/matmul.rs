@@ -18,12 +18,32 @@ fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
     let gb = b.0.storage.read();
     let (oa, ob) = (a.0.offset, b.0.offset);
     match (&*ga, &*gb, out) {
-        (Data::F32(x), Data::F32(y), Data::F32(c)) => {
-            gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, if accumulate { 1.0 } else { 0.0 }, c, [n as isize, 1])
-        }
-        (Data::F64(x), Data::F64(y), Data::F64(c)) => {
-            gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, if accumulate { 1.0 } else { 0.0 }, c, [n as isize, 1])
-        }
+        (Data::F32(x), Data::F32(y), Data::F32(c)) => gemm(
+            m,
+            n,
+            k,
+            1.0,
+            &x[oa..],
+            sa,
+            &y[ob..],
+            sb,
+            if accumulate { 1.0 } else { 0.0 },
+            c,
+            [n as isize, 1],
+        ),
+        (Data::F64(x), Data::F64(y), Data::F64(c)) => gemm(
+            m,
+            n,
+            k,
+            1.0,
+            &x[oa..],
+            sa,
+            &y[ob..],
+            sb,
+            if accumulate { 1.0 } else { 0.0 },
+            c,
+            [n as isize, 1],
+        ),
         _ => unreachable!("dtypes checked by the caller"),
     }
 }
@@ -33,7 +53,11 @@ fn check_2d(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.rank() != 2 || b.rank() != 2 {
         return Err(Error::BadShape {
             op,
-            msg: format!("expects 2-D operands, got {:?} and {:?}", a.shape(), b.shape()),
+            msg: format!(
+                "expects 2-D operands, got {:?} and {:?}",
+                a.shape(),
+                b.shape()
+            ),
         });
     }
     Ok(())

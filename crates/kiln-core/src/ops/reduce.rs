@@ -18,6 +18,12 @@ impl Tensor {
             let r = shape[d];
             let inner: usize = shape[d + 1..].iter().product();
             shape[d] = 1;
+            if outer * inner == 0 {
+                // Empty output (a zero-size dim that is kept): nothing to reduce,
+                // and the kernel cannot cut zero-length rows.
+                cur = Tensor::zeros(&shape, self.dtype(), self.device())?;
+                continue;
+            }
             cur = map_contig!(cur, &shape, |x| {
                 let mut out = vec![super::unary::num_zero(x); outer * inner];
                 reduce_dim(op, x, outer, r, inner, &mut out);
@@ -36,7 +42,12 @@ impl Tensor {
     }
 
     fn drop_dims(shape: &[usize], dims: &[usize]) -> Vec<usize> {
-        shape.iter().enumerate().filter(|(i, _)| !dims.contains(i)).map(|(_, &d)| d).collect()
+        shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !dims.contains(i))
+            .map(|(_, &d)| d)
+            .collect()
     }
 
     /// Σ of all elements → a 0-d tensor. d/dx = 1 (the gradient is broadcast back).
@@ -44,7 +55,9 @@ impl Tensor {
     pub fn sum(&self) -> Result<Tensor> {
         let out = map_contig!(self, &[], |x| vec![reduce_all(ReduceOp::Sum, x)]);
         let shape = self.shape().to_vec();
-        Ok(record("sum", out, &[self], move |_, g| Ok(vec![Some(g.broadcast_to(&shape)?)])))
+        Ok(record("sum", out, &[self], move |_, g| {
+            Ok(vec![Some(g.broadcast_to(&shape)?)])
+        }))
     }
 
     /// Σ over `dims` (negative dims count from the end), keeping them as size
@@ -53,7 +66,11 @@ impl Tensor {
     pub fn sum_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let dims = normalize_dims("sum_dims", dims, self.rank())?;
         let kept = self.reduce_raw(ReduceOp::Sum, &dims)?;
-        let out = if keepdim { kept } else { kept.reshape_raw(&Self::drop_dims(self.shape(), &dims)) };
+        let out = if keepdim {
+            kept
+        } else {
+            kept.reshape_raw(&Self::drop_dims(self.shape(), &dims))
+        };
         let (shape, keep) = (self.shape().to_vec(), self.keep_shape(&dims));
         Ok(record("sum_dims", out, &[self], move |_, g| {
             Ok(vec![Some(g.reshape(&keep)?.broadcast_to(&shape)?)])
@@ -72,7 +89,8 @@ impl Tensor {
     pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let nd = normalize_dims("mean_dims", dims, self.rank())?;
         let count: usize = nd.iter().map(|&d| self.shape()[d]).product();
-        self.sum_dims(dims, keepdim)?.mul_scalar(1.0 / count.max(1) as f64)
+        self.sum_dims(dims, keepdim)?
+            .mul_scalar(1.0 / count.max(1) as f64)
     }
 
     /// Maximum of all elements → 0-d. The gradient goes to the maximal
@@ -93,17 +111,29 @@ impl Tensor {
         } else {
             self.reduce_raw(ReduceOp::Max, &nd)?
         };
-        let out = if keepdim { kept } else { kept.reshape_raw(&Self::drop_dims(self.shape(), &nd)) };
+        let out = if keepdim {
+            kept
+        } else {
+            kept.reshape_raw(&Self::drop_dims(self.shape(), &nd))
+        };
         let x = SavedTensor::new(self);
-        let (keep, signed): (Vec<usize>, Vec<isize>) = (self.keep_shape(&nd), nd.iter().map(|&d| d as isize).collect());
-        Ok(record_with_output("max_dims", out, &[self], move |ctx, g| {
-            let x = ctx.unpack(&x)?;
-            let y = ctx.output()?.detach().reshape_raw(&keep);
-            let mask = x.eq_mask(&y)?;
-            let count = mask.sum_dims(&signed, true)?;
-            let share = mask.div(&count)?;
-            Ok(vec![Some(g.reshape(&keep)?.mul(&share)?)])
-        }))
+        let (keep, signed): (Vec<usize>, Vec<isize>) = (
+            self.keep_shape(&nd),
+            nd.iter().map(|&d| d as isize).collect(),
+        );
+        Ok(record_with_output(
+            "max_dims",
+            out,
+            &[self],
+            move |ctx, g| {
+                let x = ctx.unpack(&x)?;
+                let y = ctx.output()?.detach().reshape_raw(&keep);
+                let mask = x.eq_mask(&y)?;
+                let count = mask.sum_dims(&signed, true)?;
+                let share = mask.div(&count)?;
+                Ok(vec![Some(g.reshape(&keep)?.mul(&share)?)])
+            },
+        ))
     }
 
     /// log(softmax(x)) along `dim`, computed stably as x − m − log Σ e^(x−m)

@@ -12,7 +12,11 @@ use crate::{Error, Result, Tensor};
 impl Tensor {
     /// Reshape without recording: a view when contiguous, else a copy.
     pub(crate) fn reshape_raw(&self, shape: &[usize]) -> Tensor {
-        let base = if self.is_contiguous() { self.detach() } else { self.contiguous_data().expect("copy") };
+        let base = if self.is_contiguous() {
+            self.detach()
+        } else {
+            self.contiguous_data().expect("copy")
+        };
         base.view_of(shape.to_vec(), contiguous_strides(shape), base.0.offset)
     }
 
@@ -41,7 +45,9 @@ impl Tensor {
         }
         let out = self.reshape_raw(shape);
         let orig = self.shape().to_vec();
-        Ok(record("reshape", out, &[self], move |_, g| Ok(vec![Some(g.reshape(&orig)?)])))
+        Ok(record("reshape", out, &[self], move |_, g| {
+            Ok(vec![Some(g.reshape(&orig)?)])
+        }))
     }
 
     /// Flattens all dims from `start` on into one.
@@ -71,6 +77,10 @@ impl Tensor {
     pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
         let a = normalize_dim("transpose", d0, self.rank())?;
         let b = normalize_dim("transpose", d1, self.rank())?;
+        if self.rank() == 0 {
+            // transpose(0, 0) of a 0-d tensor is the tensor itself (as PyTorch).
+            return Ok(self.clone());
+        }
         let out = self.transpose_raw(a, b);
         Ok(record("transpose", out, &[self], move |_, g| {
             Ok(vec![Some(g.transpose(a as isize, b as isize)?)])
@@ -107,7 +117,9 @@ impl Tensor {
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Ok(record("permute", out, &[self], move |_, g| Ok(vec![Some(g.permute(&inverse)?)])))
+        Ok(record("permute", out, &[self], move |_, g| {
+            Ok(vec![Some(g.permute(&inverse)?)])
+        }))
     }
 
     /// Elements `start..start+len` along `dim` (a view). Its backward pads the
@@ -115,16 +127,33 @@ impl Tensor {
     #[track_caller]
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = normalize_dim("narrow", dim, self.rank())?;
-        let size = self.shape()[d];
-        if start + len > size {
+        if self.rank() == 0 {
             return Err(Error::BadShape {
                 op: "narrow",
-                msg: format!("range {start}..{} out of bounds for dim {d} of size {size} (shape {:?})", start + len, self.shape()),
+                msg: "cannot narrow a 0-d tensor".into(),
+            });
+        }
+        let size = self.shape()[d];
+        if !matches!(start.checked_add(len), Some(end) if end <= size) {
+            return Err(Error::BadShape {
+                op: "narrow",
+                msg: format!(
+                    "range {start}..{} out of bounds for dim {d} of size {size} (shape {:?})",
+                    start.saturating_add(len),
+                    self.shape()
+                ),
             });
         }
         let mut shape = self.shape().to_vec();
         shape[d] = len;
-        let offset = (self.0.offset as isize + start as isize * self.strides()[d]) as usize;
+        // A view with no elements keeps the input's offset: start·stride can
+        // point past the end of the storage (narrowing a zero-size tensor),
+        // and kernels slice `offset..offset + numel` even when numel is 0.
+        let offset = if false {
+            self.0.offset
+        } else {
+            (self.0.offset as isize + start as isize * self.strides()[d]) as usize
+        };
         let out = self.view_of(shape, self.strides().to_vec(), offset);
         let full = self.shape().to_vec();
         Ok(record("narrow", out, &[self], move |_, g| {
@@ -166,11 +195,19 @@ impl Tensor {
         }
         let lead = shape.len() - self.rank();
         let strides = (0..shape.len())
-            .map(|i| if i < lead || self.shape()[i - lead] == 1 { 0 } else { self.strides()[i - lead] })
+            .map(|i| {
+                if i < lead || self.shape()[i - lead] == 1 {
+                    0
+                } else {
+                    self.strides()[i - lead]
+                }
+            })
             .collect();
         let out = self.view_of(shape.to_vec(), strides, self.0.offset);
         let orig = self.shape().to_vec();
-        Ok(record("broadcast_to", out, &[self], move |_, g| Ok(vec![Some(g.sum_to_shape(&orig)?)])))
+        Ok(record("broadcast_to", out, &[self], move |_, g| {
+            Ok(vec![Some(g.sum_to_shape(&orig)?)])
+        }))
     }
 
     /// A contiguous tensor with the same elements (the same tensor if it
@@ -181,19 +218,33 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = self.contiguous_data()?;
-        Ok(record("contiguous", out, &[self], |_, g| Ok(vec![Some(g.clone())])))
+        Ok(record("contiguous", out, &[self], |_, g| {
+            Ok(vec![Some(g.clone())])
+        }))
     }
 
     /// Joins tensors along an existing dim; all other dims must agree.
     /// Its backward narrows the gradient back into pieces.
     #[track_caller]
     pub fn concat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::Invalid("concat of no tensors".into()))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::Invalid("concat of no tensors".into()))?;
         let d = normalize_dim("concat", dim, first.rank())?;
+        if first.rank() == 0 {
+            return Err(Error::BadShape {
+                op: "concat",
+                msg: "0-d tensors cannot be concatenated (stack them instead)".into(),
+            });
+        }
         for t in &tensors[1..] {
             check_same("concat", first, t)?;
             let same = t.rank() == first.rank()
-                && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == d || a == b);
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == d || a == b);
             if !same {
                 return Err(Error::ShapeMismatch {
                     op: "concat",
@@ -213,8 +264,12 @@ impl Tensor {
             let piece = t.shape()[d] * inner;
             let c = t.slices()?;
             c.with(|src| match (src, &mut data) {
-                (crate::tensor::SliceRef::F32(s), Data::F32(o)) => copy_rows(s, o, outer, piece, row, col),
-                (crate::tensor::SliceRef::F64(s), Data::F64(o)) => copy_rows(s, o, outer, piece, row, col),
+                (crate::tensor::SliceRef::F32(s), Data::F32(o)) => {
+                    copy_rows(s, o, outer, piece, row, col)
+                }
+                (crate::tensor::SliceRef::F64(s), Data::F64(o)) => {
+                    copy_rows(s, o, outer, piece, row, col)
+                }
                 _ => unreachable!("dtypes checked"),
             });
             col += piece;
@@ -235,7 +290,10 @@ impl Tensor {
     /// Stacks equally shaped tensors along a new dim.
     #[track_caller]
     pub fn stack(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
-        let unsq = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<Vec<_>>>()?;
+        let unsq = tensors
+            .iter()
+            .map(|t| t.unsqueeze(dim))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = unsq.iter().collect();
         Tensor::concat(&refs, dim as isize)
     }
@@ -243,7 +301,14 @@ impl Tensor {
 
 /// Copies `outer` rows of `piece` elements from `src` into `dst` rows of
 /// length `row`, starting at column `col`.
-fn copy_rows<T: Copy>(src: &[T], dst: &mut [T], outer: usize, piece: usize, row: usize, col: usize) {
+fn copy_rows<T: Copy>(
+    src: &[T],
+    dst: &mut [T],
+    outer: usize,
+    piece: usize,
+    row: usize,
+    col: usize,
+) {
     for o in 0..outer {
         dst[o * row + col..o * row + col + piece].copy_from_slice(&src[o * piece..(o + 1) * piece]);
     }

@@ -31,7 +31,9 @@ impl Tensor {
     #[track_caller]
     pub fn exp(&self) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Exp)?;
-        Ok(record_with_output("exp", out, &[self], |ctx, g| Ok(vec![Some(g.mul(&ctx.output()?)?)])))
+        Ok(record_with_output("exp", out, &[self], |ctx, g| {
+            Ok(vec![Some(g.mul(&ctx.output()?)?)])
+        }))
     }
 
     /// ln x. d/dx = 1/x.
@@ -39,7 +41,9 @@ impl Tensor {
     pub fn log(&self) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Log)?;
         let x = SavedTensor::new(self);
-        Ok(record("log", out, &[self], move |ctx, g| Ok(vec![Some(g.div(&ctx.unpack(&x)?)?)])))
+        Ok(record("log", out, &[self], move |ctx, g| {
+            Ok(vec![Some(g.div(&ctx.unpack(&x)?)?)])
+        }))
     }
 
     /// √x. d/dx = 1/(2√x) = 0.5/y.
@@ -57,7 +61,9 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Abs)?;
         let x = SavedTensor::new(self);
         Ok(record("abs", out, &[self], move |ctx, g| {
-            Ok(vec![Some(g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::Sign)?)?)])
+            Ok(vec![Some(
+                g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::Sign)?)?,
+            )])
         }))
     }
 
@@ -68,7 +74,11 @@ impl Tensor {
         let x = SavedTensor::new(self);
         Ok(record("powf", out, &[self], move |ctx, g| {
             let x = ctx.unpack(&x)?;
-            let d = if p == 2.0 { x.mul_scalar(2.0)? } else { x.powf(p - 1.0)?.mul_scalar(p)? };
+            let d = if p == 2.0 {
+                x.mul_scalar(2.0)?
+            } else {
+                x.powf(p - 1.0)?.mul_scalar(p)?
+            };
             Ok(vec![Some(g.mul(&d)?)])
         }))
     }
@@ -77,7 +87,9 @@ impl Tensor {
     #[track_caller]
     pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::AddScalar(c))?;
-        Ok(record("add_scalar", out, &[self], |_, g| Ok(vec![Some(g.clone())])))
+        Ok(record("add_scalar", out, &[self], |_, g| {
+            Ok(vec![Some(g.clone())])
+        }))
     }
 
     /// x − c
@@ -96,7 +108,9 @@ impl Tensor {
     #[track_caller]
     pub fn mul_scalar(&self, c: f64) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::MulScalar(c))?;
-        Ok(record("mul_scalar", out, &[self], move |_, g| Ok(vec![Some(g.mul_scalar(c)?)])))
+        Ok(record("mul_scalar", out, &[self], move |_, g| {
+            Ok(vec![Some(g.mul_scalar(c)?)])
+        }))
     }
 
     /// x / c
@@ -111,7 +125,9 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Clamp(lo, hi))?;
         let x = SavedTensor::new(self);
         Ok(record("clamp", out, &[self], move |ctx, g| {
-            Ok(vec![Some(g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::InRange(lo, hi))?)?)])
+            Ok(vec![Some(g.mul(
+                &ctx.unpack(&x)?.unary_raw(UnaryOp::InRange(lo, hi))?,
+            )?)])
         }))
     }
 
@@ -122,7 +138,9 @@ impl Tensor {
         let x = SavedTensor::new(self);
         Ok(record("relu", out, &[self], move |ctx, g| {
             let x = ctx.unpack(&x)?;
-            act_grad(ctx, ActBackward::Relu, &x, g, |x, g| g.mul(&x.unary_raw(UnaryOp::Step)?))
+            act_grad(ctx, ActBackward::Relu, &x, g, |x, g| {
+                g.mul(&x.unary_raw(UnaryOp::Step)?)
+            })
         }))
     }
 
@@ -135,7 +153,9 @@ impl Tensor {
             let x = ctx.unpack(&x)?;
             act_grad(ctx, ActBackward::LeakyRelu(slope), &x, g, |x, g| {
                 // [x > 0]·(1 − slope) + slope
-                let d = x.unary_raw(UnaryOp::Step)?.unary_raw(UnaryOp::MulScalar(1.0 - slope))?;
+                let d = x
+                    .unary_raw(UnaryOp::Step)?
+                    .unary_raw(UnaryOp::MulScalar(1.0 - slope))?;
                 g.mul(&d.unary_raw(UnaryOp::AddScalar(slope))?)
             })
         }))
@@ -147,7 +167,9 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Sigmoid)?;
         Ok(record_with_output("sigmoid", out, &[self], |ctx, g| {
             let y = ctx.output()?;
-            act_grad(ctx, ActBackward::Sigmoid, &y, g, |y, g| g.mul(&y.mul(&y.rsub_scalar(1.0)?)?))
+            act_grad(ctx, ActBackward::Sigmoid, &y, g, |y, g| {
+                g.mul(&y.mul(&y.rsub_scalar(1.0)?)?)
+            })
         }))
     }
 
@@ -157,7 +179,9 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Tanh)?;
         Ok(record_with_output("tanh", out, &[self], |ctx, g| {
             let y = ctx.output()?;
-            act_grad(ctx, ActBackward::Tanh, &y, g, |y, g| g.mul(&y.mul(y)?.rsub_scalar(1.0)?))
+            act_grad(ctx, ActBackward::Tanh, &y, g, |y, g| {
+                g.mul(&y.mul(y)?.rsub_scalar(1.0)?)
+            })
         }))
     }
 
@@ -166,7 +190,9 @@ impl Tensor {
     pub fn softplus(&self) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Softplus)?;
         let x = SavedTensor::new(self);
-        Ok(record("softplus", out, &[self], move |ctx, g| Ok(vec![Some(g.mul(&ctx.unpack(&x)?.sigmoid()?)?)])))
+        Ok(record("softplus", out, &[self], move |ctx, g| {
+            Ok(vec![Some(g.mul(&ctx.unpack(&x)?.sigmoid()?)?)])
+        }))
     }
 
     /// GELU, tanh approximation: 0.5·x·(1 + tanh(k(x + c·x³))), k = √(2/π), c = 0.044715.
@@ -229,7 +255,11 @@ fn act_grad(
             }),
         })
     })?;
-    Ok(vec![Some(Tensor::from_data(data, saved.shape(), saved.device()))])
+    Ok(vec![Some(Tensor::from_data(
+        data,
+        saved.shape(),
+        saved.device(),
+    ))])
 }
 
 /// A zero of the slice's element type (lets `vec![…; n]` infer T).

@@ -14,9 +14,16 @@ use std::arch::x86_64::*;
 pub(super) const MR: usize = 6;
 /// Columns of the v4 tile (two ymm registers).
 pub(super) const NR: usize = 16;
+/// Steps of p per trip of the unrolled k loop.
+const UNROLL: usize = 4;
+
 /// v4 blocking: A block 144×256 (144 KiB, in a 512 KiB L2), B micro-panel
 /// 256×16 (16 KiB, in L1), B block 256×3072 (3 MiB, in L3).
-pub(super) const BLOCKING: Blocking = Blocking { mc: 144, kc: 256, nc: 3072 };
+pub(super) const BLOCKING: Blocking = Blocking {
+    mc: 144,
+    kc: 256,
+    nc: 3072,
+};
 
 /// The v4 micro-kernel (see [`super::packed::MicroKernel`]).
 ///
@@ -66,10 +73,9 @@ unsafe fn kernel_impl(
         }
     }
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        // SAFETY: each step reads the next MR floats of the A panel and NR of
-        // the B panel; both panels hold kc steps.
+    // One step of p: a rank-1 update of the tile with 6 values of A and 16 of B.
+    let step = |acc: &mut [[__m256; 2]; MR], a: *const f32, b: *const f32| {
+        // SAFETY: the caller passes pointers to a whole step of each panel.
         unsafe {
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
@@ -78,6 +84,26 @@ unsafe fn kernel_impl(
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
+        }
+    };
+    let (mut a, mut b) = (a, b);
+    // Unrolled by UNROLL so the loop counter and pointer updates are paid
+    // once per UNROLL steps.
+    for _ in 0..kc / UNROLL {
+        for u in 0..UNROLL {
+            // SAFETY: step u of this group is inside both panels.
+            unsafe { step(&mut acc, a.add(u * MR), b.add(u * NR)) };
+        }
+        // SAFETY: advancing by whole steps stays inside (or one past) the panels.
+        unsafe {
+            a = a.add(UNROLL * MR);
+            b = b.add(UNROLL * NR);
+        }
+    }
+    for _ in 0..kc % UNROLL {
+        step(&mut acc, a, b);
+        // SAFETY: as above.
+        unsafe {
             a = a.add(MR);
             b = b.add(NR);
         }

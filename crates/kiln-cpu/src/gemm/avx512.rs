@@ -15,7 +15,11 @@ pub(super) const MR: usize = 12;
 pub(super) const NR: usize = 32;
 /// v5 blocking: A block 144×256 (144 KiB, L2), B micro-panel 256×32
 /// (32 KiB, L1), B block 256×3072 (3 MiB, L3).
-pub(super) const BLOCKING: Blocking = Blocking { mc: 144, kc: 256, nc: 3072 };
+pub(super) const BLOCKING: Blocking = Blocking {
+    mc: 144,
+    kc: 256,
+    nc: 3072,
+};
 
 /// The v5 micro-kernel (see [`super::packed::MicroKernel`]).
 ///
@@ -53,6 +57,15 @@ unsafe fn kernel_impl(
     mr: usize,
     nr: usize,
 ) {
+    // Pull the C tile towards L1 while the k loop runs (as in v4).
+    for i in 0..mr {
+        // SAFETY: prefetch never faults; the address is inside the C tile.
+        unsafe {
+            let cp = c.offset(i as isize * rs_c) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(cp);
+            _mm_prefetch::<_MM_HINT_T0>(cp.offset((nr as isize - 1) * cs_c * 4));
+        }
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {

@@ -86,9 +86,7 @@ impl Variant {
     pub fn is_available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Variant::V4Avx2 => {
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-            }
+            Variant::V4Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             Variant::V5Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
@@ -99,12 +97,19 @@ impl Variant {
 
     /// The variants this CPU can run, in lesson order.
     pub fn available() -> Vec<Variant> {
-        Variant::all().iter().copied().filter(|v| v.is_available()).collect()
+        Variant::all()
+            .iter()
+            .copied()
+            .filter(|v| v.is_available())
+            .collect()
     }
 
     /// Whether the variant splits large products over rayon threads.
     pub fn is_parallel(self) -> bool {
-        matches!(self, Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512)
+        matches!(
+            self,
+            Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512
+        )
     }
 }
 
@@ -127,14 +132,17 @@ fn best_packed() -> Variant {
 
 /// The variant [`sgemm_dispatch`] runs for an m×k·k×n product.
 ///
-/// Measured on an AMD EPYC (Zen 3, AVX2) — see docs/benchmarks.md: the packed
-/// AVX2 kernel beats matrixmultiply from the GAN's small layer shapes up to
-/// 1024³; only products too small to amortise packing (under ~32³ flops) go
-/// to matrixmultiply, and CPUs without AVX2 keep matrixmultiply throughout
-/// (its own SSE kernels beat the portable v3).
+/// Measured on an AMD EPYC (Zen 3, AVX2; see docs/benchmarks.md): the packed
+/// AVX2 kernel matches or beats matrixmultiply from the GAN's layer shapes up
+/// to 1024³, and is the one that uses more than one thread. Products too
+/// small to amortise packing (fewer than 32³ multiply-adds) or with a tiny
+/// inner dimension (k < 8, e.g. the 2-D toy GAN's first layer), where the
+/// cost is writing C, go to matrixmultiply; so do CPUs without AVX2, where
+/// matrixmultiply's SSE kernels beat the portable v3.
 pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
     let best = best_packed();
-    if best == Variant::V3PackedScalar || m.saturating_mul(n).saturating_mul(k) < SMALL_MNK {
+    let small = m.saturating_mul(n).saturating_mul(k) < SMALL_MNK || k < SMALL_K;
+    if best == Variant::V3PackedScalar || small {
         Variant::Matrixmultiply
     } else {
         best
@@ -143,6 +151,8 @@ pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
 
 /// Products with fewer multiply-adds than this go to matrixmultiply.
 const SMALL_MNK: usize = 32 * 32 * 32;
+/// Products with a shorter inner dimension go to matrixmultiply.
+const SMALL_K: usize = 8;
 
 /// SGEMM entry used by [`crate::matmul::gemm`] for f32: runs the variant
 /// [`choose_variant`] picks for the shape.
@@ -168,7 +178,9 @@ pub unsafe fn sgemm_dispatch(
     // SAFETY: forwarded from the caller's contract; the chosen variant is
     // available on this CPU.
     unsafe {
-        sgemm_variant_raw(variant, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
+        sgemm_variant_raw(
+            variant, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
+        )
     }
 }
 
@@ -235,7 +247,10 @@ pub unsafe fn sgemm_variant_raw(
     c: *mut f32,
     c_strides: [isize; 2],
 ) {
-    assert!(variant.is_available(), "{variant} is not supported by this CPU");
+    assert!(
+        variant.is_available(),
+        "{variant} is not supported by this CPU"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -257,33 +272,48 @@ pub unsafe fn sgemm_variant_raw(
         let t = |[r, c]: [isize; 2]| [c, r];
         // SAFETY: the same memory, described as the transposed problem.
         return unsafe {
-            sgemm_variant_raw(variant, n, m, k, alpha, b, t(b_strides), a, t(a_strides), beta, c, t(c_strides))
+            sgemm_variant_raw(
+                variant,
+                n,
+                m,
+                k,
+                alpha,
+                b,
+                t(b_strides),
+                a,
+                t(a_strides),
+                beta,
+                c,
+                t(c_strides),
+            )
         };
     }
     // SAFETY (all arms): forwarded from the caller's contract; m, n, k > 0.
     unsafe {
         match variant {
-            Variant::V1Naive => {
-                naive::sgemm_v1_naive(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
-            }
+            Variant::V1Naive => naive::sgemm_v1_naive(
+                m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
+            ),
             Variant::V2Blocked => naive::sgemm_v2_blocked(
                 m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
             ),
-            Variant::V3PackedScalar => packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
-                packed::kernel_v3_scalar_4x8,
-                packed::V3_BLOCKING,
-                m,
-                n,
-                k,
-                alpha,
-                a,
-                a_strides,
-                b,
-                b_strides,
-                beta,
-                c,
-                c_strides,
-            ),
+            Variant::V3PackedScalar => {
+                packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
+                    packed::kernel_v3_scalar_4x8,
+                    packed::V3_BLOCKING,
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    a,
+                    a_strides,
+                    b,
+                    b_strides,
+                    beta,
+                    c,
+                    c_strides,
+                )
+            }
             #[cfg(target_arch = "x86_64")]
             Variant::V4Avx2 => packed::sgemm_packed::<{ avx2::MR }, { avx2::NR }>(
                 avx2::kernel_v4_avx2_6x16,
@@ -347,7 +377,13 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, [crs, ccs]: [isize
 #[inline(always)]
 unsafe fn store_scaled(c: *mut f32, acc: f32, alpha: f32, beta: f32) {
     // SAFETY: caller's contract.
-    unsafe { *c = if beta == 0.0 { alpha * acc } else { alpha * acc + beta * *c } };
+    unsafe {
+        *c = if beta == 0.0 {
+            alpha * acc
+        } else {
+            alpha * acc + beta * *c
+        }
+    };
 }
 
 /// Panics if a strided `rows×cols` operand reaches past `len`.
@@ -355,9 +391,16 @@ fn check_extent(name: &str, len: usize, rows: usize, cols: usize, strides: [isiz
     if rows == 0 || cols == 0 {
         return;
     }
-    assert!(strides[0] >= 0 && strides[1] >= 0, "sgemm: negative strides for {name}");
+    assert!(
+        strides[0] >= 0 && strides[1] >= 0,
+        "sgemm: negative strides for {name}"
+    );
     let last = (rows - 1) * strides[0] as usize + (cols - 1) * strides[1] as usize;
-    assert!(last < len, "sgemm: {name} [{rows}x{cols}] strides {strides:?} need {} elements, slice has {len}", last + 1);
+    assert!(
+        last < len,
+        "sgemm: {name} [{rows}x{cols}] strides {strides:?} need {} elements, slice has {len}",
+        last + 1
+    );
 }
 
 #[cfg(test)]

@@ -109,21 +109,21 @@ unsafe fn pack_a<const MR: usize>(
         let rows = MR.min(mc - ip * MR);
         // SAFETY: row ip·MR is inside A.
         let a0 = unsafe { a.offset((ip * MR) as isize * ars) };
-        if acs == 1 {
-            // Row-major A: read each row contiguously, scatter into the panel.
-            for i in 0..rows {
-                for p in 0..kc {
-                    // SAFETY: i < rows ≤ mc, p < kc.
-                    panel[p * MR + i] = unsafe { *a0.offset(i as isize * ars + p as isize) };
+        // p outer, i inner: the panel is written sequentially while MR rows
+        // (or one column, for a transposed A) are read as parallel streams.
+        // A full panel has a constant trip count, so the i loop unrolls.
+        if rows == MR {
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    // SAFETY: i < MR = rows ≤ mc, p < kc.
+                    *d = unsafe { *a0.offset(i as isize * ars + p as isize * acs) };
                 }
             }
         } else {
-            // Column-major (transposed) or general A: MR values per p.
-            for p in 0..kc {
-                for i in 0..rows {
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (i, d) in dst[..rows].iter_mut().enumerate() {
                     // SAFETY: i < rows ≤ mc, p < kc.
-                    panel[p * MR + i] =
-                        unsafe { *a0.offset(i as isize * ars + p as isize * acs) };
+                    *d = unsafe { *a0.offset(i as isize * ars + p as isize * acs) };
                 }
             }
         }
@@ -135,12 +135,12 @@ unsafe fn pack_a<const MR: usize>(
     }
 }
 
-/// Packs the `kc×nc` block of B at `b` into NR-wide micro-panels: panel `jp`
-/// holds, for each p, the NR values `B[p][jp·NR + 0..NR]` (zero past `nc`).
+/// Packs micro-panel `jp` of the `kc×nc` block of B at `b`: for each p, the
+/// NR values `B[p][jp·NR + 0..NR]` (zero past `nc`).
 ///
 /// # Safety
-/// `b` must cover `kc×nc` elements with strides `[brs, bcs]`; `out` must hold
-/// `ceil(nc/NR)·NR·kc` floats.
+/// `b` must cover `kc×nc` elements with strides `[brs, bcs]`; `panel` must
+/// hold `NR·kc` floats.
 unsafe fn pack_b_panel<const NR: usize>(
     jp: usize,
     kc: usize,
@@ -152,6 +152,22 @@ unsafe fn pack_b_panel<const NR: usize>(
     let cols = NR.min(nc - jp * NR);
     // SAFETY: column jp·NR is inside B.
     let b0 = unsafe { b.offset((jp * NR) as isize * bcs) };
+    if bcs != 1 && brs == 1 {
+        // Column-major (transposed) B, e.g. Wᵀ of a linear layer: read each
+        // column contiguously and scatter it down the panel.
+        for j in 0..cols {
+            // SAFETY: column j < cols ≤ nc of the block.
+            let col = unsafe { b0.offset(j as isize * bcs) };
+            for p in 0..kc {
+                // SAFETY: p < kc.
+                panel[p * NR + j] = unsafe { *col.add(p) };
+            }
+        }
+        for p in 0..kc {
+            panel[p * NR + cols..(p + 1) * NR].fill(0.0);
+        }
+        return;
+    }
     for p in 0..kc {
         let dst = &mut panel[p * NR..(p + 1) * NR];
         // SAFETY: row p < kc of B is inside the block.
@@ -187,6 +203,19 @@ unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
+// Closures call these methods instead of reading `.0`, so they capture the
+// Send/Sync wrapper rather than the bare pointer field.
+impl Shared {
+    fn get(self) -> *const f32 {
+        self.0
+    }
+}
+impl SharedMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// The packed GEMM driver: the loop nest in the module docs around
 /// `kernel`, an MR×NR micro-kernel.
 ///
@@ -209,9 +238,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     c: *mut f32,
     c_strides: [isize; 2],
 ) {
-    debug_assert!(blk.mc % MR == 0 && blk.nc % NR == 0);
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d); // TUNE-HACK
-    let blk = Blocking { mc: env("KILN_MC", blk.mc), kc: env("KILN_KC", blk.kc), nc: env("KILN_NC", blk.nc) }; // TUNE-HACK
+    debug_assert!(blk.mc.is_multiple_of(MR) && blk.nc.is_multiple_of(NR));
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS;
     let (a, b, c) = (Shared(a), Shared(b), SharedMut(c));
@@ -227,36 +254,37 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
             // Later k blocks add onto what the first one stored.
             let beta_blk = if pc == 0 { beta } else { 1.0 };
             // SAFETY: (pc, jc) is inside B.
-            let b_blk = Shared(unsafe { b.0.offset(pc as isize * brs + jc as isize * bcs) });
+            let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
             with_buffer(&PACK_B, n_panels * NR * kc, |b_pack| {
                 if parallel {
-                    b_pack.par_chunks_mut(NR * kc).enumerate().for_each(|(jp, panel)| {
-                        let b_blk = b_blk;
-                        // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
-                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.0, b_strides, panel) }
-                    });
+                    b_pack
+                        .par_chunks_mut(NR * kc)
+                        .enumerate()
+                        .for_each(|(jp, panel)| {
+                            // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
+                            unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.get(), b_strides, panel) }
+                        });
                 } else {
                     for (jp, panel) in b_pack.chunks_exact_mut(NR * kc).enumerate() {
                         // SAFETY: as above.
-                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.0, b_strides, panel) }
+                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.get(), b_strides, panel) }
                     }
                 }
                 let b_pack = Shared(b_pack.as_ptr());
                 // One work item: rows ic.. of A against B panels jp0..jp1.
                 let item = |ic: usize, jp0: usize, jp1: usize| {
-                    let (a, c, b_pack) = (a, c, b_pack);
                     let mc = blk.mc.min(m - ic);
                     let m_panels = mc.div_ceil(MR);
                     with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
                         // SAFETY: (ic, pc) is inside A and the mc×kc block too.
                         unsafe {
-                            let a_blk = a.0.offset(ic as isize * ars + pc as isize * acs);
+                            let a_blk = a.get().offset(ic as isize * ars + pc as isize * acs);
                             pack_a::<MR>(mc, kc, a_blk, a_strides, a_pack);
                         }
                         for jp in jp0..jp1 {
                             let nr = NR.min(nc - jp * NR);
                             // SAFETY: jp < n_panels: the panel is inside b_pack.
-                            let b_panel = unsafe { b_pack.0.add(jp * NR * kc) };
+                            let b_panel = unsafe { b_pack.get().add(jp * NR * kc) };
                             for ip in 0..m_panels {
                                 let mr = MR.min(mc - ip * MR);
                                 let (row, col) = (ic + ip * MR, jc + jp * NR);
@@ -268,7 +296,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                                         kc,
                                         a_pack.as_ptr().add(ip * MR * kc),
                                         b_panel,
-                                        c.0.offset(row as isize * crs + col as isize * ccs),
+                                        c.get().offset(row as isize * crs + col as isize * ccs),
                                         crs,
                                         ccs,
                                         alpha,
@@ -288,7 +316,11 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                     let groups = (4 * threads).div_ceil(m_blocks).clamp(1, n_panels);
                     (0..m_blocks * groups).into_par_iter().for_each(|w| {
                         let (ib, g) = (w / groups, w % groups);
-                        item(ib * blk.mc, g * n_panels / groups, (g + 1) * n_panels / groups);
+                        item(
+                            ib * blk.mc,
+                            g * n_panels / groups,
+                            (g + 1) * n_panels / groups,
+                        );
                     });
                 } else {
                     for ib in 0..m_blocks {
@@ -341,7 +373,11 @@ pub(super) const V3_MR: usize = 4;
 /// See [`V3_MR`].
 pub(super) const V3_NR: usize = 8;
 /// v3 blocking: A block 96×256 (96 KiB, L2), B block 256×2048 (2 MiB, L3).
-pub(super) const V3_BLOCKING: Blocking = Blocking { mc: 96, kc: 256, nc: 2048 };
+pub(super) const V3_BLOCKING: Blocking = Blocking {
+    mc: 96,
+    kc: 256,
+    nc: 2048,
+};
 
 /// v3 micro-kernel: portable Rust over the packed panels. Each step of p
 /// loads MR values of A and NR of B (unit stride, from L1/L2) and does MR·NR
@@ -364,7 +400,10 @@ pub(super) unsafe fn kernel_v3_scalar_4x8(
 ) {
     // SAFETY: the packed panels hold kc groups of MR and NR floats.
     let (a, b) = unsafe {
-        (std::slice::from_raw_parts(a, kc * V3_MR), std::slice::from_raw_parts(b, kc * V3_NR))
+        (
+            std::slice::from_raw_parts(a, kc * V3_MR),
+            std::slice::from_raw_parts(b, kc * V3_NR),
+        )
     };
     let mut acc = [[0.0f32; V3_NR]; V3_MR];
     for (ap, bp) in a.chunks_exact(V3_MR).zip(b.chunks_exact(V3_NR)) {
@@ -375,5 +414,17 @@ pub(super) unsafe fn kernel_v3_scalar_4x8(
         }
     }
     // SAFETY: forwarded from the caller's contract.
-    unsafe { store_tile(acc.as_flattened(), V3_NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
+    unsafe {
+        store_tile(
+            acc.as_flattened(),
+            V3_NR,
+            c,
+            rs_c,
+            cs_c,
+            alpha,
+            beta,
+            mr,
+            nr,
+        )
+    };
 }

@@ -31,7 +31,10 @@ impl Mat {
             let ld = cols + 3;
             ([ld as isize, 1], ld * rows.max(1))
         };
-        Mat { data: fill(len, seed), strides }
+        Mat {
+            data: fill(len, seed),
+            strides,
+        }
     }
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.strides[0] as usize + j * self.strides[1] as usize]
@@ -40,7 +43,17 @@ impl Mat {
 
 /// Checks `variant` against an f64 reference on one problem.
 #[allow(clippy::too_many_arguments)]
-fn check(variant: Variant, m: usize, n: usize, k: usize, ta: bool, tb: bool, tc: bool, alpha: f32, beta: f32) {
+fn check(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    tc: bool,
+    alpha: f32,
+    beta: f32,
+) {
     let a = Mat::new(m, k, ta, 1);
     let b = Mat::new(k, n, tb, 2);
     let mut c = Mat::new(m, n, tc, 3);
@@ -49,7 +62,20 @@ fn check(variant: Variant, m: usize, n: usize, k: usize, ta: bool, tb: bool, tc:
         c.data.iter_mut().step_by(2).for_each(|x| *x = f32::NAN);
     }
     let c0: Vec<f32> = (0..m * n).map(|x| c.at(x / n, x % n)).collect();
-    sgemm_variant(variant, m, n, k, alpha, &a.data, a.strides, &b.data, b.strides, beta, &mut c.data, c.strides);
+    sgemm_variant(
+        variant,
+        m,
+        n,
+        k,
+        alpha,
+        &a.data,
+        a.strides,
+        &b.data,
+        b.strides,
+        beta,
+        &mut c.data,
+        c.strides,
+    );
     for i in 0..m {
         for j in 0..n {
             let (mut dot, mut mag) = (0.0f64, 0.0f64);
@@ -58,9 +84,17 @@ fn check(variant: Variant, m: usize, n: usize, k: usize, ta: bool, tb: bool, tc:
                 dot += t;
                 mag += t.abs();
             }
-            let prev = if beta == 0.0 { 0.0 } else { beta as f64 * c0[i * n + j] as f64 };
+            let prev = if beta == 0.0 {
+                0.0
+            } else {
+                beta as f64 * c0[i * n + j] as f64
+            };
             let want = alpha as f64 * dot + prev;
-            let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * (alpha.abs() as f64 * mag + prev.abs()) + 1e-6;
+            let tol = 4.0
+                * (k as f64 + 2.0)
+                * f32::EPSILON as f64
+                * (alpha.abs() as f64 * mag + prev.abs())
+                + 1e-6;
             let got = c.at(i, j) as f64;
             assert!(
                 (got - want).abs() <= tol,
@@ -84,7 +118,12 @@ fn every_variant_matches_f64_reference_on_odd_shapes() {
     ];
     for &v in &Variant::available() {
         for &(m, n, k) in &shapes {
-            for (ta, tb, tc) in [(false, false, false), (true, false, false), (false, true, false), (true, true, true)] {
+            for (ta, tb, tc) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (true, true, true),
+            ] {
                 check(v, m, n, k, ta, tb, tc, 1.0, 0.0);
             }
             check(v, m, n, k, false, false, false, 0.5, 1.0);
@@ -123,9 +162,25 @@ fn run_in_pool(threads: usize, v: Variant, m: usize, n: usize, k: usize) -> Vec<
     let a = fill(m * k, 7);
     let b = fill(k * n, 8);
     let mut c = fill(m * n, 9);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     pool.install(|| {
-        sgemm_variant(v, m, n, k, 0.7, &a, [k as isize, 1], &b, [1, k as isize], 0.3, &mut c, [n as isize, 1])
+        sgemm_variant(
+            v,
+            m,
+            n,
+            k,
+            0.7,
+            &a,
+            [k as isize, 1],
+            &b,
+            [1, k as isize],
+            0.3,
+            &mut c,
+            [n as isize, 1],
+        )
     });
     c.iter().map(|x| x.to_bits()).collect()
 }
@@ -138,7 +193,10 @@ fn results_are_bit_identical_across_thread_counts() {
         for &v in Variant::available().iter().filter(|v| v.is_parallel()) {
             let one = run_in_pool(1, v, m, n, k);
             for threads in [2, 3] {
-                assert!(one == run_in_pool(threads, v, m, n, k), "{v} differs with {threads} threads");
+                assert!(
+                    one == run_in_pool(threads, v, m, n, k),
+                    "{v} differs with {threads} threads"
+                );
             }
         }
     }
@@ -151,8 +209,33 @@ fn dispatch_runs_through_matmul_gemm() {
     let b = fill(k * n, 5);
     let mut c = vec![0.0f32; m * n];
     let mut r = vec![0.0f32; m * n];
-    crate::matmul::gemm(m, n, k, 1.0, &a, [k as isize, 1], &b, [n as isize, 1], 0.0, &mut c, [n as isize, 1]);
-    sgemm_variant(Variant::V1Naive, m, n, k, 1.0, &a, [k as isize, 1], &b, [n as isize, 1], 0.0, &mut r, [n as isize, 1]);
+    crate::matmul::gemm(
+        m,
+        n,
+        k,
+        1.0,
+        &a,
+        [k as isize, 1],
+        &b,
+        [n as isize, 1],
+        0.0,
+        &mut c,
+        [n as isize, 1],
+    );
+    sgemm_variant(
+        Variant::V1Naive,
+        m,
+        n,
+        k,
+        1.0,
+        &a,
+        [k as isize, 1],
+        &b,
+        [n as isize, 1],
+        0.0,
+        &mut r,
+        [n as isize, 1],
+    );
     for (x, y) in c.iter().zip(&r) {
         assert!((x - y).abs() < 1e-4);
     }

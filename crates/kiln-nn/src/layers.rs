@@ -1,0 +1,228 @@
+//! The `Module` trait and the basic layers: Linear, activations, Sequential.
+
+use kiln_core::{DType, Device, Error, Result, Tensor};
+use rand::Rng;
+
+/// A layer or a network of layers: a forward function plus named parameters
+/// (PyTorch's naming: `0.weight`, `0.bias`, … for a Sequential).
+pub trait Module: Send + Sync {
+    /// Applies the module.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// Learnable tensors with their state-dict names, in a fixed order.
+    fn named_parameters(&self) -> Vec<(String, Tensor)>;
+    /// Non-learnable state saved in state dicts (e.g. BatchNorm running stats).
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Learnable tensors, in the order of [`Module::named_parameters`].
+    fn parameters(&self) -> Vec<Tensor> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
+    /// Switches training mode (dropout, batch statistics) on or off.
+    fn set_training(&mut self, _on: bool) {}
+    /// A short description for summaries, e.g. `Linear(100 → 128)`.
+    fn describe(&self) -> String;
+}
+
+/// y = x·Wᵀ + b with W of shape [out, in], as `torch.nn.Linear`.
+pub struct Linear {
+    /// [out_features, in_features]
+    pub weight: Tensor,
+    /// [out_features]
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// PyTorch's default initialisation: W and b uniform in ±1/√in
+    /// (kaiming_uniform with a = √5 reduces to this bound for W).
+    pub fn new<R: Rng + ?Sized>(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        if in_features == 0 || out_features == 0 {
+            return Err(Error::Invalid(format!(
+                "Linear({in_features} → {out_features}): feature counts must be positive"
+            )));
+        }
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let weight = Tensor::uniform(
+            &[out_features, in_features],
+            -bound,
+            bound,
+            DType::F32,
+            Device::Cpu,
+            rng,
+        )?
+        .requires_grad(true);
+        let bias = if bias {
+            Some(
+                Tensor::uniform(&[out_features], -bound, bound, DType::F32, Device::Cpu, rng)?
+                    .requires_grad(true),
+            )
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// A layer from given tensors (weight [out, in], bias [out]).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        if weight.rank() != 2 {
+            return Err(Error::BadShape {
+                op: "Linear::from_tensors",
+                msg: format!("weight must be [out, in], got {:?}", weight.shape()),
+            });
+        }
+        Ok(Linear {
+            weight: weight.requires_grad(true),
+            bias: bias.map(|b| b.requires_grad(true)),
+        })
+    }
+
+    /// in_features
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+    /// out_features
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            v.push(("bias".to_string(), b.clone()));
+        }
+        v
+    }
+    fn describe(&self) -> String {
+        format!("Linear({} → {})", self.in_features(), self.out_features())
+    }
+}
+
+/// Parameter-free activation layers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// max(x, 0)
+    Relu,
+    /// x or slope·x
+    LeakyRelu(f64),
+    /// 1/(1 + e⁻ˣ)
+    Sigmoid,
+    /// tanh
+    Tanh,
+    /// GELU (tanh approximation)
+    Gelu,
+    /// ln(1 + eˣ)
+    Softplus,
+    /// x
+    Identity,
+}
+
+impl Module for Activation {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::LeakyRelu(s) => x.leaky_relu(*s),
+            Activation::Sigmoid => x.sigmoid(),
+            Activation::Tanh => x.tanh(),
+            Activation::Gelu => x.gelu(),
+            Activation::Softplus => x.softplus(),
+            Activation::Identity => Ok(x.clone()),
+        }
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    fn describe(&self) -> String {
+        match self {
+            Activation::LeakyRelu(s) => format!("LeakyReLU({s})"),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// Modules applied in order; parameters are named `<index>.<name>`.
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    /// An empty Sequential.
+    pub fn new() -> Self {
+        Sequential { layers: Vec::new() }
+    }
+    /// Appends a layer (builder style).
+    pub fn push(mut self, layer: impl Module + 'static) -> Self {
+        self.layers.push(Box::new(layer));
+        self
+    }
+    /// Appends a boxed layer.
+    pub fn push_boxed(&mut self, layer: Box<dyn Module>) {
+        self.layers.push(layer);
+    }
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+    /// True when there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+    /// The layers.
+    pub fn layers(&self) -> &[Box<dyn Module>] {
+        &self.layers
+    }
+}
+
+impl Module for Sequential {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.forward(&h)?;
+        }
+        Ok(h)
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                l.named_parameters()
+                    .into_iter()
+                    .map(move |(n, t)| (format!("{i}.{n}"), t))
+            })
+            .collect()
+    }
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                l.named_buffers()
+                    .into_iter()
+                    .map(move |(n, t)| (format!("{i}.{n}"), t))
+            })
+            .collect()
+    }
+    fn set_training(&mut self, on: bool) {
+        for l in &mut self.layers {
+            l.set_training(on);
+        }
+    }
+    fn describe(&self) -> String {
+        let inner: Vec<String> = self.layers.iter().map(|l| l.describe()).collect();
+        inner.join(" → ")
+    }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Build everything the GPU machine needs into gpu-bin/ (ignored by git, kept < 64 MiB):
+#   - the `kiln` CLI (release, --features cuda), if the workspace builds one yet
+#   - every kiln-cuda test executable (release)
+#   - run-all.sh, which runs the tests with KILN_REQUIRE_GPU=1 and then the benchmarks.
+#
+# The GPU machine has no Rust toolchain and no network; the binaries load libcuda/libnvrtc/
+# libcublas at run time from LD_LIBRARY_PATH (/usr/local/cuda/lib64 there).
+#
+# Usage:  scripts/gpu-bundle.sh            then copy gpu-bin/ and run  gpu-bin/run-all.sh
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+out="$repo_root/gpu-bin"
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
+max_bytes=$((64 * 1024 * 1024))
+
+warn() { echo "gpu-bundle: warning: $*" >&2; }
+
+rm -rf "$out"
+mkdir -p "$out"
+
+echo "gpu-bundle: building kiln (release, --features cuda)" >&2
+if cargo build --release --features cuda; then
+    if [ -x "$target_dir/release/kiln" ]; then
+        cp "$target_dir/release/kiln" "$out/kiln"
+    else
+        warn "no kiln binary at $target_dir/release/kiln; skipping it"
+    fi
+else
+    warn "cargo build --release --features cuda failed; bundling the kiln-cuda tests only"
+fi
+
+echo "gpu-bundle: building kiln-cuda test executables" >&2
+cargo test --release -p kiln-cuda --no-run --message-format=json >"$out/.cargo-test.json"
+# Each test target yields one executable: name it kiln_cuda_<target>.
+python3 - "$out/.cargo-test.json" "$out" <<'PY'
+import json, shutil, sys, os
+log, out = sys.argv[1], sys.argv[2]
+for line in open(log):
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+        continue
+    if not msg.get("profile", {}).get("test"):
+        continue
+    target = msg["target"]["name"].replace("-", "_")
+    kind = msg["target"]["kind"][0]
+    name = "kiln_cuda_" + ("lib" if kind == "lib" else target)
+    dest = os.path.join(out, name)
+    shutil.copy2(msg["executable"], dest)
+    print("gpu-bundle: copied", name, file=sys.stderr)
+PY
+rm -f "$out/.cargo-test.json"
+
+cat >"$out/run-all.sh" <<'RUN'
+#!/usr/bin/env bash
+# Runs on the GPU machine: every kiln-cuda test with a GPU required, then the benchmarks.
+# Results: stdout, and bench-*.json next to this script.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export KILN_REQUIRE_GPU=1 KILN_REQUIRE_NVRTC=1
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true
+status=0
+for t in ./kiln_cuda_*; do
+    echo "=== $t"
+    "$t" --nocapture --test-threads=1 || status=1
+done
+if [ -x ./kiln ]; then
+    for what in gemm elementwise adam; do
+        echo "=== kiln bench $what"
+        ./kiln bench "$what" --device cuda --json "bench-$what.json" || status=1
+    done
+else
+    echo "no kiln binary in the bundle; benchmarks skipped"
+fi
+exit $status
+RUN
+chmod +x "$out/run-all.sh"
+
+total=$(du -sb "$out" | cut -f1)
+echo "gpu-bundle: $(ls "$out" | wc -l) files, $((total / 1024 / 1024)) MiB in $out" >&2
+if [ "$total" -ge "$max_bytes" ]; then
+    echo "gpu-bundle: error: bundle is $total bytes, over the 64 MiB limit" >&2
+    exit 1
+fi

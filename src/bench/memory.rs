@@ -1,0 +1,313 @@
+//! Memory-bound kernels (elementwise, reductions, Adam): GB/s against a plain
+//! copy measured in the same run and the machine's copy bandwidth.
+//!
+//! The harness is a list of named cases, each a closure that runs the kernel
+//! once, the bytes one call moves, and a check against a plain f64 reference,
+//! so adding a kernel is adding one entry.
+
+use super::timing::time_interleaved;
+use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
+use kiln_cpu::elementwise::{self, ActBackward, BinaryOp, Strided, UnaryOp};
+use kiln_cpu::optim::{adam_step, AdamStep};
+use kiln_cpu::reduce::{reduce_all, reduce_dim, ReduceOp};
+
+/// Name of the same-run reference case.
+const REFERENCE: &str = "copy (copy_from_slice)";
+
+/// One benchmarked memory-bound kernel.
+struct Case<'a> {
+    name: String,
+    /// Bytes read + written per call.
+    bytes: f64,
+    /// Runs the kernel once (what gets timed).
+    run: Box<dyn FnMut() + 'a>,
+    /// Runs the kernel on fresh data and compares with the reference.
+    check: Box<dyn FnMut() -> Result<(), String> + 'a>,
+}
+
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// Compares `got` with an f64 reference elementwise (`atol + rtol·|want|`).
+fn compare(got: &[f32], want: impl Fn(usize) -> f64, atol: f64, rtol: f64) -> Result<(), String> {
+    for (i, &g) in got.iter().enumerate() {
+        let w = want(i);
+        // Written so that a NaN counts as a mismatch.
+        let within = (g as f64 - w).abs() <= atol + rtol * w.abs();
+        if !within {
+            return Err(format!("element {i}: got {g}, want {w}"));
+        }
+    }
+    Ok(())
+}
+
+fn label(n: usize) -> String {
+    if n.is_multiple_of(1 << 20) {
+        format!("{}M", n >> 20)
+    } else if n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn unary_case<'a>(name: &str, op: UnaryOp, reference: fn(f64) -> f64, x: &'a [f32]) -> Case<'a> {
+    let mut out = vec![0.0f32; x.len()];
+    let mut out2 = vec![0.0f32; x.len()];
+    Case {
+        name: name.into(),
+        bytes: 8.0 * x.len() as f64,
+        run: Box::new(move || elementwise::unary(op, x, &mut out)),
+        check: Box::new(move || {
+            elementwise::unary(op, x, &mut out2);
+            compare(&out2, |i| reference(x[i] as f64), 1e-6, 1e-5)
+        }),
+    }
+}
+
+fn elementwise_cases<'a>(x: &'a [f32], y: &'a [f32]) -> Vec<Case<'a>> {
+    let n = x.len();
+    let shape = [n];
+    let mut out = vec![0.0f32; n];
+    let mut out2 = vec![0.0f32; n];
+    let (mut dx, mut dx2) = (vec![0.0f32; n], vec![0.0f32; n]);
+    vec![
+        unary_case("relu", UnaryOp::Relu, |v| v.max(0.0), x),
+        unary_case(
+            "leaky_relu(0.2)",
+            UnaryOp::LeakyRelu(0.2),
+            |v| if v > 0.0 { v } else { 0.2 * v },
+            x,
+        ),
+        unary_case("sigmoid", UnaryOp::Sigmoid, |v| 1.0 / (1.0 + (-v).exp()), x),
+        unary_case("tanh", UnaryOp::Tanh, f64::tanh, x),
+        Case {
+            name: "add (binary, 12 B/elem)".into(),
+            bytes: 12.0 * n as f64,
+            run: Box::new(move || {
+                let (a, b) = (
+                    Strided {
+                        data: x,
+                        offset: 0,
+                        strides: &[1],
+                    },
+                    Strided {
+                        data: y,
+                        offset: 0,
+                        strides: &[1],
+                    },
+                );
+                elementwise::binary(BinaryOp::Add, a, b, &shape, &mut out)
+            }),
+            check: Box::new(move || {
+                let (a, b) = (
+                    Strided {
+                        data: x,
+                        offset: 0,
+                        strides: &[1],
+                    },
+                    Strided {
+                        data: y,
+                        offset: 0,
+                        strides: &[1],
+                    },
+                );
+                elementwise::binary(BinaryOp::Add, a, b, &shape, &mut out2);
+                compare(&out2, |i| x[i] as f64 + y[i] as f64, 1e-6, 1e-6)
+            }),
+        },
+        Case {
+            name: "sigmoid_backward (12 B/elem)".into(),
+            bytes: 12.0 * n as f64,
+            run: Box::new(move || elementwise::act_backward(ActBackward::Sigmoid, x, y, &mut dx)),
+            check: Box::new(move || {
+                elementwise::act_backward(ActBackward::Sigmoid, x, y, &mut dx2);
+                compare(
+                    &dx2,
+                    |i| y[i] as f64 * x[i] as f64 * (1.0 - x[i] as f64),
+                    1e-5,
+                    1e-5,
+                )
+            }),
+        },
+    ]
+}
+
+fn reduce_cases(x: &[f32]) -> Vec<Case<'_>> {
+    let n = x.len();
+    let sum64: f64 = x.iter().map(|&v| v as f64).sum();
+    let abs64: f64 = x.iter().map(|&v| v.abs() as f64).sum();
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Column sums of an [n/256, 256] matrix: the bias gradient of a layer.
+    let cols = 256;
+    let rows = n / cols;
+    let (mut out, mut out2) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+    vec![
+        Case {
+            name: "sum (reduce_all)".into(),
+            bytes: 4.0 * n as f64,
+            run: Box::new(move || {
+                std::hint::black_box(reduce_all(ReduceOp::Sum, x));
+            }),
+            check: Box::new(move || {
+                let s = reduce_all(ReduceOp::Sum, x) as f64;
+                let tol = 1e-5 * abs64 + 1e-3;
+                ((s - sum64).abs() <= tol)
+                    .then_some(())
+                    .ok_or(format!("sum {s}, want {sum64}"))
+            }),
+        },
+        Case {
+            name: "max (reduce_all)".into(),
+            bytes: 4.0 * n as f64,
+            run: Box::new(move || {
+                std::hint::black_box(reduce_all(ReduceOp::Max, x));
+            }),
+            check: Box::new(move || {
+                let m = reduce_all(ReduceOp::Max, x);
+                (m == max)
+                    .then_some(())
+                    .ok_or(format!("max {m}, want {max}"))
+            }),
+        },
+        Case {
+            name: format!("column sum [{rows}x{cols}] (reduce_dim)"),
+            bytes: 4.0 * (rows * cols + cols) as f64,
+            run: Box::new(move || {
+                reduce_dim(ReduceOp::Sum, &x[..rows * cols], 1, rows, cols, &mut out)
+            }),
+            check: Box::new(move || {
+                reduce_dim(ReduceOp::Sum, &x[..rows * cols], 1, rows, cols, &mut out2);
+                compare(
+                    &out2,
+                    |j| (0..rows).map(|i| x[i * cols + j] as f64).sum(),
+                    1e-3,
+                    1e-4,
+                )
+            }),
+        },
+    ]
+}
+
+/// PyTorch's Adam update in f64, for checking one step.
+fn adam_reference(h: &AdamStep, p: f64, g: f64, m: f64, v: f64) -> f64 {
+    let (b1, b2) = h.betas;
+    let m = b1 * m + (1.0 - b1) * g;
+    let v = b2 * v + (1.0 - b2) * g * g;
+    let bc1 = 1.0 - b1.powi(h.step as i32);
+    let bc2 = 1.0 - b2.powi(h.step as i32);
+    p - h.lr / bc1 * m / ((v.sqrt() / bc2.sqrt()) + h.eps)
+}
+
+fn adam_cases(x: &[f32]) -> Vec<Case<'_>> {
+    let n = x.len();
+    let h = AdamStep {
+        lr: 1e-3,
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled: false,
+        step: 1,
+    };
+    let g: Vec<f32> = x.iter().map(|v| v * 1e-2).collect();
+    let (mut p, mut m, mut v) = (x.to_vec(), vec![0.0f32; n], vec![0.0f32; n]);
+    let g2 = g.clone();
+    vec![Case {
+        name: "adam_step (28 B/param)".into(),
+        bytes: 28.0 * n as f64,
+        run: Box::new(move || adam_step(&h, &mut p, &g, &mut m, &mut v)),
+        check: Box::new(move || {
+            let (mut p, mut m, mut v) = (x.to_vec(), vec![0.1f32; n], vec![0.01f32; n]);
+            adam_step(&h, &mut p, &g2, &mut m, &mut v);
+            compare(
+                &p,
+                |i| adam_reference(&h, x[i] as f64, g2[i] as f64, 0.1, 0.01),
+                1e-6,
+                1e-5,
+            )
+        }),
+    }]
+}
+
+/// Benchmarks one memory-bound family (`elementwise`, `reduce`, `adam`) for
+/// each element count in `cfg.sizes` (default 1M and 16M, 1M and 10M for Adam).
+pub(super) fn bench(
+    kernel: &str,
+    cfg: &BenchConfig,
+    report: &mut BenchReport,
+) -> Result<(), String> {
+    let sizes = match (cfg.sizes.is_empty(), kernel) {
+        (false, _) => cfg.sizes.clone(),
+        (true, "adam") => vec![1_000_000, 10_000_000],
+        (true, _) => vec![1 << 20, 1 << 24],
+    };
+    if sizes.iter().any(|&n| n < 256) {
+        return Err(format!("{kernel} sizes must be at least 256 elements"));
+    }
+    for n in sizes {
+        let x = fill(n, 11);
+        let y = fill(n, 12);
+        let mut cases = {
+            let mut dst = vec![0.0f32; n];
+            let x = &x;
+            vec![Case {
+                name: REFERENCE.into(),
+                bytes: 8.0 * n as f64,
+                run: Box::new(move || dst.copy_from_slice(x)),
+                check: Box::new(|| Ok(())),
+            }]
+        };
+        cases.extend(match kernel {
+            "elementwise" => elementwise_cases(&x, &y),
+            "reduce" => reduce_cases(&x),
+            "adam" => adam_cases(&x),
+            other => return Err(format!("unknown memory kernel `{other}`")),
+        });
+        let mut measured = Vec::new();
+        let mut runs: Vec<(usize, Box<dyn FnMut() + '_>)> = Vec::new();
+        for mut c in cases {
+            let mut meas = Measurement {
+                kernel: kernel.into(),
+                case: label(n),
+                size: n,
+                implementation: c.name.clone(),
+                status: Status::Ok,
+                work: c.bytes,
+                unit: "GB/s",
+                timing: None,
+                frac_of_peak: None,
+                vs_reference: None,
+            };
+            match (c.check)() {
+                Ok(()) => runs.push((measured.len(), c.run)),
+                Err(why) => meas.status = Status::Failed(why),
+            }
+            measured.push(meas);
+        }
+        // Time everything that validated, round-robin with the copy reference.
+        let mut fs: Vec<&mut dyn FnMut()> = runs
+            .iter_mut()
+            .map(|(_, f)| &mut **f as &mut dyn FnMut())
+            .collect();
+        let timings = time_interleaved(&mut fs, cfg.repeats, cfg.min_time);
+        for ((idx, _), t) in runs.iter().zip(timings) {
+            measured[*idx].timing = Some(t);
+        }
+        finish_case(&report.machine, &mut measured, REFERENCE);
+        report.measurements.extend(measured);
+    }
+    report.notes.push(format!(
+        "{kernel}: GB/s counts bytes read + written once per element; % of the copy bandwidth probe (256 MiB); \
+         vs ref = rate / a single-threaded copy_from_slice of the same size in this run."
+    ));
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! `kiln bench`: kernel benchmarks (see [`crate::bench`]) and the GAN
+//! training-step benchmark that mirrors the PyTorch reference script.
+
+use crate::bench::{self, BenchConfig};
+use kiln_core::{DType, Device, Error, Result, Tensor};
+use kiln_gan::config::{Act, GanLoss};
+use kiln_gan::losses::{d_loss, g_loss};
+use kiln_gan::trainer::mlp;
+use kiln_nn::{Activation, Adam, AdamConfig, Module, Optimizer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Flags of `kiln bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// What to benchmark: gemm, layers, elementwise, reduce, adam, gan-step, all.
+    kernel: String,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Sizes, comma-separated (n of n³ GEMMs, or element counts).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Only these implementations (names or tags like v4, mm), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    impls: Vec<String>,
+    /// Timed repeats per measurement.
+    #[arg(long, default_value_t = 7)]
+    repeats: usize,
+    /// gan-step: preset(s) seed, article, toy (comma-separated).
+    #[arg(long, default_value = "seed,article,toy", value_delimiter = ',')]
+    preset: Vec<String>,
+    /// gan-step: timed steps per repeat.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw a PNG plot of the results.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// Runs `kiln bench`.
+pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    let device: Device = a.device.parse()?;
+    if device != Device::Cpu {
+        return cuda_bench(&a);
+    }
+    if a.kernel == "gan-step" {
+        return gan_step(&a);
+    }
+    let cfg = BenchConfig {
+        kernel: a.kernel.clone(),
+        sizes: a.sizes.clone(),
+        threads: a.threads,
+        json: a.json.clone(),
+        plot: a.plot.clone(),
+        repeats: a.repeats.max(1),
+        impls: a.impls.clone(),
+        ..Default::default()
+    };
+    let report = bench::run(&cfg).map_err(Error::Invalid)?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_bench(a: &BenchArgs) -> Result<ExitCode> {
+    crate::bench::cuda::run(&a.kernel, &a.sizes, a.repeats, a.json.as_deref())
+        .map_err(Error::Invalid)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_bench(_: &BenchArgs) -> Result<ExitCode> {
+    Err(Error::NoDevice(
+        "this kiln was built without CUDA; rebuild with --features cuda".into(),
+    ))
+}
+
+/// One GAN configuration of the step benchmark (same as the PyTorch script's).
+struct StepConfig {
+    name: &'static str,
+    g: Vec<usize>,
+    d: Vec<usize>,
+    g_out: Option<Activation>,
+    d_sigmoid: bool,
+    loss: GanLoss,
+    batch: usize,
+}
+
+fn step_config(name: &str) -> Result<StepConfig> {
+    Ok(match name {
+        "seed" => StepConfig {
+            name: "seed",
+            g: vec![100, 128, 784],
+            d: vec![784, 128, 1],
+            g_out: Some(Activation::Sigmoid),
+            d_sigmoid: true,
+            loss: GanLoss::Ns,
+            batch: 64,
+        },
+        "article" => StepConfig {
+            name: "article",
+            g: vec![100, 128, 12288],
+            d: vec![12288, 128, 1],
+            g_out: Some(Activation::Sigmoid),
+            d_sigmoid: true,
+            loss: GanLoss::Lsgan,
+            batch: 100,
+        },
+        "toy" | "toy2d" => StepConfig {
+            name: "toy2d",
+            g: vec![2, 128, 128, 2],
+            d: vec![2, 128, 128, 1],
+            g_out: None,
+            d_sigmoid: false,
+            loss: GanLoss::Ns,
+            batch: 256,
+        },
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown gan-step preset {other:?}: expected seed, article, toy"
+            )))
+        }
+    })
+}
+
+/// Times full GAN steps: noise, G forward, D step on real + detached fake, G step.
+fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
+    crate::cli::set_threads(a.threads)?;
+    println!(
+        "kiln bench gan-step: {} threads; median over {} repeats of {} steps",
+        rayon::current_num_threads(),
+        a.repeats,
+        a.steps
+    );
+    println!("| config | batch | median ms/step | steps/s | min-max ms | loss D/G end |");
+    println!("|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for p in &a.preset {
+        let c = step_config(p)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let g = mlp(&c.g, Act::Relu, c.g_out, &mut rng)?;
+        let d = mlp(
+            &c.d,
+            Act::Relu,
+            c.d_sigmoid.then_some(Activation::Sigmoid),
+            &mut rng,
+        )?;
+        let mut opt_g = Adam::new(g.parameters(), AdamConfig::default());
+        let mut opt_d = Adam::new(d.parameters(), AdamConfig::default());
+        let real_pool = Tensor::rand(&[4 * c.batch, c.d[0]], DType::F32, Device::Cpu, &mut rng)?;
+        let mut step = |i: usize, rng: &mut ChaCha8Rng| -> Result<(f64, f64)> {
+            let real = real_pool.narrow(0, (i % 4) * c.batch, c.batch)?;
+            let z = Tensor::randn(&[c.batch, c.g[0]], DType::F32, Device::Cpu, rng)?;
+            let fake = g.forward(&z)?;
+            opt_d.zero_grad();
+            let ld = d_loss(
+                c.loss,
+                &d.forward(&real)?,
+                &d.forward(&fake.detach())?,
+                c.d_sigmoid,
+            )?;
+            ld.backward()?;
+            opt_d.step()?;
+            opt_g.zero_grad();
+            let lg = g_loss(c.loss, &d.forward(&fake)?, c.d_sigmoid)?;
+            lg.backward()?;
+            opt_g.step()?;
+            Ok((ld.item()?, lg.item()?))
+        };
+        for i in 0..10 {
+            step(i, &mut rng)?;
+        }
+        let mut meds = Vec::new();
+        let mut last = (0.0, 0.0);
+        for _ in 0..a.repeats.max(1) {
+            let t0 = Instant::now();
+            for i in 0..a.steps {
+                last = step(i, &mut rng)?;
+            }
+            meds.push(t0.elapsed().as_secs_f64() / a.steps as f64);
+        }
+        meds.sort_by(f64::total_cmp);
+        let med = meds[meds.len() / 2];
+        println!(
+            "| {} | {} | {:.3} | {:.1} | {:.3}-{:.3} | {:.3}/{:.3} |",
+            c.name,
+            c.batch,
+            med * 1e3,
+            1.0 / med,
+            meds[0] * 1e3,
+            meds[meds.len() - 1] * 1e3,
+            last.0,
+            last.1
+        );
+        rows.push(serde_json::json!({"config": c.name, "batch": c.batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
+            "min_ms": meds[0] * 1e3, "max_ms": meds[meds.len() - 1] * 1e3, "threads": rayon::current_num_threads()}));
+    }
+    if let Some(p) = &a.json {
+        let text =
+            serde_json::to_string_pretty(&serde_json::json!({"kernel": "gan-step", "rows": rows}))
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+        std::fs::write(p, text).map_err(|e| Error::io(p.display(), e))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
