@@ -54,18 +54,10 @@ fn too_slow(v: Variant, flops: f64) -> Option<String> {
 }
 
 /// Validates and times every implementation on one problem.
-fn bench_problem(
-    cfg: &BenchConfig,
-    report: &mut BenchReport,
-    kernel: &str,
-    p: &Problem,
-    variants: &[Variant],
-) {
+fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &Problem, variants: &[Variant]) {
     let (m, n, k) = (p.m, p.n, p.k);
     let flops = 2.0 * (m * n * k) as f64;
-    let extent = |rows: usize, cols: usize, s: [isize; 2]| {
-        (rows - 1) * s[0] as usize + (cols - 1) * s[1] as usize + 1
-    };
+    let extent = |rows: usize, cols: usize, s: [isize; 2]| (rows - 1) * s[0] as usize + (cols - 1) * s[1] as usize + 1;
     let a = fill(extent(m, k, p.a_strides), 1);
     let b = fill(extent(k, n, p.b_strides), 2);
     let c_strides = [n as isize, 1];
@@ -86,10 +78,8 @@ fn bench_problem(
         &mut c_ref,
         c_strides,
     );
-    let (a_abs, b_abs): (Vec<f32>, Vec<f32>) = (
-        a.iter().map(|x| x.abs()).collect(),
-        b.iter().map(|x| x.abs()).collect(),
-    );
+    let (a_abs, b_abs): (Vec<f32>, Vec<f32>) =
+        (a.iter().map(|x| x.abs()).collect(), b.iter().map(|x| x.abs()).collect());
     let mut mag = vec![0.0f32; m * n];
     sgemm_variant(
         Variant::Matrixmultiply,
@@ -119,33 +109,8 @@ fn bench_problem(
     let mut outputs: Vec<Vec<f32>> = Vec::new();
     let mut runnable: Vec<(usize, Option<Variant>)> = Vec::new();
     let call = |variant: Option<Variant>, c: &mut [f32]| match variant {
-        Some(v) => sgemm_variant(
-            v,
-            m,
-            n,
-            k,
-            1.0,
-            &a,
-            p.a_strides,
-            &b,
-            p.b_strides,
-            0.0,
-            c,
-            c_strides,
-        ),
-        None => kiln_cpu::matmul::gemm(
-            m,
-            n,
-            k,
-            1.0,
-            &a,
-            p.a_strides,
-            &b,
-            p.b_strides,
-            0.0,
-            c,
-            c_strides,
-        ),
+        Some(v) => sgemm_variant(v, m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, c, c_strides),
+        None => kiln_cpu::matmul::gemm(m, n, k, 1.0, &a, p.a_strides, &b, p.b_strides, 0.0, c, c_strides),
     };
     for (name, variant) in impls {
         let mut meas = Measurement {
@@ -196,10 +161,7 @@ fn bench_problem(
         .zip(outputs.iter_mut())
         .map(|(&(_, variant), c)| Box::new(move || call(variant, c)) as Box<dyn FnMut()>)
         .collect();
-    let mut fs: Vec<&mut dyn FnMut()> = closures
-        .iter_mut()
-        .map(|f| &mut **f as &mut dyn FnMut())
-        .collect();
+    let mut fs: Vec<&mut dyn FnMut()> = closures.iter_mut().map(|f| &mut **f as &mut dyn FnMut()).collect();
     let timings = super::timing::time_interleaved(&mut fs, cfg.repeats, cfg.min_time);
     for (&(idx, _), t) in runnable.iter().zip(timings) {
         case[idx].timing = Some(t);

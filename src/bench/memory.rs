@@ -131,12 +131,7 @@ fn elementwise_cases<'a>(x: &'a [f32], y: &'a [f32]) -> Vec<Case<'a>> {
             run: Box::new(move || elementwise::act_backward(ActBackward::Sigmoid, x, y, &mut dx)),
             check: Box::new(move || {
                 elementwise::act_backward(ActBackward::Sigmoid, x, y, &mut dx2);
-                compare(
-                    &dx2,
-                    |i| y[i] as f64 * x[i] as f64 * (1.0 - x[i] as f64),
-                    1e-5,
-                    1e-5,
-                )
+                compare(&dx2, |i| y[i] as f64 * x[i] as f64 * (1.0 - x[i] as f64), 1e-5, 1e-5)
             }),
         },
     ]
@@ -174,25 +169,16 @@ fn reduce_cases(x: &[f32]) -> Vec<Case<'_>> {
             }),
             check: Box::new(move || {
                 let m = reduce_all(ReduceOp::Max, x);
-                (m == max)
-                    .then_some(())
-                    .ok_or(format!("max {m}, want {max}"))
+                (m == max).then_some(()).ok_or(format!("max {m}, want {max}"))
             }),
         },
         Case {
             name: format!("column sum [{rows}x{cols}] (reduce_dim)"),
             bytes: 4.0 * (rows * cols + cols) as f64,
-            run: Box::new(move || {
-                reduce_dim(ReduceOp::Sum, &x[..rows * cols], 1, rows, cols, &mut out)
-            }),
+            run: Box::new(move || reduce_dim(ReduceOp::Sum, &x[..rows * cols], 1, rows, cols, &mut out)),
             check: Box::new(move || {
                 reduce_dim(ReduceOp::Sum, &x[..rows * cols], 1, rows, cols, &mut out2);
-                compare(
-                    &out2,
-                    |j| (0..rows).map(|i| x[i * cols + j] as f64).sum(),
-                    1e-3,
-                    1e-4,
-                )
+                compare(&out2, |j| (0..rows).map(|i| x[i * cols + j] as f64).sum(), 1e-3, 1e-4)
             }),
         },
     ]
@@ -240,11 +226,7 @@ fn adam_cases(x: &[f32]) -> Vec<Case<'_>> {
 
 /// Benchmarks one memory-bound family (`elementwise`, `reduce`, `adam`) for
 /// each element count in `cfg.sizes` (default 1M and 16M, 1M and 10M for Adam).
-pub(super) fn bench(
-    kernel: &str,
-    cfg: &BenchConfig,
-    report: &mut BenchReport,
-) -> Result<(), String> {
+pub(super) fn bench(kernel: &str, cfg: &BenchConfig, report: &mut BenchReport) -> Result<(), String> {
     let sizes = match (cfg.sizes.is_empty(), kernel) {
         (false, _) => cfg.sizes.clone(),
         (true, "adam") => vec![1_000_000, 10_000_000],
@@ -294,10 +276,7 @@ pub(super) fn bench(
             measured.push(meas);
         }
         // Time everything that validated, round-robin with the copy reference.
-        let mut fs: Vec<&mut dyn FnMut()> = runs
-            .iter_mut()
-            .map(|(_, f)| &mut **f as &mut dyn FnMut())
-            .collect();
+        let mut fs: Vec<&mut dyn FnMut()> = runs.iter_mut().map(|(_, f)| &mut **f as &mut dyn FnMut()).collect();
         let timings = time_interleaved(&mut fs, cfg.repeats, cfg.min_time);
         for ((idx, _), t) in runs.iter().zip(timings) {
             measured[*idx].timing = Some(t);

@@ -334,14 +334,9 @@ impl fmt::Display for BenchReport {
             }
         }
         for k in kernels {
-            let rows: Vec<&Measurement> =
-                self.measurements.iter().filter(|x| x.kernel == k).collect();
+            let rows: Vec<&Measurement> = self.measurements.iter().filter(|x| x.kernel == k).collect();
             let unit = rows[0].unit;
-            let peak_name = if unit == "GFLOP/s" {
-                "FMA peak"
-            } else {
-                "copy BW"
-            };
+            let peak_name = if unit == "GFLOP/s" { "FMA peak" } else { "copy BW" };
             writeln!(f)?;
             writeln!(f, "### {k}")?;
             writeln!(f)?;
@@ -367,19 +362,13 @@ impl fmt::Display for BenchReport {
                             x.vs_reference.map_or("-".into(), |r| format!("{r:.2}x")),
                         )?;
                     }
-                    (Status::Failed(why), _) => writeln!(
-                        f,
-                        "| {} | {} | FAILED: {why} | | | |",
-                        x.case, x.implementation
-                    )?,
-                    (Status::Skipped(why), _) => writeln!(
-                        f,
-                        "| {} | {} | skipped: {why} | | | |",
-                        x.case, x.implementation
-                    )?,
-                    (Status::Ok, None) => {
-                        writeln!(f, "| {} | {} | not timed | | | |", x.case, x.implementation)?
+                    (Status::Failed(why), _) => {
+                        writeln!(f, "| {} | {} | FAILED: {why} | | | |", x.case, x.implementation)?
                     }
+                    (Status::Skipped(why), _) => {
+                        writeln!(f, "| {} | {} | skipped: {why} | | | |", x.case, x.implementation)?
+                    }
+                    (Status::Ok, None) => writeln!(f, "| {} | {} | not timed | | | |", x.case, x.implementation)?,
                 }
             }
         }
@@ -406,10 +395,7 @@ mod tests {
             ..Default::default()
         };
         let r = run(&cfg).unwrap();
-        assert!(r
-            .measurements
-            .iter()
-            .all(|m| !matches!(m.status, Status::Failed(_))));
+        assert!(r.measurements.iter().all(|m| !matches!(m.status, Status::Failed(_))));
         assert!(r.measurements.iter().any(|m| m.rate().is_some()));
         let text = r.to_string();
         assert!(text.contains("matrixmultiply"), "{text}");

@@ -51,14 +51,7 @@ impl Canvas {
     }
     /// Bresenham line, `thick` pixels wide; `dash` > 0 skips every other
     /// run of `dash` pixels.
-    fn line(
-        &mut self,
-        (x0, y0): (i64, i64),
-        (x1, y1): (i64, i64),
-        c: [u8; 3],
-        thick: i64,
-        dash: i64,
-    ) {
+    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3], thick: i64, dash: i64) {
         let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
         let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
         let (mut x, mut y, mut err, mut step) = (x0, y0, dx + dy, 0i64);
@@ -183,11 +176,7 @@ fn tick_step(max: f64, target: f64) -> f64 {
 /// Draws `report` as a PNG at `path`. Cases are spaced evenly on the x axis
 /// (labelled with their size, or their index when the labels are long).
 pub(super) fn write_plot(report: &BenchReport, path: &Path) -> Result<(), String> {
-    let rows: Vec<_> = report
-        .measurements
-        .iter()
-        .filter(|m| m.rate().is_some())
-        .collect();
+    let rows: Vec<_> = report.measurements.iter().filter(|m| m.rate().is_some()).collect();
     if rows.is_empty() {
         return Err("nothing was timed, so there is nothing to plot".into());
     }
@@ -240,26 +229,10 @@ pub(super) fn write_plot(report: &BenchReport, path: &Path) -> Result<(), String
     );
     let short = cases.iter().all(|(_, c)| c.len() <= 16);
     for (i, (_, c)) in cases.iter().enumerate() {
-        let lab = if short {
-            c.clone()
-        } else {
-            format!("{}", i + 1)
-        };
+        let lab = if short { c.clone() } else { format!("{}", i + 1) };
         let x = xpos(i);
-        cv.line(
-            (x, (H - BOTTOM) as i64),
-            (x, (H - BOTTOM) as i64 + 4),
-            black,
-            1,
-            0,
-        );
-        cv.text(
-            x - text_width(&lab, 1) / 2,
-            (H - BOTTOM) as i64 + 10,
-            &lab,
-            black,
-            1,
-        );
+        cv.line((x, (H - BOTTOM) as i64), (x, (H - BOTTOM) as i64 + 4), black, 1, 0);
+        cv.text(x - text_width(&lab, 1) / 2, (H - BOTTOM) as i64 + 10, &lab, black, 1);
     }
     let title = format!(
         "kiln bench {} - {} threads - {}",
@@ -269,38 +242,18 @@ pub(super) fn write_plot(report: &BenchReport, path: &Path) -> Result<(), String
     cv.text(
         LEFT as i64,
         (H - 30) as i64,
-        if short {
-            "case"
-        } else {
-            "case (index, see table)"
-        },
+        if short { "case" } else { "case (index, see table)" },
         black,
         1,
     );
 
     // The measured peak, dashed.
     let red = [200, 0, 0];
-    cv.line(
-        (LEFT as i64, ypos(peak)),
-        ((W - RIGHT) as i64, ypos(peak)),
-        red,
-        2,
-        8,
-    );
-    let peak_name = if unit == "GFLOP/s" {
-        "FMA peak"
-    } else {
-        "copy BW"
-    };
+    cv.line((LEFT as i64, ypos(peak)), ((W - RIGHT) as i64, ypos(peak)), red, 2, 8);
+    let peak_name = if unit == "GFLOP/s" { "FMA peak" } else { "copy BW" };
     let legend_x = (W - RIGHT + 20) as i64;
     cv.line((legend_x, 50), (legend_x + 24, 50), red, 2, 6);
-    cv.text(
-        legend_x + 32,
-        47,
-        &format!("{peak_name} {peak:.0}"),
-        black,
-        1,
-    );
+    cv.text(legend_x + 32, 47, &format!("{peak_name} {peak:.0}"), black, 1);
 
     for (li, name) in impls.iter().enumerate() {
         let color = PALETTE[li % PALETTE.len()];
@@ -327,15 +280,12 @@ pub(super) fn write_plot(report: &BenchReport, path: &Path) -> Result<(), String
         cv.text(legend_x + 32, y - 3, &label, black, 1);
     }
 
-    let file = std::fs::File::create(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), W as u32, H as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut writer = enc.write_header().map_err(|e| format!("png: {e}"))?;
-    writer
-        .write_image_data(&cv.px)
-        .map_err(|e| format!("png: {e}"))?;
+    writer.write_image_data(&cv.px).map_err(|e| format!("png: {e}"))?;
     Ok(())
 }
 

@@ -65,11 +65,7 @@ pub fn time_interleaved(fs: &mut [&mut dyn FnMut()], repeats: usize, min_time: f
             t.push(start.elapsed().as_secs_f64() / n as f64);
         }
     }
-    times
-        .into_iter()
-        .zip(inner)
-        .map(|(t, n)| summarize(t, n))
-        .collect()
+    times.into_iter().zip(inner).map(|(t, n)| summarize(t, n)).collect()
 }
 
 fn summarize(mut times: Vec<f64>, inner: usize) -> Timing {

@@ -73,8 +73,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
 
 #[cfg(feature = "cuda")]
 fn cuda_bench(a: &BenchArgs) -> Result<ExitCode> {
-    crate::bench::cuda::run(&a.kernel, &a.sizes, a.repeats, a.json.as_deref())
-        .map_err(Error::Invalid)?;
+    crate::bench::cuda::run(&a.kernel, &a.sizes, a.repeats, a.json.as_deref()).map_err(Error::Invalid)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -149,12 +148,7 @@ fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
         let c = step_config(p)?;
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let g = mlp(&c.g, Act::Relu, c.g_out, &mut rng)?;
-        let d = mlp(
-            &c.d,
-            Act::Relu,
-            c.d_sigmoid.then_some(Activation::Sigmoid),
-            &mut rng,
-        )?;
+        let d = mlp(&c.d, Act::Relu, c.d_sigmoid.then_some(Activation::Sigmoid), &mut rng)?;
         let mut opt_g = Adam::new(g.parameters(), AdamConfig::default());
         let mut opt_d = Adam::new(d.parameters(), AdamConfig::default());
         let real_pool = Tensor::rand(&[4 * c.batch, c.d[0]], DType::F32, Device::Cpu, &mut rng)?;
@@ -163,12 +157,7 @@ fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
             let z = Tensor::randn(&[c.batch, c.g[0]], DType::F32, Device::Cpu, rng)?;
             let fake = g.forward(&z)?;
             opt_d.zero_grad();
-            let ld = d_loss(
-                c.loss,
-                &d.forward(&real)?,
-                &d.forward(&fake.detach())?,
-                c.d_sigmoid,
-            )?;
+            let ld = d_loss(c.loss, &d.forward(&real)?, &d.forward(&fake.detach())?, c.d_sigmoid)?;
             ld.backward()?;
             opt_d.step()?;
             opt_g.zero_grad();
@@ -202,13 +191,14 @@ fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
             last.0,
             last.1
         );
-        rows.push(serde_json::json!({"config": c.name, "batch": c.batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
-            "min_ms": meds[0] * 1e3, "max_ms": meds[meds.len() - 1] * 1e3, "threads": rayon::current_num_threads()}));
+        rows.push(
+            serde_json::json!({"config": c.name, "batch": c.batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
+            "min_ms": meds[0] * 1e3, "max_ms": meds[meds.len() - 1] * 1e3, "threads": rayon::current_num_threads()}),
+        );
     }
     if let Some(p) = &a.json {
-        let text =
-            serde_json::to_string_pretty(&serde_json::json!({"kernel": "gan-step", "rows": rows}))
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&serde_json::json!({"kernel": "gan-step", "rows": rows}))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         std::fs::write(p, text).map_err(|e| Error::io(p.display(), e))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -57,11 +57,7 @@ pub fn run(a: GradcheckArgs) -> kiln_core::Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                println!(
-                    "| {} | {} | - | - | ERROR: {e} |",
-                    case.name,
-                    shapes.join(" ")
-                );
+                println!("| {} | {} | - | - | ERROR: {e} |", case.name, shapes.join(" "));
             }
         }
     }

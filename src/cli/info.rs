@@ -5,10 +5,7 @@ use std::process::ExitCode;
 /// Prints versions, threads, CPU features and CUDA devices.
 pub fn run() -> kiln_core::Result<ExitCode> {
     println!("kiln {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "threads: {} (rayon; set with --threads)",
-        rayon::current_num_threads()
-    );
+    println!("threads: {} (rayon; set with --threads)", rayon::current_num_threads());
     println!(
         "cpu: {}",
         kiln_cpu::probe::cpu_model().unwrap_or_else(|| "unknown".into())

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a GAN (default: the `toy` preset on ring8, ~20 s on 2 cores).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Generate samples from a trained run (.npy or PNG grid).
     Sample(sample::SampleArgs),
     /// Check every op's gradients against central finite differences (f64).
@@ -63,7 +63,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),
         Command::Bench(a) => bench::run(a),
@@ -87,9 +87,7 @@ fn one_line(s: &str) -> String {
 pub(crate) fn set_threads(threads: Option<usize>) -> kiln_core::Result<()> {
     if let Some(n) = threads {
         if n == 0 {
-            return Err(kiln_core::Error::Invalid(
-                "--threads must be at least 1".into(),
-            ));
+            return Err(kiln_core::Error::Invalid("--threads must be at least 1".into()));
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

@@ -38,13 +38,13 @@ pub struct SampleArgs {
 pub fn run(a: SampleArgs) -> Result<ExitCode> {
     let cfg_path = a.run.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(cfg_path.display(), e))?;
-    let config: TrainConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::bad_file(cfg_path.display(), e.to_string()))?;
+    let config: TrainConfig =
+        serde_json::from_str(&text).map_err(|e| Error::bad_file(cfg_path.display(), e.to_string()))?;
     let spec = parse_data_spec(&config.data)?;
     let image = spec.default_image_shape();
     let dim = image.map_or(2, |(c, h, w)| c * h * w);
     let (g, _) = build_models(&config, dim, &mut ChaCha8Rng::seed_from_u64(0))?;
-    kiln_nn::load_state_dict(&g, &a.run.join("generator.safetensors"))?;
+    kiln_nn::load_state_dict(&g, a.run.join("generator.safetensors"))?;
     let z = match &a.noise {
         Some(p) => {
             let arr = read_npy(p)?;

@@ -58,6 +58,9 @@ pub struct TrainArgs {
     /// EMA decay of G's weights for samples (0 disables).
     #[arg(long)]
     ema: Option<f64>,
+    /// PacGAN packing: D judges this many samples at once (1 = off).
+    #[arg(long)]
+    pack: Option<usize>,
     /// Seed of every random number in the run.
     #[arg(long)]
     seed: Option<u64>,
@@ -98,9 +101,7 @@ fn widths(s: &str, flag: &str) -> kiln_core::Result<Vec<usize>> {
                 .parse::<usize>()
                 .ok()
                 .filter(|&w| w > 0)
-                .ok_or_else(|| {
-                    kiln_core::Error::Invalid(format!("{flag}: {p:?} is not a positive width"))
-                })
+                .ok_or_else(|| kiln_core::Error::Invalid(format!("{flag}: {p:?} is not a positive width")))
         })
         .collect()
 }
@@ -165,6 +166,9 @@ fn config(a: &TrainArgs) -> kiln_core::Result<TrainConfig> {
     if let Some(v) = a.ema {
         c.ema = (v > 0.0).then_some(v);
     }
+    if let Some(v) = a.pack {
+        c.pack = v;
+    }
     if let Some(v) = a.seed {
         c.seed = v;
     }
@@ -226,11 +230,7 @@ pub fn run(a: TrainArgs) -> kiln_core::Result<ExitCode> {
     let s = trainer.run(&stop, a.stop_at, !a.quiet)?;
     let mut line = format!(
         "kiln: {} {} steps of {} on {} in {:.1} s ({:.0} steps/s); loss D {:.3}, G {:.3}",
-        if s.interrupted {
-            "stopped after"
-        } else {
-            "trained"
-        },
+        if s.interrupted { "stopped after" } else { "trained" },
         s.steps,
         trainer.config.preset,
         trainer.config.data,

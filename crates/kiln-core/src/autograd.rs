@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex};
 pub type Hook = Arc<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
 
 /// The backward rule of one node: (context, dL/d output) → dL/d input per input.
-pub type BackwardFn =
-    Box<dyn Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+pub type BackwardFn = Box<dyn Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 /// Where the gradient of one input goes.
 pub(crate) enum Edge {
@@ -145,12 +144,9 @@ impl BackwardCtx<'_> {
     /// gradients flow through it.
     pub fn output(&self) -> Result<Tensor> {
         let guard = self.node.saved_output.lock().unwrap();
-        let (data, version) = guard.as_ref().ok_or_else(|| {
-            Error::Autograd(format!(
-                "{}: the saved output was already freed",
-                self.node.op
-            ))
-        })?;
+        let (data, version) = guard
+            .as_ref()
+            .ok_or_else(|| Error::Autograd(format!("{}: the saved output was already freed", self.node.op)))?;
         let now = data.version();
         if now != *version {
             return Err(self.inplace_error(*version, now));
@@ -197,13 +193,7 @@ pub(crate) fn record_with_output(
 }
 
 #[track_caller]
-fn record_impl(
-    op: &'static str,
-    out: Tensor,
-    inputs: &[&Tensor],
-    save_output: bool,
-    backward: BackwardFn,
-) -> Tensor {
+fn record_impl(op: &'static str, out: Tensor, inputs: &[&Tensor], save_output: bool, backward: BackwardFn) -> Tensor {
     if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
         return out;
     }
@@ -249,11 +239,7 @@ fn check_finite(node: &Node, g: &Tensor) -> Result<()> {
         return Err(Error::Anomaly {
             op: node.op,
             location: node.location.to_string(),
-            what: if bad.is_nan() {
-                "NaN".into()
-            } else {
-                "Inf".into()
-            },
+            what: if bad.is_nan() { "NaN".into() } else { "Inf".into() },
         });
     }
     Ok(())
@@ -373,11 +359,7 @@ fn run_backward(
             let old = slot.take();
             *slot = Some(accumulate(
                 old,
-                if create_graph {
-                    grad.clone()
-                } else {
-                    grad.detach()
-                },
+                if create_graph { grad.clone() } else { grad.detach() },
             )?);
         }
         if let Sink::Capture(inputs, captured) = sink {
@@ -474,13 +456,7 @@ fn release(
     }
 }
 
-fn deliver_leaf(
-    inner: &Arc<Inner>,
-    mut g: Tensor,
-    leaf: &Tensor,
-    sink: &mut Sink,
-    create_graph: bool,
-) -> Result<()> {
+fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sink, create_graph: bool) -> Result<()> {
     for hook in inner.hooks.lock().unwrap().iter() {
         if let Some(h) = hook(&g) {
             g = h;
@@ -488,11 +464,7 @@ fn deliver_leaf(
     }
     match sink {
         Sink::Accumulate => {
-            let g = if create_graph {
-                g
-            } else {
-                g.contiguous_data()?
-            };
+            let g = if create_graph { g } else { g.contiguous_data()? };
             let mut slot = inner.grad.lock().unwrap();
             let old = slot.take();
             *slot = Some(accumulate(old, g)?);
@@ -509,12 +481,7 @@ fn deliver_leaf(
 }
 
 /// `loss.backward()` and friends: accumulate gradients into the leaves.
-pub fn backward(
-    outputs: &[Tensor],
-    grad_outputs: &[Tensor],
-    retain_graph: bool,
-    create_graph: bool,
-) -> Result<()> {
+pub fn backward(outputs: &[Tensor], grad_outputs: &[Tensor], retain_graph: bool, create_graph: bool) -> Result<()> {
     run_backward(
         outputs,
         grad_outputs,
@@ -577,13 +544,7 @@ pub fn grad_allow_unused(
         }
     };
     let mut sink = Sink::Capture(inputs, vec![None; inputs.len()]);
-    run_backward(
-        outputs,
-        go,
-        retain_graph || create_graph,
-        create_graph,
-        &mut sink,
-    )?;
+    run_backward(outputs, go, retain_graph || create_graph, create_graph, &mut sink)?;
     let Sink::Capture(_, captured) = sink else {
         unreachable!()
     };
@@ -599,12 +560,7 @@ pub trait Function: Send + Sync + 'static {
     /// The forward computation.
     fn forward(&self, inputs: &[Tensor]) -> Result<Tensor>;
     /// One gradient (or None) per input.
-    fn backward(
-        &self,
-        inputs: &[Tensor],
-        output: &Tensor,
-        grad_output: &Tensor,
-    ) -> Result<Vec<Option<Tensor>>>;
+    fn backward(&self, inputs: &[Tensor], output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
 
     /// Runs the op and records it.
     #[track_caller]
@@ -622,10 +578,7 @@ pub trait Function: Send + Sync + 'static {
             inputs,
             true,
             Box::new(move |ctx, g| {
-                let xs = saved
-                    .iter()
-                    .map(|s| ctx.unpack(s))
-                    .collect::<Result<Vec<_>>>()?;
+                let xs = saved.iter().map(|s| ctx.unpack(s)).collect::<Result<Vec<_>>>()?;
                 let y = ctx.output()?;
                 self.backward(&xs, &y, g)
             }),
@@ -638,10 +591,7 @@ pub trait Function: Send + Sync + 'static {
 pub(crate) fn to_dot(t: &Tensor) -> String {
     let mut out = String::from("digraph kiln {\n  rankdir=BT;\n  node [fontname=\"monospace\"];\n");
     let Some(root) = &t.0.grad_fn else {
-        out.push_str(&format!(
-            "  leaf [shape=box, label=\"leaf {:?}\"];\n}}\n",
-            t.shape()
-        ));
+        out.push_str(&format!("  leaf [shape=box, label=\"leaf {:?}\"];\n}}\n", t.shape()));
         return out;
     };
     let mut seen: HashMap<usize, ()> = HashMap::new();

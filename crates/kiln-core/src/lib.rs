@@ -31,4 +31,5 @@ pub use autograd::{is_grad_enabled, no_grad, set_anomaly_enabled, Function, NoGr
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use shape::broadcast_shapes;
+pub use storage::pooled_bytes;
 pub use tensor::{DType, Device, Element, Tensor};

@@ -19,16 +19,8 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n {
-            a[i + a.len() - n]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= n {
-            b[i + b.len() - n]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -86,10 +78,7 @@ mod tests {
     #[test]
     fn broadcast_rules_follow_numpy() {
         assert_eq!(broadcast_shapes("t", &[2, 3], &[3]).unwrap(), vec![2, 3]);
-        assert_eq!(
-            broadcast_shapes("t", &[4, 1, 5], &[3, 1]).unwrap(),
-            vec![4, 3, 5]
-        );
+        assert_eq!(broadcast_shapes("t", &[4, 1, 5], &[3, 1]).unwrap(), vec![4, 3, 5]);
         assert_eq!(broadcast_shapes("t", &[], &[2]).unwrap(), vec![2]);
         assert!(broadcast_shapes("t", &[2, 3], &[2]).is_err());
     }

@@ -1,6 +1,8 @@
 //! Storage: the buffer behind one or more tensor views, with the version
 //! counter that in-place writes bump.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -42,23 +44,133 @@ impl Storage {
 }
 
 impl Data {
-    /// `n` zeros of `dtype`.
-    pub(crate) fn zeros(dtype: crate::DType, n: usize) -> Data {
+    /// `n` copies of `value`.
+    pub(crate) fn filled(dtype: crate::DType, n: usize, value: f64) -> Data {
         match dtype {
-            crate::DType::F32 => Data::F32(vec![0.0; n]),
-            crate::DType::F64 => Data::F64(vec![0.0; n]),
+            crate::DType::F32 => {
+                let mut v = take::<f32>(n);
+                v.fill(value as f32);
+                Data::F32(v)
+            }
+            crate::DType::F64 => {
+                let mut v = take::<f64>(n);
+                v.fill(value);
+                Data::F64(v)
+            }
+        }
+    }
+    /// `n` elements whose values are unspecified: for kernels that write every element.
+    pub(crate) fn uninit(dtype: crate::DType, n: usize) -> Data {
+        match dtype {
+            crate::DType::F32 => Data::F32(take(n)),
+            crate::DType::F64 => Data::F64(take(n)),
         }
     }
     /// `rows` copies of `row`, row-major.
-    pub(crate) fn repeat_rows(dtype: crate::DType, row: &[f64], rows: usize) -> Data {
-        match dtype {
-            crate::DType::F32 => {
-                let r: Vec<f32> = row.iter().map(|&v| v as f32).collect();
-                Data::F32(r.iter().copied().cycle().take(r.len() * rows).collect())
-            }
-            crate::DType::F64 => {
-                Data::F64(row.iter().copied().cycle().take(row.len() * rows).collect())
-            }
+    pub(crate) fn repeat_rows<T: Pooled + Copy>(row: &[T], rows: usize) -> Vec<T> {
+        let mut v = take::<T>(row.len() * rows);
+        for chunk in v.chunks_exact_mut(row.len().max(1)) {
+            chunk.copy_from_slice(row);
+        }
+        v
+    }
+}
+
+// ---------------------------------------------------------------- buffer pool
+//
+// A caching allocator: a dropped storage returns its buffer to a per-thread
+// free list keyed by length, and the next tensor of that length reuses it. In
+// the steady state of a training step every shape repeats, so no step after
+// the first asks the system allocator for tensor memory.
+
+/// Most bytes a thread's pool keeps; beyond it, buffers are freed.
+const POOL_MAX_BYTES: usize = 1 << 30;
+/// Most free buffers of one length.
+const POOL_MAX_PER_LEN: usize = 32;
+
+/// Element types with a buffer pool.
+pub trait Pooled: Sized + Default + Clone + 'static {
+    #[doc(hidden)]
+    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> R;
+}
+
+/// Free buffers of one element type, by length.
+#[doc(hidden)]
+pub struct Pool<T> {
+    free: HashMap<usize, Vec<Vec<T>>>,
+    bytes: usize,
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            free: HashMap::new(),
+            bytes: 0,
+        }
+    }
+}
+
+thread_local! {
+    static POOL_F32: RefCell<Pool<f32>> = RefCell::new(Pool::default());
+    static POOL_F64: RefCell<Pool<f64>> = RefCell::new(Pool::default());
+}
+
+impl Pooled for f32 {
+    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> R {
+        POOL_F32.with(|p| f(&mut p.borrow_mut()))
+    }
+}
+
+impl Pooled for f64 {
+    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> R {
+        POOL_F64.with(|p| f(&mut p.borrow_mut()))
+    }
+}
+
+/// A buffer of exactly `n` elements, reused from the pool when one is free
+/// (its contents are then whatever the last user left).
+pub(crate) fn take<T: Pooled>(n: usize) -> Vec<T> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let reused = T::with_pool(|p| {
+        let v = p.free.get_mut(&n)?.pop()?;
+        p.bytes -= n * std::mem::size_of::<T>();
+        Some(v)
+    });
+    reused.unwrap_or_else(|| vec![T::default(); n])
+}
+
+/// Returns a buffer to the pool (or frees it when the pool is full).
+pub(crate) fn give<T: Pooled>(v: Vec<T>) {
+    let n = v.len();
+    if n == 0 || v.capacity() != n {
+        return;
+    }
+    let bytes = n * std::mem::size_of::<T>();
+    T::with_pool(|p| {
+        if p.bytes + bytes > POOL_MAX_BYTES {
+            return;
+        }
+        let list = p.free.entry(n).or_default();
+        if list.len() < POOL_MAX_PER_LEN {
+            list.push(v);
+            p.bytes += bytes;
+        }
+    });
+}
+
+/// Bytes currently held by this thread's pools.
+pub fn pooled_bytes() -> usize {
+    f32::with_pool(|p| p.bytes) + f64::with_pool(|p| p.bytes)
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        let data = self.data.get_mut().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(data, Data::F32(Vec::new())) {
+            Data::F32(v) => give(v),
+            Data::F64(v) => give(v),
         }
     }
 }

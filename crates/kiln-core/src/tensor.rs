@@ -66,17 +66,13 @@ impl std::str::FromStr for Device {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "unknown device {s:?}: expected cpu, cuda or cuda:N"
-                    ))
-                }),
+                .ok_or_else(|| Error::Invalid(format!("unknown device {s:?}: expected cpu, cuda or cuda:N"))),
         }
     }
 }
 
 /// Rust element types a tensor can hold (f32, f64).
-pub trait Element: kiln_cpu::Float {
+pub trait Element: kiln_cpu::Float + crate::storage::Pooled {
     /// The matching [`DType`].
     const DTYPE: DType;
     #[doc(hidden)]
@@ -148,13 +144,7 @@ pub(crate) struct Inner {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Tensor({:?}, {}, {}",
-            self.shape(),
-            self.dtype(),
-            self.device()
-        )?;
+        write!(f, "Tensor({:?}, {}, {}", self.shape(), self.dtype(), self.device())?;
         if let Some(node) = &self.0.grad_fn {
             write!(f, ", grad_fn={}", node.op)?;
         } else if self.0.requires_grad {
@@ -227,8 +217,7 @@ impl Tensor {
         match device {
             Device::Cpu => Ok(()),
             Device::Cuda(_) => Err(Error::NoDevice(
-                "this kiln build has no CUDA backend yet for tensor storage; use --device cpu"
-                    .into(),
+                "this kiln build has no CUDA backend yet for tensor storage; use --device cpu".into(),
             )),
         }
     }
@@ -240,10 +229,7 @@ impl Tensor {
         if n != data.len() {
             return Err(Error::BadShape {
                 op: "from_vec",
-                msg: format!(
-                    "{} values do not fill shape {shape:?} ({n} elements)",
-                    data.len()
-                ),
+                msg: format!("{} values do not fill shape {shape:?} ({n} elements)", data.len()),
             });
         }
         Self::check_device(device)?;
@@ -259,11 +245,7 @@ impl Tensor {
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
-        let data = match dtype {
-            DType::F32 => Data::F32(vec![value as f32; n]),
-            DType::F64 => Data::F64(vec![value; n]),
-        };
-        Ok(Self::from_data(data, shape, device))
+        Ok(Self::from_data(Data::filled(dtype, n, value), shape, device))
     }
 
     /// A tensor of zeros.
@@ -288,31 +270,23 @@ impl Tensor {
 
     /// 1-D tensor `start, start+step, …` up to (excluding) `end`.
     pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
-        if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
+        let steps = (end - start) / step;
+        if step == 0.0 || !step.is_finite() || !steps.is_finite() || steps < 0.0 {
             return Err(Error::Invalid(format!(
                 "arange({start}, {end}, {step}): empty or infinite range"
             )));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let n = steps.ceil() as usize;
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Self::check_device(device)?;
         Ok(match dtype {
-            DType::F32 => Self::from_data(
-                Data::F32(vals.iter().map(|&v| v as f32).collect()),
-                &[n],
-                device,
-            ),
+            DType::F32 => Self::from_data(Data::F32(vals.iter().map(|&v| v as f32).collect()), &[n], device),
             DType::F64 => Self::from_data(Data::F64(vals), &[n], device),
         })
     }
 
     /// Standard-normal samples from `rng` (same seed → same numbers on every machine).
-    pub fn randn<R: rand::Rng + ?Sized>(
-        shape: &[usize],
-        dtype: DType,
-        device: Device,
-        rng: &mut R,
-    ) -> Result<Tensor> {
+    pub fn randn<R: rand::Rng + ?Sized>(shape: &[usize], dtype: DType, device: Device, rng: &mut R) -> Result<Tensor> {
         use rand_distr::{Distribution, StandardNormal};
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
@@ -324,12 +298,7 @@ impl Tensor {
     }
 
     /// Uniform samples in [0, 1) from `rng`.
-    pub fn rand<R: rand::Rng + ?Sized>(
-        shape: &[usize],
-        dtype: DType,
-        device: Device,
-        rng: &mut R,
-    ) -> Result<Tensor> {
+    pub fn rand<R: rand::Rng + ?Sized>(shape: &[usize], dtype: DType, device: Device, rng: &mut R) -> Result<Tensor> {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
         let data = match dtype {
@@ -351,20 +320,14 @@ impl Tensor {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
         let data = match dtype {
-            DType::F32 => Data::F32(
-                (0..n)
-                    .map(|_| rng.gen_range(lo as f32..hi as f32))
-                    .collect(),
-            ),
+            DType::F32 => Data::F32((0..n).map(|_| rng.gen_range(lo as f32..hi as f32)).collect()),
             DType::F64 => Data::F64((0..n).map(|_| rng.gen_range(lo..hi)).collect()),
         };
         Ok(Self::from_data(data, shape, device))
     }
 
     /// A copy of an ndarray array (any dimensionality).
-    pub fn from_ndarray<T: Element, D: ndarray::Dimension>(
-        a: &ndarray::Array<T, D>,
-    ) -> Result<Tensor> {
+    pub fn from_ndarray<T: Element, D: ndarray::Dimension>(a: &ndarray::Array<T, D>) -> Result<Tensor> {
         let shape = a.shape().to_vec();
         Self::from_vec(a.iter().copied().collect(), &shape, Device::Cpu)
     }
@@ -501,8 +464,7 @@ impl Tensor {
     /// Keep the gradient of this non-leaf after backward (leaves always keep theirs).
     pub fn retain_grad(&self) {
         if let Some(node) = &self.0.grad_fn {
-            node.retain
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            node.retain.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -526,27 +488,22 @@ impl Tensor {
             )));
         }
         let one = Tensor::ones(self.shape(), self.dtype(), self.device())?;
-        autograd::backward(&[self.clone()], &[one], false, false)
+        autograd::backward(std::slice::from_ref(self), &[one], false, false)
     }
 
     /// Backpropagates with an explicit output gradient (any shape).
     pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
-        autograd::backward(&[self.clone()], &[grad.clone()], false, false)
+        autograd::backward(std::slice::from_ref(self), std::slice::from_ref(grad), false, false)
     }
 
     /// Backpropagates keeping saved tensors (so backward can run again) and
     /// optionally recording the backward pass for higher-order gradients.
-    pub fn backward_opts(
-        &self,
-        grad: Option<&Tensor>,
-        retain_graph: bool,
-        create_graph: bool,
-    ) -> Result<()> {
+    pub fn backward_opts(&self, grad: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
         let g = match grad {
             Some(g) => g.clone(),
             None => Tensor::ones(self.shape(), self.dtype(), self.device())?,
         };
-        autograd::backward(&[self.clone()], &[g], retain_graph, create_graph)
+        autograd::backward(std::slice::from_ref(self), &[g], retain_graph, create_graph)
     }
 
     /// Graphviz DOT text of the graph that produced this tensor.
@@ -568,7 +525,7 @@ impl Tensor {
         }
         let guard = self.0.storage.read();
         let src = T::slice(&guard).expect("dtype checked");
-        let mut out = vec![T::ZERO; self.numel()];
+        let mut out = crate::storage::take::<T>(self.numel());
         copy_strided(
             Strided {
                 data: src,
@@ -593,11 +550,7 @@ impl Tensor {
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         match self.dtype() {
             DType::F32 => self.to_vec::<f32>(),
-            DType::F64 => Ok(self
-                .to_vec::<f64>()?
-                .into_iter()
-                .map(|v| v as f32)
-                .collect()),
+            DType::F64 => Ok(self.to_vec::<f64>()?.into_iter().map(|v| v as f32).collect()),
         }
     }
 
@@ -660,15 +613,9 @@ impl Tensor {
 
     /// Like [`Tensor::update`] with a second, read-only tensor (e.g. a
     /// parameter and its gradient). `other` must not share storage with `self`.
-    pub fn update_with<T: Element, R>(
-        &self,
-        other: &Tensor,
-        f: impl FnOnce(&mut [T], &[T]) -> R,
-    ) -> Result<R> {
+    pub fn update_with<T: Element, R>(&self, other: &Tensor, f: impl FnOnce(&mut [T], &[T]) -> R) -> Result<R> {
         if self.shares_storage(other) {
-            return Err(Error::Invalid(
-                "update_with: the two tensors share storage".into(),
-            ));
+            return Err(Error::Invalid("update_with: the two tensors share storage".into()));
         }
         if other.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
@@ -730,29 +677,19 @@ impl Tensor {
     pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> Result<()> {
         match self.dtype() {
             DType::F32 => self.update_with::<f32, _>(other, |d, s| {
-                d.iter_mut()
-                    .zip(s)
-                    .for_each(|(a, &b)| *a += alpha as f32 * b)
+                d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha as f32 * b)
             }),
-            DType::F64 => self.update_with::<f64, _>(other, |d, s| {
-                d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha * b)
-            }),
+            DType::F64 => {
+                self.update_with::<f64, _>(other, |d, s| d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha * b))
+            }
         }
     }
 
     /// A contiguous deep copy that does not share storage (no autograd).
     pub fn deep_clone(&self) -> Result<Tensor> {
         Ok(match self.dtype() {
-            DType::F32 => Self::from_data(
-                Data::F32(self.to_vec::<f32>()?),
-                self.shape(),
-                self.device(),
-            ),
-            DType::F64 => Self::from_data(
-                Data::F64(self.to_vec::<f64>()?),
-                self.shape(),
-                self.device(),
-            ),
+            DType::F32 => Self::from_data(Data::F32(self.to_vec::<f32>()?), self.shape(), self.device()),
+            DType::F64 => Self::from_data(Data::F64(self.to_vec::<f64>()?), self.shape(), self.device()),
         })
     }
 
@@ -772,12 +709,8 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = match dtype {
-            DType::F32 => {
-                Self::from_data(Data::F32(self.to_vec_f32()?), self.shape(), self.device())
-            }
-            DType::F64 => {
-                Self::from_data(Data::F64(self.to_vec_f64()?), self.shape(), self.device())
-            }
+            DType::F32 => Self::from_data(Data::F32(self.to_vec_f32()?), self.shape(), self.device()),
+            DType::F64 => Self::from_data(Data::F64(self.to_vec_f64()?), self.shape(), self.device()),
         };
         let from = self.dtype();
         Ok(autograd::record("to_dtype", out, &[self], move |_, g| {

@@ -10,22 +10,14 @@ fn t64(v: &[f64], shape: &[usize]) -> Tensor {
 }
 
 fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 #[test]
 fn grads_accumulate_across_backward_calls() {
     let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
     x.mul(&x).unwrap().sum().unwrap().backward().unwrap();
-    x.mul_scalar(3.0)
-        .unwrap()
-        .sum()
-        .unwrap()
-        .backward()
-        .unwrap();
+    x.mul_scalar(3.0).unwrap().sum().unwrap().backward().unwrap();
     assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![5.0, 7.0]);
     x.zero_grad();
     assert!(x.grad().is_none());
@@ -50,11 +42,7 @@ fn no_grad_records_nothing_and_detach_cuts() {
     let z = x.exp().unwrap().detach().mul(&x).unwrap().sum().unwrap();
     z.backward().unwrap();
     // d/dx (c·x) with c = e¹ treated as a constant.
-    assert!(close(
-        &x.grad().unwrap().to_vec::<f64>().unwrap(),
-        &[1f64.exp()],
-        1e-12
-    ));
+    assert!(close(&x.grad().unwrap().to_vec::<f64>().unwrap(), &[1f64.exp()], 1e-12));
 }
 
 #[test]
@@ -148,10 +136,7 @@ fn anomaly_mode_names_the_op_and_forward_location() {
     match &err {
         Error::Anomaly { op, location, what } => {
             assert_eq!(*op, "sqrt");
-            assert!(
-                location.contains(&format!("autograd.rs:{line}:")),
-                "{location}"
-            );
+            assert!(location.contains(&format!("autograd.rs:{line}:")), "{location}");
             assert_eq!(what, "Inf");
         }
         other => panic!("expected Anomaly, got {other}"),
@@ -176,13 +161,8 @@ fn second_derivatives_match_closed_forms() {
     ];
     for (name, f, d2) in cases {
         let y = f(&x).unwrap().sum().unwrap();
-        let g = grad(&[y], &[x.clone()], None, false, true)
-            .unwrap()
-            .remove(0);
-        assert!(
-            !g.is_leaf(),
-            "{name}: first derivative must be differentiable"
-        );
+        let g = grad(&[y], &[x.clone()], None, false, true).unwrap().remove(0);
+        assert!(!g.is_leaf(), "{name}: first derivative must be differentiable");
         let gg = grad(&[g.sum().unwrap()], &[x.clone()], None, false, false)
             .unwrap()
             .remove(0);
@@ -195,9 +175,7 @@ fn second_derivatives_match_closed_forms() {
 fn gradient_penalty_gradient_matches_finite_differences() {
     // D(x) = w2·tanh(W1 x + b1); penalty P(W1) = Σ_n ‖∇ₓ D(xₙ)‖². Check dP/dW1 numerically.
     let x = t64(&[0.3, -0.7, 1.1, 0.2, -0.4, 0.9], &[2, 3]).requires_grad(true);
-    let w1v = vec![
-        0.5, -0.3, 0.8, 0.1, 0.7, -0.6, -0.2, 0.4, 0.3, 0.9, -0.5, 0.2,
-    ];
+    let w1v = vec![0.5, -0.3, 0.8, 0.1, 0.7, -0.6, -0.2, 0.4, 0.3, 0.9, -0.5, 0.2];
     let w2 = t64(&[0.6, -1.1, 0.4, 0.9], &[1, 4]);
     let penalty = |w1: &Tensor| -> Tensor {
         let d = x
@@ -209,9 +187,7 @@ fn gradient_penalty_gradient_matches_finite_differences() {
             .unwrap()
             .sum()
             .unwrap();
-        let gx = grad(&[d], &[x.clone()], None, true, true)
-            .unwrap()
-            .remove(0);
+        let gx = grad(&[d], &[x.clone()], None, true, true).unwrap().remove(0);
         gx.mul(&gx).unwrap().sum().unwrap()
     };
     let w1 = t64(&w1v, &[4, 3]).requires_grad(true);
@@ -227,12 +203,8 @@ fn gradient_penalty_gradient_matches_finite_differences() {
         plus[j] += eps;
         let mut minus = w1v.clone();
         minus[j] -= eps;
-        let fp = penalty(&t64(&plus, &[4, 3]).requires_grad(true))
-            .item()
-            .unwrap();
-        let fm = penalty(&t64(&minus, &[4, 3]).requires_grad(true))
-            .item()
-            .unwrap();
+        let fp = penalty(&t64(&plus, &[4, 3]).requires_grad(true)).item().unwrap();
+        let fm = penalty(&t64(&minus, &[4, 3]).requires_grad(true)).item().unwrap();
         let numeric = (fp - fm) / (2.0 * eps);
         assert!(
             (analytic[j] - numeric).abs() < 1e-5 + 1e-3 * numeric.abs(),
@@ -281,8 +253,7 @@ impl Function for Swish {
 #[test]
 fn custom_function_is_recorded_and_passes_gradcheck() {
     let x = t64(&[-1.0, 0.5, 2.0], &[3]);
-    let r =
-        kiln_core::gradcheck(|x| Swish.apply(&[&x[0]]), &[x.clone()], Default::default()).unwrap();
+    let r = kiln_core::gradcheck(|x| Swish.apply(&[&x[0]]), &[x.clone()], Default::default()).unwrap();
     assert!(r.ok, "{r:?}");
     let xr = x.requires_grad(true);
     let y = Swish.apply(&[&xr]).unwrap();
@@ -322,13 +293,7 @@ fn to_dot_lists_ops_leaves_and_edges() {
     let w = t64(&[0.1, 0.2, 0.3, 0.4], &[2, 2]).requires_grad(true);
     let b = t64(&[0.0, 0.0], &[2]).requires_grad(true);
     let x = t64(&[1.0, 2.0], &[1, 2]);
-    let y = x
-        .linear(&w, Some(&b))
-        .unwrap()
-        .relu()
-        .unwrap()
-        .sum()
-        .unwrap();
+    let y = x.linear(&w, Some(&b)).unwrap().relu().unwrap().sum().unwrap();
     let dot = y.to_dot();
     assert!(dot.starts_with("digraph kiln"));
     for needle in ["linear", "relu", "sum", "leaf\\n[2, 2]", "leaf\\n[2]", "->"] {
@@ -361,13 +326,7 @@ fn training_loop_memory_stays_flat() {
     let x = Tensor::full(&[16, 4], 0.5, DType::F32, Device::Cpu).unwrap();
     let mut weaks = Vec::new();
     for step in 0..10_000 {
-        let y = x
-            .linear(&w, None)
-            .unwrap()
-            .sigmoid()
-            .unwrap()
-            .mean()
-            .unwrap();
+        let y = x.linear(&w, None).unwrap().sigmoid().unwrap().mean().unwrap();
         if step % 1000 == 0 {
             weaks.push(y.grad_fn_weak().unwrap());
         }

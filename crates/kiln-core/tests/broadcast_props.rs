@@ -15,23 +15,17 @@ fn shape() -> impl Strategy<Value = Vec<usize>> {
 /// (always compatible), so both outcomes are well covered.
 fn shape_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     let derived = || {
-        (shape(), 0usize..=4, prop::collection::vec(any::<bool>(), 4)).prop_map(
-            |(a, drop, ones)| {
-                let drop = drop.min(a.len());
-                let b: Vec<usize> = a[drop..]
-                    .iter()
-                    .zip(&ones)
-                    .map(|(&d, &one)| if one { 1 } else { d })
-                    .collect();
-                (a, b)
-            },
-        )
+        (shape(), 0usize..=4, prop::collection::vec(any::<bool>(), 4)).prop_map(|(a, drop, ones)| {
+            let drop = drop.min(a.len());
+            let b: Vec<usize> = a[drop..]
+                .iter()
+                .zip(&ones)
+                .map(|(&d, &one)| if one { 1 } else { d })
+                .collect();
+            (a, b)
+        })
     };
-    prop_oneof![
-        (shape(), shape()),
-        derived(),
-        derived().prop_map(|(a, b)| (b, a)),
-    ]
+    prop_oneof![(shape(), shape()), derived(), derived().prop_map(|(a, b)| (b, a)),]
 }
 
 /// NumPy's rule, written independently of kiln: walk both shapes from the
@@ -56,9 +50,7 @@ fn numpy_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 /// for the divisor.
 fn filled(shape: &[usize], salt: f64) -> Tensor {
     let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|i| ((i as f64 * 0.37 + salt) % 5.0) - 2.45)
-        .collect();
+    let v: Vec<f64> = (0..n).map(|i| ((i as f64 * 0.37 + salt) % 5.0) - 2.45).collect();
     Tensor::from_vec(v, shape, Device::Cpu).unwrap()
 }
 

@@ -15,37 +15,21 @@ fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 }
 
 fn bits(t: &Tensor) -> Vec<u64> {
-    t.to_vec_f64()
-        .unwrap()
-        .into_iter()
-        .map(f64::to_bits)
-        .collect()
+    t.to_vec_f64().unwrap().into_iter().map(f64::to_bits).collect()
 }
 
 fn randn(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
-    Tensor::randn(
-        shape,
-        dtype,
-        Device::Cpu,
-        &mut ChaCha8Rng::seed_from_u64(seed),
-    )
-    .unwrap()
+    Tensor::randn(shape, dtype, Device::Cpu, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap()
 }
 
 /// Runs `f` at 1, 2 and 4 threads and asserts the three results are identical.
 #[track_caller]
 fn same_at_all_thread_counts(what: &str, f: impl Fn() -> Vec<Vec<u64>> + Sync) {
     let one = in_pool(1, &f);
-    assert!(
-        one.iter().all(|v| !v.is_empty()),
-        "{what}: nothing computed"
-    );
+    assert!(one.iter().all(|v| !v.is_empty()), "{what}: nothing computed");
     for threads in [2, 4] {
         let many = in_pool(threads, &f);
-        assert!(
-            one == many,
-            "{what}: {threads} threads differ from 1 thread"
-        );
+        assert!(one == many, "{what}: {threads} threads differ from 1 thread");
     }
 }
 
@@ -53,9 +37,7 @@ fn same_at_all_thread_counts(what: &str, f: impl Fn() -> Vec<Vec<u64>> + Sync) {
 fn sum_of_a_million_elements_is_bit_identical_across_thread_counts() {
     for dtype in [DType::F32, DType::F64] {
         let x = randn(&[1 << 20], dtype, 1);
-        same_at_all_thread_counts("sum", || {
-            vec![bits(&x.sum().unwrap()), bits(&x.mean().unwrap())]
-        });
+        same_at_all_thread_counts("sum", || vec![bits(&x.sum().unwrap()), bits(&x.mean().unwrap())]);
     }
 }
 
@@ -102,11 +84,7 @@ fn mlp_forward_and_backward_are_bit_identical_across_thread_counts() {
             .iter()
             .map(|p| p.detach().requires_grad(true))
             .collect();
-        let h = x
-            .linear(&params[0], Some(&params[1]))
-            .unwrap()
-            .gelu()
-            .unwrap();
+        let h = x.linear(&params[0], Some(&params[1])).unwrap().gelu().unwrap();
         let loss = h
             .linear(&params[2], Some(&params[3]))
             .unwrap()

@@ -12,14 +12,8 @@ fn matmul_shape_mismatch_names_both_shapes() {
     let err = zeros(&[64, 784], DType::F32)
         .matmul(&zeros(&[128, 784], DType::F32))
         .unwrap_err();
-    assert!(
-        matches!(err, Error::ShapeMismatch { op: "matmul", .. }),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "shape mismatch in matmul: [64, 784] x [128, 784]"
-    );
+    assert!(matches!(err, Error::ShapeMismatch { op: "matmul", .. }), "{err:?}");
+    assert_eq!(err.to_string(), "shape mismatch in matmul: [64, 784] x [128, 784]");
     let err = zeros(&[2, 3, 4], DType::F32)
         .matmul(&zeros(&[4, 5], DType::F32))
         .unwrap_err();
@@ -38,10 +32,7 @@ fn linear_errors_name_the_operands() {
         "shape mismatch in linear (x vs weight [out, in]): [8, 784] x [128, 100]"
     );
     let err = x
-        .linear(
-            &zeros(&[128, 784], DType::F32),
-            Some(&zeros(&[64], DType::F32)),
-        )
+        .linear(&zeros(&[128, 784], DType::F32), Some(&zeros(&[64], DType::F32)))
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -53,17 +44,12 @@ fn linear_errors_name_the_operands() {
 
 #[test]
 fn broadcast_mismatch_names_op_and_shapes() {
-    let err = zeros(&[2, 3], DType::F32)
-        .add(&zeros(&[4], DType::F32))
-        .unwrap_err();
+    let err = zeros(&[2, 3], DType::F32).add(&zeros(&[4], DType::F32)).unwrap_err();
     assert_eq!(err.to_string(), "shape mismatch in add: [2, 3] x [4]");
     let err = zeros(&[5, 1, 3], DType::F64)
         .maximum(&zeros(&[2, 2], DType::F64))
         .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "shape mismatch in maximum: [5, 1, 3] x [2, 2]"
-    );
+    assert_eq!(err.to_string(), "shape mismatch in maximum: [5, 1, 3] x [2, 2]");
 }
 
 #[test]
@@ -75,18 +61,14 @@ fn dtype_mismatch_names_both_dtypes() {
         ("div", b.div(&a)),
         (
             "matmul",
-            a.reshape(&[1, 3])
-                .unwrap()
-                .matmul(&b.reshape(&[3, 1]).unwrap()),
+            a.reshape(&[1, 3]).unwrap().matmul(&b.reshape(&[3, 1]).unwrap()),
         ),
     ] {
         let err = r.unwrap_err();
         assert!(matches!(err, Error::DTypeMismatch { .. }), "{op}: {err:?}");
         let msg = err.to_string();
         assert!(
-            msg.starts_with(&format!("dtype mismatch in {op}:"))
-                && msg.contains("f32")
-                && msg.contains("f64"),
+            msg.starts_with(&format!("dtype mismatch in {op}:")) && msg.contains("f32") && msg.contains("f64"),
             "{msg}"
         );
     }
@@ -120,10 +102,7 @@ fn to_vec_of_the_wrong_element_type_errors() {
 #[test]
 fn from_vec_of_the_wrong_length_errors() {
     let err = Tensor::from_vec(vec![1.0f32; 5], &[2, 3], Device::Cpu).unwrap_err();
-    assert!(
-        matches!(err, Error::BadShape { op: "from_vec", .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::BadShape { op: "from_vec", .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         "bad shape in from_vec: 5 values do not fill shape [2, 3] (6 elements)"
@@ -174,12 +153,24 @@ fn shape_op_errors_carry_the_facts() {
     assert_eq!(s.sum_dims(&[0], false).unwrap().item().unwrap(), 2.0);
     assert_eq!(s.transpose(0, 0).unwrap().item().unwrap(), 2.0);
     assert!(matches!(s.narrow(0, 0, 1), Err(Error::BadShape { .. })));
-    assert!(matches!(
-        Tensor::concat(&[&s, &s], 0),
-        Err(Error::BadShape { .. })
-    ));
+    assert!(matches!(Tensor::concat(&[&s, &s], 0), Err(Error::BadShape { .. })));
     assert!(matches!(s.dim(0), Err(Error::BadShape { .. })));
     assert!(t.narrow(0, usize::MAX, 2).is_err());
+}
+
+#[test]
+fn arange_rejects_empty_or_infinite_ranges() {
+    for (start, end, step) in [
+        (0.0, 1.0, 0.0),
+        (0.0, 1.0, -1.0),
+        (0.0, f64::INFINITY, 1.0),
+        (f64::NAN, 1.0, 1.0),
+        (0.0, 1.0, f64::NAN),
+    ] {
+        let err = Tensor::arange(start, end, step, DType::F32, Device::Cpu).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("empty or infinite range"), "{err}");
+    }
 }
 
 #[test]
@@ -216,15 +207,10 @@ fn device_and_autograd_misuse_errors() {
     let x = zeros(&[3], DType::F64).requires_grad(true);
     let err = x.exp().unwrap().backward().unwrap_err();
     assert!(
-        err.to_string()
-            .contains("needs a scalar output, got shape [3]"),
+        err.to_string().contains("needs a scalar output, got shape [3]"),
         "{err}"
     );
-    let err = x
-        .exp()
-        .unwrap()
-        .backward_with(&zeros(&[2], DType::F64))
-        .unwrap_err();
+    let err = x.exp().unwrap().backward_with(&zeros(&[2], DType::F64)).unwrap_err();
     assert!(
         err.to_string().contains("[3]") && err.to_string().contains("[2]"),
         "{err}"

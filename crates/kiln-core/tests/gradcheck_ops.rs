@@ -26,11 +26,7 @@ fn every_op_passes_gradcheck_on_random_shapes() {
         }
     }
     assert!(count >= 4 * 45, "suite too small: {count}");
-    assert!(
-        failures.is_empty(),
-        "gradcheck failures:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "gradcheck failures:\n{}", failures.join("\n"));
 }
 
 #[test]
@@ -50,12 +46,7 @@ fn gradcheck_detects_a_wrong_backward_rule() {
         }
     }
     let x = Tensor::from_vec(vec![0.5f64, -1.0, 2.0], &[3], kiln_core::Device::Cpu).unwrap();
-    let r = gradcheck(
-        |x| WrongSquare.apply(&[&x[0]]),
-        &[x],
-        GradcheckOptions::default(),
-    )
-    .unwrap();
+    let r = gradcheck(|x| WrongSquare.apply(&[&x[0]]), &[x], GradcheckOptions::default()).unwrap();
     assert!(!r.ok);
     assert!(r.max_abs_err > 0.1);
 }

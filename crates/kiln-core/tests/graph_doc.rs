@@ -6,12 +6,7 @@ use kiln_core::{Device, Tensor};
 
 #[test]
 fn linear_relu_sum_graph_matches_the_docs() {
-    let x = Tensor::from_vec(
-        vec![1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0],
-        &[2, 3],
-        Device::Cpu,
-    )
-    .unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0], &[2, 3], Device::Cpu).unwrap();
     let w_values: Vec<f32> = (0..12).map(|i| 0.1 * i as f32 - 0.5).collect();
     let w = Tensor::from_vec(w_values, &[4, 3], Device::Cpu)
         .unwrap()
@@ -19,13 +14,7 @@ fn linear_relu_sum_graph_matches_the_docs() {
     let b = Tensor::zeros(&[4], kiln_core::DType::F32, Device::Cpu)
         .unwrap()
         .requires_grad(true);
-    let loss = x
-        .linear(&w, Some(&b))
-        .unwrap()
-        .relu()
-        .unwrap()
-        .sum()
-        .unwrap();
+    let loss = x.linear(&w, Some(&b)).unwrap().relu().unwrap().sum().unwrap();
     let dot = loss.to_dot();
     println!("{dot}");
 

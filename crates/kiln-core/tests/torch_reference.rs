@@ -110,10 +110,7 @@ fn run(case: &Case, leaves: &BTreeMap<String, Tensor>) -> Tensor {
             let target = tensor(&case.raw["target"]);
             (|| {
                 let hidden = x("x").linear(x("w1"), Some(x("b1")))?.relu()?;
-                hidden
-                    .linear(x("w2"), Some(x("b2")))?
-                    .sigmoid()?
-                    .bce_loss(&target)
+                hidden.linear(x("w2"), Some(x("b2")))?.sigmoid()?.bce_loss(&target)
             })()
         }
         other => panic!("fixture op {other} has no kiln mapping"),
@@ -144,12 +141,7 @@ fn forward_values_and_gradients_match_pytorch_f64() {
         let leaves: BTreeMap<String, Tensor> = case
             .inputs
             .iter()
-            .map(|(k, t)| {
-                (
-                    k.clone(),
-                    t.clone().requires_grad(case.grads.contains_key(k)),
-                )
-            })
+            .map(|(k, t)| (k.clone(), t.clone().requires_grad(case.grads.contains_key(k))))
             .collect();
         let out = run(&case, &leaves);
         assert_close(&format!("{} forward", case.name), &out, &case.output);

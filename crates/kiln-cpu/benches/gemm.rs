@@ -44,22 +44,7 @@ fn bench_gemm(c: &mut Criterion) {
                 continue;
             }
             group.bench_with_input(BenchmarkId::new(v.name(), &label), &v, |bencher, &v| {
-                bencher.iter(|| {
-                    sgemm_variant(
-                        v,
-                        m,
-                        n,
-                        k,
-                        1.0,
-                        &a,
-                        sa,
-                        &b,
-                        sb,
-                        0.0,
-                        &mut out,
-                        [n as isize, 1],
-                    )
-                })
+                bencher.iter(|| sgemm_variant(v, m, n, k, 1.0, &a, sa, &b, sb, 0.0, &mut out, [n as isize, 1]))
             });
         }
     }

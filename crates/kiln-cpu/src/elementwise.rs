@@ -292,13 +292,7 @@ impl<T> Strided<'_, T> {
 
 /// out = op(a, b) over the output `shape` (row-major, contiguous), reading
 /// `a` and `b` through their (broadcast) strides.
-pub fn binary<T: Float>(
-    op: BinaryOp,
-    a: Strided<T>,
-    b: Strided<T>,
-    shape: &[usize],
-    out: &mut [T],
-) {
+pub fn binary<T: Float>(op: BinaryOp, a: Strided<T>, b: Strided<T>, shape: &[usize], out: &mut [T]) {
     let n: usize = shape.iter().product();
     assert_eq!(out.len(), n);
     assert_eq!(a.strides.len(), shape.len());
@@ -321,29 +315,16 @@ pub fn binary<T: Float>(
 }
 
 #[inline(always)]
-fn binary_impl<T: Float>(
-    op: BinaryOp,
-    a: Strided<T>,
-    b: Strided<T>,
-    shape: &[usize],
-    out: &mut [T],
-) {
+fn binary_impl<T: Float>(op: BinaryOp, a: Strided<T>, b: Strided<T>, shape: &[usize], out: &mut [T]) {
     let n = out.len();
     let a_contig = a.is_contiguous(shape);
     let b_contig = b.is_contiguous(shape);
     // Fast paths: both contiguous, or one side a scalar.
     if a_contig && b_contig {
-        let (xa, xb) = (
-            &a.data[a.offset..a.offset + n],
-            &b.data[b.offset..b.offset + n],
-        );
+        let (xa, xb) = (&a.data[a.offset..a.offset + n], &b.data[b.offset..b.offset + n]);
         let body = |start: usize, o: &mut [T]| {
             let len = o.len();
-            for ((r, &u), &v) in o
-                .iter_mut()
-                .zip(&xa[start..start + len])
-                .zip(&xb[start..start + len])
-            {
+            for ((r, &u), &v) in o.iter_mut().zip(&xa[start..start + len]).zip(&xb[start..start + len]) {
                 *r = binary_scalar(op, u, v);
             }
         };

@@ -127,7 +127,7 @@ impl_float!(f64);
 
 /// Below this many elements a kernel runs on the caller's thread: spawning
 /// rayon tasks costs more than the work.
-pub const PAR_THRESHOLD: usize = 1 << 15;
+pub const PAR_THRESHOLD: usize = 1 << 18;
 
 /// Fixed chunk length of parallel kernels and reductions. Reductions sum each
 /// chunk sequentially and then the chunk sums in order, so the result does not

@@ -52,7 +52,7 @@ pub fn adam_step<T: Float>(h: &AdamStep, p: &mut [T], g: &[T], m: &mut [T], v: &
                 if decoupled {
                     pi = pi * decay;
                 } else {
-                    gi = gi + wd * pi;
+                    gi += wd * pi;
                 }
             }
             let mi = b1t * mc[i] + omb1 * gi;
@@ -96,10 +96,7 @@ pub fn sgd_step<T: Float>(h: &SgdStep, p: &mut [T], g: &[T], buf: &mut [T]) {
     let n = p.len();
     assert!(g.len() == n, "sgd_step: lengths differ");
     let use_buf = h.momentum != 0.0;
-    assert!(
-        !use_buf || buf.len() == n,
-        "sgd_step: momentum buffer length"
-    );
+    assert!(!use_buf || buf.len() == n, "sgd_step: momentum buffer length");
     let (lr, mu, damp, wd) = (
         T::from_f64(h.lr),
         T::from_f64(h.momentum),
@@ -111,11 +108,7 @@ pub fn sgd_step<T: Float>(h: &SgdStep, p: &mut [T], g: &[T], buf: &mut [T]) {
         for i in 0..pc.len() {
             let gi = gc[i] + wd * pc[i];
             let d = if use_buf {
-                let b = if h.first_step {
-                    gi
-                } else {
-                    mu * bc[i] + damp * gi
-                };
+                let b = if h.first_step { gi } else { mu * bc[i] + damp * gi };
                 bc[i] = b;
                 if h.nesterov {
                     gi + mu * b

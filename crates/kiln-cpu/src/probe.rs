@@ -171,10 +171,7 @@ fn fma_run(isa: FmaIsa, iters: u64, seed: f32) -> f64 {
     let (sink, flops_per_iter) = match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `FmaIsa::detect` found AVX-512F before this ISA is used.
-        FmaIsa::Avx512 => (
-            unsafe { fma_chains_avx512(iters, seed) },
-            (CHAINS + 4) * 16 * 2,
-        ),
+        FmaIsa::Avx512 => (unsafe { fma_chains_avx512(iters, seed) }, (CHAINS + 4) * 16 * 2),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `FmaIsa::detect` found AVX2 and FMA before this ISA is used.
         FmaIsa::Avx2Fma => (unsafe { fma_chains_avx2(iters, seed) }, CHAINS * 8 * 2),

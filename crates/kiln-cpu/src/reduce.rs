@@ -23,7 +23,7 @@ fn combine<T: Float>(op: ReduceOp, acc: T, v: T) -> T {
     match op {
         ReduceOp::Sum => acc + v,
         ReduceOp::Max => {
-            if v > acc || v != v {
+            if v > acc || v.to_f64().is_nan() {
                 v
             } else {
                 acc
@@ -55,12 +55,7 @@ fn reduce_seq<T: Float>(op: ReduceOp, x: &[T]) -> T {
             for &v in it.remainder() {
                 s += v;
             }
-            let pairs = [
-                acc[0] + acc[4],
-                acc[1] + acc[5],
-                acc[2] + acc[6],
-                acc[3] + acc[7],
-            ];
+            let pairs = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
             (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + s
         }
         ReduceOp::Max => x.iter().fold(identity(op), |a, &v| combine(op, a, v)),
@@ -81,14 +76,7 @@ pub fn reduce_all<T: Float>(op: ReduceOp, x: &[T]) -> T {
 }
 
 /// out[o, i] = reduce over j of x[o, j, i], for x of shape [outer, r, inner].
-pub fn reduce_dim<T: Float>(
-    op: ReduceOp,
-    x: &[T],
-    outer: usize,
-    r: usize,
-    inner: usize,
-    out: &mut [T],
-) {
+pub fn reduce_dim<T: Float>(op: ReduceOp, x: &[T], outer: usize, r: usize, inner: usize, out: &mut [T]) {
     assert_eq!(x.len(), outer * r * inner, "reduce_dim: input length");
     assert_eq!(out.len(), outer * inner, "reduce_dim: output length");
     if inner == 1 {
@@ -126,13 +114,9 @@ pub fn reduce_dim<T: Float>(
         }
     };
     if x.len() < PAR_THRESHOLD {
-        out.chunks_mut(inner)
-            .enumerate()
-            .for_each(|(o, d)| body(o, d));
+        out.chunks_mut(inner).enumerate().for_each(|(o, d)| body(o, d));
     } else if outer >= 4 {
-        out.par_chunks_mut(inner)
-            .enumerate()
-            .for_each(|(o, d)| body(o, d));
+        out.par_chunks_mut(inner).enumerate().for_each(|(o, d)| body(o, d));
     } else {
         // Few outer slices: split the inner dimension into column blocks instead.
         const COLS: usize = 256;
@@ -182,9 +166,7 @@ mod tests {
         reduce_dim(ReduceOp::Max, &x, outer, r, inner, &mut out);
         for o in 0..outer {
             for i in 0..inner {
-                let want = (0..r)
-                    .map(|j| x[(o * r + j) * inner + i])
-                    .fold(f64::MIN, f64::max);
+                let want = (0..r).map(|j| x[(o * r + j) * inner + i]).fold(f64::MIN, f64::max);
                 assert_eq!(out[o * inner + i], want);
             }
         }
@@ -193,9 +175,7 @@ mod tests {
     #[test]
     fn reduce_dim_deterministic_across_threads() {
         let (outer, r, inner) = (2, 3000, 700);
-        let x: Vec<f32> = (0..outer * r * inner)
-            .map(|i| ((i % 977) as f32).sqrt())
-            .collect();
+        let x: Vec<f32> = (0..outer * r * inner).map(|i| ((i % 977) as f32).sqrt()).collect();
         let run = |t: usize| {
             let mut out = vec![0.0f32; outer * inner];
             rayon::ThreadPoolBuilder::new()
@@ -206,9 +186,6 @@ mod tests {
             out
         };
         let a = run(1);
-        assert!(a
-            .iter()
-            .zip(run(3))
-            .all(|(p, q)| p.to_bits() == q.to_bits()));
+        assert!(a.iter().zip(run(3)).all(|(p, q)| p.to_bits() == q.to_bits()));
     }
 }

@@ -1,8 +1,6 @@
 //! The CUDA context: device, one stream, the buffer pool and the compiled-module cache.
 
-use cudarc::driver::{
-    sys as driver_sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig,
-};
+use cudarc::driver::{sys as driver_sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -62,9 +60,8 @@ impl CudaBackend {
                     .into(),
             ));
         }
-        let count = CudaContext::device_count().map_err(|e| {
-            CudaError::NoDevice(format!("the CUDA driver reports no usable device: {e}"))
-        })?;
+        let count = CudaContext::device_count()
+            .map_err(|e| CudaError::NoDevice(format!("the CUDA driver reports no usable device: {e}")))?;
         if ordinal >= count.max(0) as usize {
             return Err(CudaError::NoDevice(format!(
                 "device {ordinal} requested but {count} CUDA device(s) present"
@@ -231,18 +228,13 @@ impl CudaBackend {
         defines: &[String],
     ) -> Result<CudaFunction> {
         let key = (source.file, defines.to_vec(), name);
-        if let Some(f) = self
-            .functions
-            .lock()
-            .expect("function cache poisoned")
-            .get(&key)
-        {
+        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(&key) {
             return Ok(f.clone());
         }
         let module = self.module(source, defines)?;
-        let func = module.load_function(name).map_err(|e| {
-            CudaError::driver(format!("loading kernel {name} from {}", source.file), e)
-        })?;
+        let func = module
+            .load_function(name)
+            .map_err(|e| CudaError::driver(format!("loading kernel {name} from {}", source.file), e))?;
         self.functions
             .lock()
             .expect("function cache poisoned")
@@ -252,12 +244,7 @@ impl CudaBackend {
 
     fn module(&self, source: &KernelSource, defines: &[String]) -> Result<Arc<CudaModule>> {
         let key = (source.file, defines.to_vec());
-        if let Some(m) = self
-            .modules
-            .lock()
-            .expect("module cache poisoned")
-            .get(&key)
-        {
+        if let Some(m) = self.modules.lock().expect("module cache poisoned").get(&key) {
             return Ok(Arc::clone(m));
         }
         let compiled = nvrtc::compile(source, &self.arch, defines)?;
@@ -297,8 +284,6 @@ pub(crate) fn check_len(what: &str, actual: usize, expected: usize) -> Result<()
 }
 
 /// Maps a launch failure to a `Driver` error naming the kernel.
-pub(crate) fn launch_err(
-    kernel: &str,
-) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError + '_ {
+pub(crate) fn launch_err(kernel: &str) -> impl FnOnce(cudarc::driver::DriverError) -> CudaError + '_ {
     move |e| CudaError::driver(format!("launching {kernel}"), e)
 }

@@ -31,10 +31,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     /// 3 warm-up runs, 20 samples.
     fn default() -> Self {
-        BenchOptions {
-            warmup: 3,
-            repeats: 20,
-        }
+        BenchOptions { warmup: 3, repeats: 20 }
     }
 }
 
@@ -102,8 +99,7 @@ pub fn device_info(gpu: &CudaBackend) -> Result<DeviceInfo> {
         sm_count: gpu.sm_count(),
         clock_khz,
         fp32_lanes_per_sm: lanes,
-        peak_gflops: clock_khz
-            .map(|khz| gpu.sm_count() as f64 * khz as f64 * 1e3 * lanes as f64 * 2.0 / 1e9),
+        peak_gflops: clock_khz.map(|khz| gpu.sm_count() as f64 * khz as f64 * 1e3 * lanes as f64 * 2.0 / 1e9),
         peak_gbps: mem_clock_khz
             .zip(bus_bits)
             .map(|(khz, bits)| 2.0 * khz as f64 * 1e3 * (bits as f64 / 8.0) / 1e9),
@@ -112,11 +108,7 @@ pub fn device_info(gpu: &CudaBackend) -> Result<DeviceInfo> {
 
 /// Per-launch times (ms) of `run`: `opts.warmup` untimed runs, then `opts.repeats` samples of
 /// a batch of launches sized to last about a millisecond.
-fn time_ms(
-    gpu: &CudaBackend,
-    opts: &BenchOptions,
-    mut run: impl FnMut() -> Result<()>,
-) -> Result<Vec<f64>> {
+fn time_ms(gpu: &CudaBackend, opts: &BenchOptions, mut run: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     let event = |what: &str| {
         gpu.stream()
             .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
@@ -138,9 +130,7 @@ fn time_ms(
     }
     let estimate = batch_ms(1, &mut run)?;
     let batch = ((1.0 / estimate.max(1e-4)).ceil() as usize).clamp(1, 1000);
-    (0..opts.repeats.max(1))
-        .map(|_| batch_ms(batch, &mut run))
-        .collect()
+    (0..opts.repeats.max(1)).map(|_| batch_ms(batch, &mut run)).collect()
 }
 
 /// (median, (p90 − p10)/median).
@@ -230,9 +220,7 @@ pub fn bench_gemm(
         if let Some(blas) = &blas {
             cublas_sgemm(blas, layout, (m, n, k), &a, &b, &mut c)?;
             let cublas_out = gpu.dtoh(&c)?;
-            let samples = time_ms(gpu, opts, || {
-                cublas_sgemm(blas, layout, (m, n, k), &a, &b, &mut c)
-            })?;
+            let samples = time_ms(gpu, opts, || cublas_sgemm(blas, layout, (m, n, k), &a, &b, &mut c))?;
             let (median_ms, spread) = summarize(samples);
             let gflops = flops / (median_ms * 1e6);
             cublas_gflops = Some(gflops);
@@ -270,9 +258,7 @@ pub fn bench_gemm(
                 Some(w) => gemm_close(&gpu.dtoh(&c)?, w, k),
                 None => false,
             };
-            let samples = time_ms(gpu, opts, || {
-                gpu.sgemm(layout, m, n, k, &a, &b, &mut c, variant)
-            })?;
+            let samples = time_ms(gpu, opts, || gpu.sgemm(layout, m, n, k, &a, &b, &mut c, variant))?;
             let (median_ms, spread) = summarize(samples);
             let gflops = flops / (median_ms * 1e6);
             rows.push(BenchResult {
@@ -298,12 +284,7 @@ fn gemm_close(got: &[f32], want: &[f32], k: usize) -> bool {
 }
 
 /// Device-to-device memcpy of `n` floats: the bandwidth reference (bytes = 2·4·n).
-fn bench_memcpy(
-    gpu: &CudaBackend,
-    n: usize,
-    opts: &BenchOptions,
-    peak: Option<f64>,
-) -> Result<BenchResult> {
+fn bench_memcpy(gpu: &CudaBackend, n: usize, opts: &BenchOptions, peak: Option<f64>) -> Result<BenchResult> {
     let src = gpu.zeros(n)?;
     let mut dst = gpu.alloc(n)?;
     let (median_ms, spread) = summarize(time_ms(gpu, opts, || gpu.dtod(&src, &mut dst))?);
@@ -347,11 +328,7 @@ fn bandwidth_row(
 
 /// Benchmarks the elementwise kernels (unary GELU and binary add, v1 scalar vs v2 float4) on
 /// `n`-element vectors against a device memcpy measured in the same run.
-pub fn bench_elementwise(
-    gpu: &CudaBackend,
-    sizes: &[usize],
-    opts: &BenchOptions,
-) -> Result<Vec<BenchResult>> {
+pub fn bench_elementwise(gpu: &CudaBackend, sizes: &[usize], opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     let peak = device_info(gpu)?.peak_gbps;
     let mut rows = Vec::new();
     for &n in sizes {
@@ -362,10 +339,7 @@ pub fn bench_elementwise(
         let y = gpu.htod(&y_host)?;
         let mut out = gpu.alloc(n)?;
         let op = UnaryOp::Gelu;
-        let want_unary: Vec<f32> = x_host
-            .iter()
-            .map(|&v| reference::unary_fwd(op, v))
-            .collect();
+        let want_unary: Vec<f32> = x_host.iter().map(|&v| reference::unary_fwd(op, v)).collect();
         let want_add: Vec<f32> = x_host.iter().zip(&y_host).map(|(a, b)| a + b).collect();
         for (variant, label) in [
             (ElementwiseVariant::V1Scalar, "v1"),
@@ -406,11 +380,7 @@ pub fn bench_elementwise(
 
 /// Benchmarks the fused Adam step (v1 scalar vs v2 float4; 28 bytes of traffic per element)
 /// against a device memcpy measured in the same run.
-pub fn bench_adam(
-    gpu: &CudaBackend,
-    sizes: &[usize],
-    opts: &BenchOptions,
-) -> Result<Vec<BenchResult>> {
+pub fn bench_adam(gpu: &CudaBackend, sizes: &[usize], opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     let peak = device_info(gpu)?.peak_gbps;
     let cfg = AdamConfig {
         weight_decay: 0.01,

@@ -169,25 +169,13 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let ndim = a.len().max(b.len());
     let mut out = vec![0; ndim];
     for i in 0..ndim {
-        let da = if i < ndim - a.len() {
-            1
-        } else {
-            a[i - (ndim - a.len())]
-        };
-        let db = if i < ndim - b.len() {
-            1
-        } else {
-            b[i - (ndim - b.len())]
-        };
+        let da = if i < ndim - a.len() { 1 } else { a[i - (ndim - a.len())] };
+        let db = if i < ndim - b.len() { 1 } else { b[i - (ndim - b.len())] };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => {
-                return Err(CudaError::Shape(format!(
-                    "cannot broadcast {a:?} with {b:?}"
-                )))
-            }
+            _ => return Err(CudaError::Shape(format!("cannot broadcast {a:?} with {b:?}"))),
         };
     }
     Ok(out)
@@ -225,8 +213,8 @@ impl BroadcastParams {
         };
         let offset = MAX_DIMS - out_shape.len();
         for (i, &d) in out_shape.iter().enumerate() {
-            p.shape[offset + i] = i32::try_from(d)
-                .map_err(|_| CudaError::Shape(format!("dimension {d} exceeds i32")))?;
+            p.shape[offset + i] =
+                i32::try_from(d).map_err(|_| CudaError::Shape(format!("dimension {d} exceeds i32")))?;
             p.a_strides[offset + i] = a_strides[i];
             p.b_strides[offset + i] = b_strides[i];
         }
@@ -239,11 +227,7 @@ fn extent(shape: &[usize], strides: &[usize]) -> usize {
     if shape.contains(&0) {
         return 0;
     }
-    1 + shape
-        .iter()
-        .zip(strides)
-        .map(|(&d, &s)| (d - 1) * s)
-        .sum::<usize>()
+    1 + shape.iter().zip(strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>()
 }
 
 fn check_view(what: &str, buf: &DeviceBuffer, shape: &[usize], strides: &[usize]) -> Result<()> {
@@ -465,11 +449,7 @@ impl CudaBackend {
         let name = "copy_strided_v1_f32";
         let func = self.function(&ELEMENTWISE, name)?;
         let mut launch = self.stream().launch_builder(&func);
-        launch
-            .arg(&params)
-            .arg(x.slice())
-            .arg(out.slice_mut())
-            .arg(&n_i64);
+        launch.arg(&params).arg(x.slice()).arg(out.slice_mut()).arg(&n_i64);
         // SAFETY: matches `copy_strided_v1_f32(BroadcastParams p, const float* x, float* out,
         // long long n)`; check_view bounds every offset inside x; out holds n floats.
         unsafe { launch.launch(self.grid_1d(n)) }.map_err(launch_err(name))?;

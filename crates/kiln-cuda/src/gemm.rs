@@ -142,9 +142,7 @@ impl Activation {
 
 fn dims_to_i32(dims: &[usize]) -> Result<Vec<i32>> {
     dims.iter()
-        .map(|&d| {
-            i32::try_from(d).map_err(|_| CudaError::Shape(format!("dimension {d} exceeds i32")))
-        })
+        .map(|&d| i32::try_from(d).map_err(|_| CudaError::Shape(format!("dimension {d} exceeds i32"))))
         .collect()
 }
 
@@ -223,11 +221,7 @@ impl CudaBackend {
     ) -> Result<()> {
         let ctx = format!("linear_fwd N={batch} I={in_features} O={out_features}");
         check_len(&format!("{ctx} x"), x.len(), batch * in_features)?;
-        check_len(
-            &format!("{ctx} weight"),
-            weight.len(),
-            out_features * in_features,
-        )?;
+        check_len(&format!("{ctx} weight"), weight.len(), out_features * in_features)?;
         check_len(&format!("{ctx} bias"), bias.len(), out_features)?;
         check_len(&format!("{ctx} out"), out.len(), batch * out_features)?;
         if batch == 0 || out_features == 0 {

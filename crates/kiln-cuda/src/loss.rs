@@ -46,9 +46,7 @@ fn rows_config(backend: &CudaBackend, rows: usize) -> LaunchConfig {
 }
 
 fn rows_cols_i32(what: &str, rows: usize, cols: usize) -> Result<(i32, i32)> {
-    let conv = |v: usize| {
-        i32::try_from(v).map_err(|_| CudaError::Shape(format!("{what}: {v} exceeds i32")))
-    };
+    let conv = |v: usize| i32::try_from(v).map_err(|_| CudaError::Shape(format!("{what}: {v} exceeds i32")));
     Ok((conv(rows)?, conv(cols)?))
 }
 
@@ -123,13 +121,7 @@ impl CudaBackend {
     }
 
     /// y = log_softmax(x) over the last dim of x [rows, cols].
-    pub fn log_softmax_fwd(
-        &self,
-        x: &DeviceBuffer,
-        rows: usize,
-        cols: usize,
-        y: &mut DeviceBuffer,
-    ) -> Result<()> {
+    pub fn log_softmax_fwd(&self, x: &DeviceBuffer, rows: usize, cols: usize, y: &mut DeviceBuffer) -> Result<()> {
         let what = format!("log_softmax [{rows}, {cols}]");
         check_len(&format!("{what} x"), x.len(), rows * cols)?;
         check_len(&format!("{what} y"), y.len(), rows * cols)?;

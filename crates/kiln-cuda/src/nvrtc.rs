@@ -86,11 +86,7 @@ pub fn compile(source: &KernelSource, arch: &str, options: &[String]) -> Result<
     Ok(compiled)
 }
 
-fn compile_uncached(
-    source: &KernelSource,
-    arch: &str,
-    options: &[String],
-) -> Result<CompiledModule> {
+fn compile_uncached(source: &KernelSource, arch: &str, options: &[String]) -> Result<CompiledModule> {
     if !nvrtc_available() {
         return Err(CudaError::NoDevice(
             "libnvrtc could not be loaded (set LD_LIBRARY_PATH to a directory containing \
@@ -103,8 +99,7 @@ fn compile_uncached(
         message,
         log,
     };
-    let src = CString::new(source.source)
-        .map_err(|_| nvrtc_err("source contains a NUL byte".into(), String::new()))?;
+    let src = CString::new(source.source).map_err(|_| nvrtc_err("source contains a NUL byte".into(), String::new()))?;
     let name = CString::new(source.file).expect("kernel file names contain no NUL");
     let prog = nvrtc_result::create_program(&src, Some(&name))
         .map_err(|e| nvrtc_err(format!("nvrtcCreateProgram: {e}"), String::new()))?;
@@ -124,8 +119,7 @@ fn compile_uncached(
         .and_then(|()| {
             // SAFETY: `prog` compiled successfully for a real architecture, so a cubin exists;
             // the buffer is sized by nvrtcGetCUBINSize.
-            unsafe { get_cubin(prog) }
-                .map_err(|e| nvrtc_err(format!("nvrtcGetCUBIN: {e}"), log.clone()))
+            unsafe { get_cubin(prog) }.map_err(|e| nvrtc_err(format!("nvrtcGetCUBIN: {e}"), log.clone()))
         });
     // SAFETY: `prog` is live and not used after this.
     let _ = unsafe { nvrtc_result::destroy_program(prog) };
@@ -134,9 +128,7 @@ fn compile_uncached(
 
 /// # Safety
 /// `prog` must be a live, successfully compiled program for a real (`sm_`) architecture.
-unsafe fn get_cubin(
-    prog: nvrtc_sys::nvrtcProgram,
-) -> std::result::Result<Vec<u8>, nvrtc_result::NvrtcError> {
+unsafe fn get_cubin(prog: nvrtc_sys::nvrtcProgram) -> std::result::Result<Vec<u8>, nvrtc_result::NvrtcError> {
     let mut size = 0usize;
     nvrtc_sys::nvrtcGetCUBINSize(prog, &mut size).result()?;
     let mut cubin = vec![0u8; size];

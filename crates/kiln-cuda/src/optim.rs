@@ -143,15 +143,7 @@ impl CudaBackend {
         m: &mut DeviceBuffer,
         v: &mut DeviceBuffer,
     ) -> Result<()> {
-        self.adam_step_variant(
-            config,
-            step,
-            param,
-            grad,
-            m,
-            v,
-            ElementwiseVariant::V2Float4,
-        )
+        self.adam_step_variant(config, step, param, grad, m, v, ElementwiseVariant::V2Float4)
     }
 
     /// [`CudaBackend::adam_step`] with an explicit kernel variant (v1 scalar, v2 float4).

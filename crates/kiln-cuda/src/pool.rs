@@ -66,9 +66,8 @@ impl Pool {
                         // Out of memory is often only fragmentation by cached buffers of other
                         // sizes: give them back to the driver and try once more.
                         self.empty();
-                        unsafe { self.stream.alloc::<f32>(capacity) }.map_err(|e| {
-                            CudaError::driver(format!("allocating {capacity} floats"), e)
-                        })?
+                        unsafe { self.stream.alloc::<f32>(capacity) }
+                            .map_err(|e| CudaError::driver(format!("allocating {capacity} floats"), e))?
                     }
                 }
             }

@@ -35,8 +35,7 @@ impl ReduceOp {
 /// Number of first-pass blocks for n elements: a function of n only, so the summation order
 /// (and the result) does not change from run to run.
 pub(crate) fn partial_count(n: usize) -> usize {
-    n.div_ceil(REDUCE_THREADS as usize * 4)
-        .clamp(1, MAX_PARTIALS)
+    n.div_ceil(REDUCE_THREADS as usize * 4).clamp(1, MAX_PARTIALS)
 }
 
 impl CudaBackend {
@@ -52,11 +51,7 @@ impl CudaBackend {
                 ReduceOp::Max => Err(CudaError::Shape("max of an empty tensor".into())),
             };
         }
-        let scale = if op == ReduceOp::Mean {
-            1.0 / n as f32
-        } else {
-            1.0
-        };
+        let scale = if op == ReduceOp::Mean { 1.0 / n as f32 } else { 1.0 };
         let blocks = partial_count(n);
         if blocks == 1 {
             return self.reduce_all_pass(op.code(), x, n, scale, out, 1);
@@ -133,23 +128,15 @@ impl CudaBackend {
                 ReduceOp::Max => Err(CudaError::Shape(format!("{what}: max over an empty dim"))),
             };
         }
-        let to_i32 = |v: usize| {
-            i32::try_from(v).map_err(|_| CudaError::Shape(format!("{what}: {v} exceeds i32")))
-        };
+        let to_i32 = |v: usize| i32::try_from(v).map_err(|_| CudaError::Shape(format!("{what}: {v} exceeds i32")));
         let (outer_i, r_i, inner_i) = (to_i32(outer)?, to_i32(r)?, to_i32(inner)?);
         let code = op.code();
-        let scale = if op == ReduceOp::Mean {
-            1.0 / r as f32
-        } else {
-            1.0
-        };
+        let scale = if op == ReduceOp::Mean { 1.0 / r as f32 } else { 1.0 };
         if inner == 1 {
             let name = "reduce_dim_fwd_v2_f32";
             let func = self.function(&REDUCE, name)?;
             let warps_per_block = REDUCE_THREADS as usize / 32;
-            let blocks = outer
-                .div_ceil(warps_per_block)
-                .min(self.sm_count() as usize * 32);
+            let blocks = outer.div_ceil(warps_per_block).min(self.sm_count() as usize * 32);
             let mut launch = self.stream().launch_builder(&func);
             launch
                 .arg(&code)

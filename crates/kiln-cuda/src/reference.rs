@@ -201,11 +201,7 @@ pub fn binary(
     };
     let a_view = copy_strided(a, &out_shape, &expand(a_shape, a_strides));
     let b_view = copy_strided(b, &out_shape, &expand(b_shape, b_strides));
-    Ok(a_view
-        .iter()
-        .zip(&b_view)
-        .map(|(&x, &y)| op.apply(x, y))
-        .collect())
+    Ok(a_view.iter().zip(&b_view).map(|(&x, &y)| op.apply(x, y)).collect())
 }
 
 /// The view of x with `shape`/`strides`, copied contiguously.
@@ -320,14 +316,7 @@ pub fn cross_entropy_bwd(logits: &[f32], targets: &[f32], dloss: f32, cols: usiz
 }
 
 /// One Adam/AdamW step in place (PyTorch semantics; `step` from 1).
-pub fn adam_step(
-    config: &AdamConfig,
-    step: u64,
-    param: &mut [f32],
-    grad: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
+pub fn adam_step(config: &AdamConfig, step: u64, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
     let h = AdamParams::new(config, step);
     let step_size = h.lr as f64 / h.bias_correction1 as f64;
     let sqrt_bc2 = (h.bias_correction2 as f64).sqrt();
@@ -349,13 +338,7 @@ pub fn adam_step(
 }
 
 /// One SGD step in place (PyTorch semantics).
-pub fn sgd_step(
-    config: &SgdConfig,
-    first_step: bool,
-    param: &mut [f32],
-    grad: &[f32],
-    momentum_buf: &mut [f32],
-) {
+pub fn sgd_step(config: &SgdConfig, first_step: bool, param: &mut [f32], grad: &[f32], momentum_buf: &mut [f32]) {
     for i in 0..param.len() {
         let p = param[i] as f64;
         let mut g = grad[i] as f64 + config.weight_decay as f64 * p;
@@ -439,10 +422,7 @@ mod tests {
     #[test]
     fn copy_strided_transposes() {
         let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2,3]
-        assert_eq!(
-            copy_strided(&x, &[3, 2], &[1, 3]),
-            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
-        );
+        assert_eq!(copy_strided(&x, &[3, 2], &[1, 3]), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use kiln_cuda::reference::{self, max_violation, uniform};
 use kiln_cuda::{
-    driver_available, Activation, AdamConfig, BinaryOp, CudaBackend, CudaError, DeviceBuffer,
-    ElementwiseVariant, GemmLayout, GemmVariant, PairLoss, ReduceOp, SgdConfig, UnaryOp,
+    driver_available, Activation, AdamConfig, BinaryOp, CudaBackend, CudaError, DeviceBuffer, ElementwiseVariant,
+    GemmLayout, GemmVariant, PairLoss, ReduceOp, SgdConfig, UnaryOp,
 };
 
 fn gpu() -> Option<&'static CudaBackend> {
@@ -104,16 +104,7 @@ fn sgemm_rejects_mismatched_buffers() {
     let b = gpu.zeros(6).unwrap();
     let mut c = gpu.zeros(5).unwrap();
     let err = gpu
-        .sgemm(
-            GemmLayout::NN,
-            2,
-            2,
-            3,
-            &a,
-            &b,
-            &mut c,
-            GemmVariant::V4Vectorized,
-        )
+        .sgemm(GemmLayout::NN, 2, 2, 3, &a, &b, &mut c, GemmVariant::V4Vectorized)
         .unwrap_err();
     assert!(matches!(err, CudaError::Shape(_)), "{err}");
 }
@@ -137,8 +128,7 @@ fn linear_fwd_with_each_activation_matches_cpu() {
         let b = gpu.htod(&b_host).unwrap();
         for act in activations {
             let mut out = gpu.alloc(batch * outf).unwrap();
-            gpu.linear_fwd(&x, &w, &b, &mut out, batch, inf, outf, act)
-                .unwrap();
+            gpu.linear_fwd(&x, &w, &b, &mut out, batch, inf, outf, act).unwrap();
             let want = reference::linear_fwd(&x_host, &w_host, &b_host, batch, inf, outf, act);
             let what = format!("linear {act:?} N={batch} I={inf} O={outf}");
             assert_close(&what, &download(gpu, &out), &want, 1e-5 * inf as f64, 1e-4);
@@ -161,10 +151,7 @@ fn every_unary_op_forward_and_backward_matches_cpu() {
         for op in UnaryOp::ALL {
             let x_host = unary_inputs(op, n);
             let dy_host = uniform(n, 8, -1.0, 1.0);
-            let y_want: Vec<f32> = x_host
-                .iter()
-                .map(|&v| reference::unary_fwd(op, v))
-                .collect();
+            let y_want: Vec<f32> = x_host.iter().map(|&v| reference::unary_fwd(op, v)).collect();
             let x = gpu.htod(&x_host).unwrap();
             for variant in [ElementwiseVariant::V1Scalar, ElementwiseVariant::V2Float4] {
                 let mut y = gpu.alloc(n).unwrap();
@@ -185,13 +172,7 @@ fn every_unary_op_forward_and_backward_matches_cpu() {
             let dx_want: Vec<f32> = (0..n)
                 .map(|i| reference::unary_bwd(op, x_host[i], y_want[i], dy_host[i]))
                 .collect();
-            assert_close(
-                &format!("{op:?} bwd n={n}"),
-                &download(gpu, &dx),
-                &dx_want,
-                1e-5,
-                1e-4,
-            );
+            assert_close(&format!("{op:?} bwd n={n}"), &download(gpu, &dx), &dx_want, 1e-5, 1e-4);
         }
     }
 }
@@ -214,30 +195,17 @@ fn binary_ops_broadcast_and_follow_strides_like_cpu() {
         ), // 6-D
     ];
     for (a_shape, a_strides, b_shape, b_strides) in cases {
-        let a_len = 1 + a_shape
-            .iter()
-            .zip(&a_strides)
-            .map(|(d, s)| (d - 1) * s)
-            .sum::<usize>();
-        let b_len = 1 + b_shape
-            .iter()
-            .zip(&b_strides)
-            .map(|(d, s)| (d - 1) * s)
-            .sum::<usize>();
+        let a_len = 1 + a_shape.iter().zip(&a_strides).map(|(d, s)| (d - 1) * s).sum::<usize>();
+        let b_len = 1 + b_shape.iter().zip(&b_strides).map(|(d, s)| (d - 1) * s).sum::<usize>();
         let a_host = uniform(a_len, 9, -2.0, 2.0);
         let b_host = uniform(b_len, 10, 0.5, 2.0); // away from 0 for div
         let a = gpu.htod(&a_host).unwrap();
         let b = gpu.htod(&b_host).unwrap();
         for op in BinaryOp::ALL {
-            let want = reference::binary(
-                op, &a_host, &a_shape, &a_strides, &b_host, &b_shape, &b_strides,
-            )
-            .unwrap();
+            let want = reference::binary(op, &a_host, &a_shape, &a_strides, &b_host, &b_shape, &b_strides).unwrap();
             let mut out = gpu.alloc(want.len()).unwrap();
-            gpu.binary(
-                op, &a, &a_shape, &a_strides, &b, &b_shape, &b_strides, &mut out,
-            )
-            .unwrap();
+            gpu.binary(op, &a, &a_shape, &a_strides, &b, &b_shape, &b_strides, &mut out)
+                .unwrap();
             let what = format!("{op:?} {a_shape:?}/{a_strides:?} with {b_shape:?}/{b_strides:?}");
             assert_close(&what, &download(gpu, &out), &want, 1e-6, 1e-6);
         }
@@ -262,16 +230,7 @@ fn binary_rejects_incompatible_shapes() {
     let b = gpu.zeros(4).unwrap();
     let mut out = gpu.zeros(6).unwrap();
     let err = gpu
-        .binary(
-            BinaryOp::Add,
-            &a,
-            &[2, 3],
-            &[3, 1],
-            &b,
-            &[4],
-            &[1],
-            &mut out,
-        )
+        .binary(BinaryOp::Add, &a, &[2, 3], &[3, 1], &b, &[4], &[1], &mut out)
         .unwrap_err();
     assert!(
         err.to_string().contains("[2, 3]") && err.to_string().contains("[4]"),
@@ -288,10 +247,7 @@ fn copy_strided_and_fill_match_cpu() {
     let (shape, strides) = ([4, 2, 3], [1, 12, 4]);
     let mut out = gpu.alloc(24).unwrap();
     gpu.copy_strided(&x, &shape, &strides, &mut out).unwrap();
-    assert_eq!(
-        download(gpu, &out),
-        reference::copy_strided(&x_host, &shape, &strides)
-    );
+    assert_eq!(download(gpu, &out), reference::copy_strided(&x_host, &shape, &strides));
     gpu.fill(&mut out, 2.5).unwrap();
     assert_eq!(download(gpu, &out), vec![2.5; 24]);
 }
@@ -366,8 +322,7 @@ fn pair_losses_forward_and_backward_match_cpu() {
 
             let dloss = gpu.htod(&[0.7]).unwrap();
             let mut dpred = gpu.alloc(n).unwrap();
-            gpu.loss_bwd(loss, &pred, &target, &dloss, &mut dpred)
-                .unwrap();
+            gpu.loss_bwd(loss, &pred, &target, &dloss, &mut dpred).unwrap();
             let want = reference::pair_loss_bwd(loss, &pred_host, &target_host, 0.7);
             assert_close(
                 &format!("{loss:?} bwd n={n}"),
@@ -382,8 +337,7 @@ fn pair_losses_forward_and_backward_match_cpu() {
     let pred = gpu.htod(&[0.0, 1.0]).unwrap();
     let target = gpu.htod(&[1.0, 0.0]).unwrap();
     let mut out = gpu.alloc(1).unwrap();
-    gpu.loss_fwd(PairLoss::Bce, &pred, &target, &mut out)
-        .unwrap();
+    gpu.loss_fwd(PairLoss::Bce, &pred, &target, &mut out).unwrap();
     assert_eq!(download(gpu, &out), vec![100.0]);
 }
 
@@ -420,8 +374,7 @@ fn log_softmax_and_cross_entropy_match_cpu() {
         let targets_host: Vec<f32> = (0..rows).map(|r| ((r * 7 + 3) % cols) as f32).collect();
         let targets = gpu.htod(&targets_host).unwrap();
         let mut loss = gpu.alloc(1).unwrap();
-        gpu.cross_entropy_fwd(&x, &targets, rows, cols, &mut loss)
-            .unwrap();
+        gpu.cross_entropy_fwd(&x, &targets, rows, cols, &mut loss).unwrap();
         let want = reference::cross_entropy_fwd(&x_host, &targets_host, cols);
         assert_close(
             &format!("cross_entropy [{rows},{cols}]"),
@@ -471,13 +424,7 @@ fn adam_and_adamw_steps_match_cpu_over_several_steps() {
                 reference::adam_step(&cfg, step, &mut p_ref, &g_host, &mut m_ref, &mut v_ref);
             }
             let what = format!("adam decoupled={decoupled} {variant:?}");
-            assert_close(
-                &format!("{what} param"),
-                &download(gpu, &param),
-                &p_ref,
-                1e-6,
-                1e-5,
-            );
+            assert_close(&format!("{what} param"), &download(gpu, &param), &p_ref, 1e-6, 1e-5);
             assert_close(&format!("{what} m"), &download(gpu, &m), &m_ref, 1e-7, 1e-5);
             assert_close(&format!("{what} v"), &download(gpu, &v), &v_ref, 1e-8, 1e-5);
         }
@@ -521,17 +468,10 @@ fn sgd_variants_match_cpu_over_several_steps() {
         for step in 0..4u64 {
             let g_host = uniform(n, 200 + step, -1.0, 1.0);
             let grad = gpu.htod(&g_host).unwrap();
-            gpu.sgd_step(&cfg, step == 0, &mut param, &grad, &mut buf)
-                .unwrap();
+            gpu.sgd_step(&cfg, step == 0, &mut param, &grad, &mut buf).unwrap();
             reference::sgd_step(&cfg, step == 0, &mut p_ref, &g_host, &mut buf_ref);
         }
-        assert_close(
-            &format!("sgd {cfg:?}"),
-            &download(gpu, &param),
-            &p_ref,
-            1e-6,
-            1e-5,
-        );
+        assert_close(&format!("sgd {cfg:?}"), &download(gpu, &param), &p_ref, 1e-6, 1e-5);
     }
 }
 

@@ -41,10 +41,7 @@ fn every_kernel_compiles_for_sm90_without_spills_within_register_budget() {
         };
         let kernels = parse_ptxas_log(&compiled.log);
         if kernels.is_empty() {
-            failures.push(format!(
-                "{}: no ptxas report in log:\n{}",
-                source.file, compiled.log
-            ));
+            failures.push(format!("{}: no ptxas report in log:\n{}", source.file, compiled.log));
         }
         if compiled.log.contains("warning") {
             println!("{} warnings:\n{}", source.file, compiled.log);
@@ -81,10 +78,7 @@ fn every_kernel_compiles_for_sm90_without_spills_within_register_budget() {
             failures.push(format!("{}: {} bytes stack frame", k.kernel, k.stack_bytes));
         }
         if k.registers > budget {
-            failures.push(format!(
-                "{}: {} registers > budget {budget}",
-                k.kernel, k.registers
-            ));
+            failures.push(format!("{}: {} registers > budget {budget}", k.kernel, k.registers));
         }
     }
     assert!(

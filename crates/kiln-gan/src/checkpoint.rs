@@ -56,11 +56,7 @@ impl RngState {
         }
         let stream = parts.next()?.parse().ok()?;
         let word_pos = parts.next()?.parse().ok()?;
-        Some(RngState {
-            seed,
-            stream,
-            word_pos,
-        })
+        Some(RngState { seed, stream, word_pos })
     }
 }
 
@@ -113,16 +109,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad("not a kiln checkpoint (format tag missing)"));
     }
-    let num = |k: &str| -> Result<u64> {
-        meta.get(k)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(k))
-    };
-    let rng = |k: &str| -> Result<RngState> {
-        meta.get(k)
-            .and_then(|v| RngState::decode(v))
-            .ok_or_else(|| bad(k))
-    };
+    let num = |k: &str| -> Result<u64> { meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| bad(k)) };
+    let rng = |k: &str| -> Result<RngState> { meta.get(k).and_then(|v| RngState::decode(v)).ok_or_else(|| bad(k)) };
     let epoch = match meta.get("epoch") {
         Some(e) => Some(serde_json::from_str(e).map_err(|_| bad("epoch"))?),
         None => None,

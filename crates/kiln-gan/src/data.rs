@@ -65,10 +65,7 @@ impl GaussianMixture {
     /// 25 Gaussians on the grid `{-4, -2, 0, 2, 4}²`, std 0.05.
     pub fn grid25() -> Self {
         let axis = [-4.0f32, -2.0, 0.0, 2.0, 4.0];
-        let modes = axis
-            .iter()
-            .flat_map(|&x| axis.iter().map(move |&y| [x, y]))
-            .collect();
+        let modes = axis.iter().flat_map(|&x| axis.iter().map(move |&y| [x, y])).collect();
         GaussianMixture {
             name: "grid25",
             modes,
@@ -243,9 +240,7 @@ impl Shapes {
                         continue;
                     }
                     let fill = match figure {
-                        Figure::StripedSquare { period, other } => {
-                            mix(color, other, stripe_coverage(u, period))
-                        }
+                        Figure::StripedSquare { period, other } => mix(color, other, stripe_coverage(u, period)),
                         _ => color,
                     };
                     let pixel = &mut rgb[y * w + x];
@@ -316,12 +311,7 @@ pub struct ImageSet {
 
 impl ImageSet {
     /// Wrap `count` images of `shape` (planar CHW `u8`, concatenated).
-    pub fn new(
-        name: impl Into<String>,
-        shape: ImageShape,
-        count: usize,
-        pixels: Vec<u8>,
-    ) -> Result<Self> {
+    pub fn new(name: impl Into<String>, shape: ImageShape, count: usize, pixels: Vec<u8>) -> Result<Self> {
         let dim = shape.0 * shape.1 * shape.2;
         if count == 0 || dim == 0 || pixels.len() != count * dim {
             return Err(Error::BadShape {
@@ -535,9 +525,7 @@ pub fn parse_data_spec(spec: &str) -> Result<DataSpec> {
     let spec = spec.trim();
     let path = |prefix: &str, rest: &str| {
         if rest.is_empty() {
-            Err(Error::Invalid(format!(
-                "--data {prefix}: needs a path after the colon"
-            )))
+            Err(Error::Invalid(format!("--data {prefix}: needs a path after the colon")))
         } else {
             Ok(PathBuf::from(rest))
         }
@@ -605,11 +593,7 @@ impl DataSpec {
         let dir = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
         let gz = dir.join("train-images-idx3-ubyte.gz");
         let raw = dir.join("train-images-idx3-ubyte");
-        Some(if !gz.exists() && raw.exists() {
-            raw
-        } else {
-            gz
-        })
+        Some(if !gz.exists() && raw.exists() { raw } else { gz })
     }
 
     /// Load the data set. `image_shape`, when given, is the shape the model wants: image data
@@ -618,9 +602,7 @@ impl DataSpec {
         match self {
             DataSpec::Ring8 => Ok(Dataset::Mixture(GaussianMixture::ring8())),
             DataSpec::Grid25 => Ok(Dataset::Mixture(GaussianMixture::grid25())),
-            DataSpec::Shapes64 => Ok(Dataset::Shapes(Shapes::new(
-                image_shape.unwrap_or((3, 64, 64)),
-            )?)),
+            DataSpec::Shapes64 => Ok(Dataset::Shapes(Shapes::new(image_shape.unwrap_or((3, 64, 64)))?)),
             DataSpec::FashionMnist | DataSpec::Mnist => {
                 let path = self.installed_path().unwrap_or_default();
                 if !path.exists() {
@@ -629,10 +611,7 @@ impl DataSpec {
                     } else {
                         "Debian does not package MNIST: put train-images-idx3-ubyte.gz in a directory and set KILN_MNIST_DIR to it (or pass --data idx:PATH)"
                     };
-                    return Err(Error::Invalid(format!(
-                        "{self} not found at {}; {how}",
-                        path.display()
-                    )));
+                    return Err(Error::Invalid(format!("{self} not found at {}; {how}", path.display())));
                 }
                 load_idx(&self.to_string(), &path, image_shape)
             }
@@ -640,12 +619,7 @@ impl DataSpec {
             DataSpec::Images(dir) => {
                 let shape = image_shape.unwrap_or((3, 64, 64));
                 let (count, pixels) = load_image_dir(dir, shape)?;
-                Ok(Dataset::Images(ImageSet::new(
-                    self.to_string(),
-                    shape,
-                    count,
-                    pixels,
-                )?))
+                Ok(Dataset::Images(ImageSet::new(self.to_string(), shape, count, pixels)?))
             }
         }
     }
@@ -660,9 +634,7 @@ fn load_idx(name: &str, path: &Path, image_shape: Option<ImageShape>) -> Result<
     let native = (1, idx.rows, idx.cols);
     let shape = image_shape.unwrap_or(native);
     if shape == native {
-        return Ok(Dataset::Images(ImageSet::new(
-            name, native, idx.count, idx.pixels,
-        )?));
+        return Ok(Dataset::Images(ImageSet::new(name, native, idx.count, idx.pixels)?));
     }
     let (c, h, w) = shape;
     if h == 0 || w == 0 {
@@ -677,9 +649,7 @@ fn load_idx(name: &str, path: &Path, image_shape: Option<ImageShape>) -> Result<
         };
         pixels.extend(to_planar(&resize(&image, w, h), c)?);
     }
-    Ok(Dataset::Images(ImageSet::new(
-        name, shape, idx.count, pixels,
-    )?))
+    Ok(Dataset::Images(ImageSet::new(name, shape, idx.count, pixels)?))
 }
 
 #[cfg(test)]
@@ -689,10 +659,7 @@ mod tests {
     #[test]
     fn stripes_cover_half_the_period() {
         let period = 8.0;
-        let mean: f32 = (0..800)
-            .map(|i| stripe_coverage(i as f32 * 0.01, period))
-            .sum::<f32>()
-            / 800.0;
+        let mean: f32 = (0..800).map(|i| stripe_coverage(i as f32 * 0.01, period)).sum::<f32>() / 800.0;
         assert!((mean - 0.5).abs() < 0.05, "{mean}");
     }
 

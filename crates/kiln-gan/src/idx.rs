@@ -159,13 +159,7 @@ fn gunzip_if_needed<'a>(bytes: &'a [u8], path: &str) -> Result<std::borrow::Cow<
 }
 
 /// Check magic, rank and exact length; return the dimensions.
-fn parse_header(
-    bytes: &[u8],
-    magic: u32,
-    ndim: usize,
-    what: &str,
-    path: &str,
-) -> Result<Vec<usize>> {
+fn parse_header(bytes: &[u8], magic: u32, ndim: usize, what: &str, path: &str) -> Result<Vec<usize>> {
     let bad = |msg: String| Error::bad_file(path, msg);
     let header_len = 4 + 4 * ndim;
     if bytes.len() < 4 {

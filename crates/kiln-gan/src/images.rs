@@ -93,10 +93,7 @@ fn decode_jpeg(bytes: &[u8], path: &str) -> Result<RgbImage> {
     let rgb: Vec<u8> = match info.pixel_format {
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
         // Big-endian 16-bit grey: keep the high byte.
-        jpeg_decoder::PixelFormat::L16 => pixels
-            .chunks_exact(2)
-            .flat_map(|p| [p[0], p[0], p[0]])
-            .collect(),
+        jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::CMYK32 => pixels
             .chunks_exact(4)
@@ -182,9 +179,7 @@ pub fn resize(image: &RgbImage, width: usize, height: usize) -> RgbImage {
             for channel in 0..3 {
                 horizontal[(y * width + x) * 3 + channel] = taps
                     .iter()
-                    .map(|&(src, weight)| {
-                        weight * image.rgb[(y * image.width + src) * 3 + channel] as f32
-                    })
+                    .map(|&(src, weight)| weight * image.rgb[(y * image.width + src) * 3 + channel] as f32)
                     .sum();
             }
         }
@@ -210,9 +205,7 @@ pub fn to_planar(image: &RgbImage, channels: usize) -> Result<Vec<u8>> {
     let pixels = image.rgb.chunks_exact(3);
     match channels {
         1 => Ok(pixels
-            .map(|p| {
-                (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8
-            })
+            .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8)
             .collect()),
         3 => {
             let plane = image.width * image.height;
@@ -233,10 +226,7 @@ pub fn to_planar(image: &RgbImage, channels: usize) -> Result<Vec<u8>> {
 /// Load every PNG/JPEG in `dir` as `(c, h, w)` planar `u8`: decode, centre-crop to the aspect
 /// ratio, resize, convert channels. Returns the number of images and their concatenated
 /// pixels. An empty directory or an undecodable file is an error naming the path.
-pub fn load_image_dir(
-    dir: impl AsRef<Path>,
-    (c, h, w): (usize, usize, usize),
-) -> Result<(usize, Vec<u8>)> {
+pub fn load_image_dir(dir: impl AsRef<Path>, (c, h, w): (usize, usize, usize)) -> Result<(usize, Vec<u8>)> {
     let dir = dir.as_ref();
     if h == 0 || w == 0 {
         return Err(Error::Invalid(format!("cannot resize images to {h}x{w}")));
@@ -273,10 +263,7 @@ mod tests {
     fn resizing_a_solid_image_keeps_its_colour() {
         for (w, h) in [(7, 5), (64, 64), (200, 3)] {
             let out = resize(&solid(37, 23, [10, 200, 90]), w, h);
-            assert!(
-                out.rgb.chunks_exact(3).all(|p| p == [10, 200, 90]),
-                "{w}x{h}"
-            );
+            assert!(out.rgb.chunks_exact(3).all(|p| p == [10, 200, 90]), "{w}x{h}");
         }
     }
 

@@ -24,9 +24,7 @@ fn bce(out: &Tensor, value: f64, d_sigmoid: bool) -> Result<Tensor> {
 /// (without the gradient penalty, see [`gradient_penalty`]).
 pub fn d_loss(loss: GanLoss, d_real: &Tensor, d_fake: &Tensor, d_sigmoid: bool) -> Result<Tensor> {
     match loss {
-        GanLoss::Bce | GanLoss::Ns => {
-            bce(d_real, 1.0, d_sigmoid)?.add(&bce(d_fake, 0.0, d_sigmoid)?)
-        }
+        GanLoss::Bce | GanLoss::Ns => bce(d_real, 1.0, d_sigmoid)?.add(&bce(d_fake, 0.0, d_sigmoid)?),
         GanLoss::Lsgan => d_real
             .mse_loss(&target(d_real, 1.0)?)?
             .add(&d_fake.mse_loss(&target(d_fake, 0.0)?)?),
@@ -53,12 +51,7 @@ pub fn g_loss(loss: GanLoss, d_fake: &Tensor, d_sigmoid: bool) -> Result<Tensor>
 /// WGAN-GP penalty mean((‖∇ₓ̂ D(x̂)‖₂ − 1)²) at x̂ = ε·real + (1 − ε)·fake,
 /// ε ~ U[0, 1) per sample. Built with `create_graph`, so its gradient
 /// reaches D's parameters (a second-order derivative).
-pub fn gradient_penalty(
-    d: &dyn Module,
-    real: &Tensor,
-    fake: &Tensor,
-    eps: &Tensor,
-) -> Result<Tensor> {
+pub fn gradient_penalty(d: &dyn Module, real: &Tensor, fake: &Tensor, eps: &Tensor) -> Result<Tensor> {
     let mix = real
         .mul(eps)?
         .add(&fake.mul(&eps.rsub_scalar(1.0)?)?)?
@@ -66,11 +59,7 @@ pub fn gradient_penalty(
         .requires_grad(true);
     let out = d.forward(&mix)?.sum()?;
     let g = autograd::grad(&[out], &[mix], None, true, true)?.remove(0);
-    let norm = g
-        .mul(&g)?
-        .sum_dims(&[1], false)?
-        .add_scalar(1e-12)?
-        .sqrt()?;
+    let norm = g.mul(&g)?.sum_dims(&[1], false)?.add_scalar(1e-12)?.sqrt()?;
     let dev = norm.sub_scalar(1.0)?;
     dev.mul(&dev)?.mean()
 }

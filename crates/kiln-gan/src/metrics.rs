@@ -43,21 +43,17 @@ pub struct ModeMetrics {
 /// Compute [`ModeMetrics`] for `samples` (`[n, 2]` row-major) against `modes` of standard
 /// deviation `std`.
 pub fn mode_metrics(samples: &[f32], modes: &[[f32; 2]], std: f32) -> Result<ModeMetrics> {
-    if samples.len() % 2 != 0 {
+    if !samples.len().is_multiple_of(2) {
         return Err(Error::BadShape {
             op: "mode_metrics",
             msg: format!("samples must be [n, 2], got {} values", samples.len()),
         });
     }
     if modes.is_empty() {
-        return Err(Error::Invalid(
-            "mode_metrics needs at least one mode".into(),
-        ));
+        return Err(Error::Invalid("mode_metrics needs at least one mode".into()));
     }
     if !(std.is_finite() && std > 0.0) {
-        return Err(Error::Invalid(format!(
-            "mode_metrics needs a positive std, got {std}"
-        )));
+        return Err(Error::Invalid(format!("mode_metrics needs a positive std, got {std}")));
     }
     let threshold_sq = (3.0 * std as f64).powi(2);
     let mut per_mode = vec![0usize; modes.len()];
@@ -103,11 +99,7 @@ pub fn mode_metrics(samples: &[f32], modes: &[[f32; 2]], std: f32) -> Result<Mod
     Ok(ModeMetrics {
         samples: n,
         high_quality,
-        high_quality_fraction: if n == 0 {
-            0.0
-        } else {
-            high_quality as f32 / n as f32
-        },
+        high_quality_fraction: if n == 0 { 0.0 } else { high_quality as f32 / n as f32 },
         modes_covered: per_mode.iter().filter(|&&c| c > 0).count(),
         modes_total: modes.len(),
         reverse_kl: reverse_kl as f32,

@@ -37,21 +37,14 @@ pub fn encode_npy(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
     if count != data.len() {
         return Err(Error::BadShape {
             op: "write_npy",
-            msg: format!(
-                "shape {shape:?} holds {count} values but {} were given",
-                data.len()
-            ),
+            msg: format!("shape {shape:?} holds {count} values but {} were given", data.len()),
         });
     }
     let shape_text = match shape {
         [d] => format!("({d},)"),
         _ => format!(
             "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
@@ -59,8 +52,8 @@ pub fn encode_npy(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let header_len = u16::try_from(header.len())
-        .map_err(|_| Error::Invalid(format!("npy header too long for shape {shape:?}")))?;
+    let header_len =
+        u16::try_from(header.len()).map_err(|_| Error::Invalid(format!("npy header too long for shape {shape:?}")))?;
 
     let mut bytes = Vec::with_capacity(10 + header.len() + 4 * data.len());
     bytes.extend_from_slice(MAGIC);
@@ -116,8 +109,7 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<NpyArray> {
                 bytes.len()
             ))
         })?;
-    let header = std::str::from_utf8(&bytes[header_start..data_start])
-        .map_err(|_| bad("header is not text".into()))?;
+    let header = std::str::from_utf8(&bytes[header_start..data_start]).map_err(|_| bad("header is not text".into()))?;
     let header = parse_header(header).map_err(|msg| bad(format!("bad header: {msg}")))?;
 
     if header.fortran_order {
@@ -212,9 +204,7 @@ fn parse_header(text: &str) -> std::result::Result<Header, String> {
                 }
             }
             "shape" => {
-                let body = after_colon
-                    .strip_prefix('(')
-                    .ok_or("shape must be a tuple")?;
+                let body = after_colon.strip_prefix('(').ok_or("shape must be a tuple")?;
                 let close = body.find(')').ok_or("unclosed shape tuple")?;
                 let dims = body[..close]
                     .split(',')

@@ -107,10 +107,7 @@ pub fn image_grid(
     (c, h, w): (usize, usize, usize),
     options: &GridOptions,
 ) -> Result<RgbImage> {
-    let bad_shape = |msg: String| Error::BadShape {
-        op: "image_grid",
-        msg,
-    };
+    let bad_shape = |msg: String| Error::BadShape { op: "image_grid", msg };
     if c != 1 && c != 3 {
         return Err(bad_shape(format!("images need 1 or 3 channels, got {c}")));
     }
@@ -139,10 +136,7 @@ pub fn image_grid(
     let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
     let to_u8 = |v: f32| ((v - lo) * scale).clamp(0.0, 255.0).round() as u8; // NaN → 0
     for (index, image) in samples.chunks_exact(dim).enumerate() {
-        let (top, left) = (
-            pad + (index / columns) * (h + pad),
-            pad + (index % columns) * (w + pad),
-        );
+        let (top, left) = (pad + (index / columns) * (h + pad), pad + (index % columns) * (w + pad));
         for y in 0..h {
             for x in 0..w {
                 let out = ((top + y) * width + left + x) * 3;

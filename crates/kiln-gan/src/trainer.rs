@@ -29,12 +29,7 @@ pub const EVAL_SAMPLES: usize = 2500;
 const GRID_SAMPLES: usize = 64;
 
 /// An MLP: Linear → act → … → Linear → out.
-pub fn mlp<R: rand::Rng>(
-    dims: &[usize],
-    act: Act,
-    out: Option<Activation>,
-    rng: &mut R,
-) -> Result<Sequential> {
+pub fn mlp<R: rand::Rng>(dims: &[usize], act: Act, out: Option<Activation>, rng: &mut R) -> Result<Sequential> {
     let mut net = Sequential::new();
     for (i, w) in dims.windows(2).enumerate() {
         net = net.push(Linear::new(w[0], w[1], true, rng)?);
@@ -52,11 +47,7 @@ pub fn mlp<R: rand::Rng>(
 }
 
 /// Generator and discriminator of a config, initialised from `rng`.
-pub fn build_models(
-    c: &TrainConfig,
-    data_dim: usize,
-    rng: &mut ChaCha8Rng,
-) -> Result<(Sequential, Sequential)> {
+pub fn build_models(c: &TrainConfig, data_dim: usize, rng: &mut ChaCha8Rng) -> Result<(Sequential, Sequential)> {
     let mut gd = vec![c.z_dim];
     gd.extend(&c.g_hidden);
     gd.push(data_dim);
@@ -66,7 +57,7 @@ pub fn build_models(
         GOut::Identity => None,
     };
     let g = mlp(&gd, c.act, g_out, rng)?;
-    let mut dd = vec![data_dim];
+    let mut dd = vec![data_dim * c.pack];
     dd.extend(&c.d_hidden);
     dd.push(1);
     let d = mlp(&dd, c.act, c.d_sigmoid.then_some(Activation::Sigmoid), rng)?;
@@ -158,8 +149,7 @@ impl Trainer {
         let (g, d) = build_models(&config, dim, &mut init)?;
         let g_ema = match config.ema {
             Some(_) => {
-                let (copy, _) =
-                    build_models(&config, dim, &mut ChaCha8Rng::seed_from_u64(config.seed))?;
+                let (copy, _) = build_models(&config, dim, &mut ChaCha8Rng::seed_from_u64(config.seed))?;
                 Some(copy)
             }
             None => None,
@@ -177,18 +167,8 @@ impl Trainer {
         } else {
             GRID_SAMPLES
         };
-        let sample_noise = Tensor::randn(
-            &[n_sample, config.z_dim],
-            DType::F32,
-            Device::Cpu,
-            &mut fixed,
-        )?;
-        let eval_noise = Tensor::randn(
-            &[EVAL_SAMPLES, config.z_dim],
-            DType::F32,
-            Device::Cpu,
-            &mut fixed,
-        )?;
+        let sample_noise = Tensor::randn(&[n_sample, config.z_dim], DType::F32, Device::Cpu, &mut fixed)?;
+        let eval_noise = Tensor::randn(&[EVAL_SAMPLES, config.z_dim], DType::F32, Device::Cpu, &mut fixed)?;
         let t = Trainer {
             rng_noise: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1)),
             rng_data: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(2)),
@@ -224,8 +204,7 @@ impl Trainer {
         }
         fs::create_dir_all(out.join("samples")).map_err(|e| Error::io(out.display(), e))?;
         fs::create_dir_all(out.join("checkpoints")).map_err(|e| Error::io(out.display(), e))?;
-        let text = serde_json::to_string_pretty(&self.config)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&self.config).map_err(|e| Error::Invalid(e.to_string()))?;
         crate::png_out::write_atomic(&out.join("config.json"), text.as_bytes())
     }
 
@@ -234,8 +213,8 @@ impl Trainer {
     pub fn resume(dir: &Path, steps: Option<u64>) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let text = fs::read_to_string(&cfg_path).map_err(|e| Error::io(cfg_path.display(), e))?;
-        let mut config: TrainConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::bad_file(cfg_path.display(), e.to_string()))?;
+        let mut config: TrainConfig =
+            serde_json::from_str(&text).map_err(|e| Error::bad_file(cfg_path.display(), e.to_string()))?;
         config.out = dir.to_path_buf();
         if let Some(s) = steps {
             config.steps = s;
@@ -253,14 +232,10 @@ impl Trainer {
         if let Some(e) = &self.g_ema {
             checkpoint::load_module(e, &ck.tensors, "G_ema.")?;
         }
-        self.opt_g.load_state(
-            &checkpoint::with_prefix(&ck.tensors, "opt_g."),
-            ck.opt_g_step,
-        )?;
-        self.opt_d.load_state(
-            &checkpoint::with_prefix(&ck.tensors, "opt_d."),
-            ck.opt_d_step,
-        )?;
+        self.opt_g
+            .load_state(&checkpoint::with_prefix(&ck.tensors, "opt_g."), ck.opt_g_step)?;
+        self.opt_d
+            .load_state(&checkpoint::with_prefix(&ck.tensors, "opt_d."), ck.opt_d_step)?;
         self.rng_noise = ck.rng_noise.restore();
         self.rng_data = ck.rng_data.restore();
         if let Some(es) = ck.epoch {
@@ -306,12 +281,7 @@ impl Trainer {
     }
 
     fn noise(&mut self, n: usize) -> Result<Tensor> {
-        Tensor::randn(
-            &[n, self.config.z_dim],
-            DType::F32,
-            Device::Cpu,
-            &mut self.rng_noise,
-        )
+        Tensor::randn(&[n, self.config.z_dim], DType::F32, Device::Cpu, &mut self.rng_noise)
     }
 
     /// Mean of D's output as a probability.
@@ -377,7 +347,7 @@ impl Trainer {
             let f = self.g.forward(&z)?;
             let eps = if loss_kind == GanLoss::WganGp {
                 Some(Tensor::rand(
-                    &[b, 1],
+                    &[b / self.config.pack, 1],
                     DType::F32,
                     Device::Cpu,
                     &mut self.rng_noise,
@@ -385,7 +355,10 @@ impl Trainer {
             } else {
                 None
             };
+            let pack = |t: &Tensor| t.reshape(&[b / self.config.pack, self.dim * self.config.pack]);
             let d_forward = |d: &Sequential, f: &Tensor| -> Result<(Tensor, Tensor, Tensor)> {
+                let real = pack(&real)?;
+                let f = pack(f)?;
                 let d_real = d.forward(&real)?;
                 let d_fake = d.forward(&f.detach())?;
                 let mut loss = d_loss(loss_kind, &d_real, &d_fake, sig)?;
@@ -411,7 +384,8 @@ impl Trainer {
         }
         // G step through D, reusing the last fake batch.
         let fake = fake.expect("d_steps >= 1");
-        let loss = g_loss(loss_kind, &self.d.forward(&fake)?, sig)?;
+        let packed = fake.reshape(&[b / self.config.pack, self.dim * self.config.pack])?;
+        let loss = g_loss(loss_kind, &self.d.forward(&packed)?, sig)?;
         self.opt_g.zero_grad();
         loss.backward()?;
         stats.grad_norm_g = self.check_finite("loss_g", &loss, self.opt_g.params(), || Ok(()))?;
@@ -487,19 +461,11 @@ impl Trainer {
         let series = vec![
             Series {
                 name: "loss_d".into(),
-                points: self
-                    .history
-                    .iter()
-                    .map(|&(s, d, _)| (s as f64, d))
-                    .collect(),
+                points: self.history.iter().map(|&(s, d, _)| (s as f64, d)).collect(),
             },
             Series {
                 name: "loss_g".into(),
-                points: self
-                    .history
-                    .iter()
-                    .map(|&(s, _, g)| (s as f64, g))
-                    .collect(),
+                points: self.history.iter().map(|&(s, _, g)| (s as f64, g)).collect(),
             },
         ];
         write_loss_plot(
@@ -537,18 +503,10 @@ impl Trainer {
         let dir = self.config.out.join("checkpoints");
         fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
         checkpoint::save(&dir.join(checkpoint::FILE), &ck)?;
-        kiln_nn::save_state_dict(
-            self.sampler(),
-            &self.config.out.join("generator.safetensors"),
-        )
+        kiln_nn::save_state_dict(self.sampler(), self.config.out.join("generator.safetensors"))
     }
 
-    fn log(
-        &mut self,
-        stats: &StepStats,
-        steps_per_sec: f64,
-        modes: Option<&ModeMetrics>,
-    ) -> Result<()> {
+    fn log(&mut self, stats: &StepStats, steps_per_sec: f64, modes: Option<&ModeMetrics>) -> Result<()> {
         let mut v = json!({
             "step": self.step,
             "loss_d": stats.loss_d,
@@ -579,20 +537,13 @@ impl Trainer {
 
     /// Trains until `config.steps` (or `stop_at`, or until `stop` is set),
     /// logging, sampling and checkpointing on the way.
-    pub fn run(
-        &mut self,
-        stop: &AtomicBool,
-        stop_at: Option<u64>,
-        progress: bool,
-    ) -> Result<Summary> {
+    pub fn run(&mut self, stop: &AtomicBool, stop_at: Option<u64>, progress: bool) -> Result<Summary> {
         let total = self.config.steps;
         let bar = if progress {
             let pb = indicatif::ProgressBar::new(total);
             pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             pb.set_position(self.step);
             Some(pb)
@@ -611,16 +562,12 @@ impl Trainer {
             }
             last = self.train_step()?;
             let s = self.step;
-            let sample_now = s % self.config.sample_every == 0 || s == total;
-            if s % self.config.log_every == 0 || sample_now {
+            let sample_now = s.is_multiple_of(self.config.sample_every) || s == total;
+            if s.is_multiple_of(self.config.log_every) || sample_now {
                 let dt = window.0.elapsed().as_secs_f64();
                 let sps = (s - window.1) as f64 / dt.max(1e-9);
                 window = (Instant::now(), s);
-                let modes = if sample_now {
-                    self.mode_metrics()?
-                } else {
-                    None
-                };
+                let modes = if sample_now { self.mode_metrics()? } else { None };
                 self.log(&last, sps, modes.as_ref())?;
                 if let Some(pb) = &bar {
                     let mut msg = format!(
@@ -641,7 +588,7 @@ impl Trainer {
             if sample_now {
                 self.write_samples()?;
             }
-            if s % self.config.checkpoint_every == 0 || s == total {
+            if s.is_multiple_of(self.config.checkpoint_every) || s == total {
                 self.save_checkpoint()?;
             }
             if let Some(pb) = &bar {
@@ -673,9 +620,7 @@ pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
     let mut sq = 0.0f64;
     for p in params {
         if let Some(g) = p.grad() {
-            sq += g.with_slice::<f32, _>(|s| {
-                s.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()
-            })?;
+            sq += g.with_slice::<f32, _>(|s| s.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())?;
         }
     }
     Ok(sq.sqrt())

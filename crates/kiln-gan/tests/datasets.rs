@@ -117,10 +117,7 @@ fn an_epoch_visits_every_image_once_in_shuffled_order() {
     let mut rng = rng(4);
     let mut out = Vec::new();
     data.batch(50, &mut rng, &mut out);
-    let mut firsts: Vec<u8> = out
-        .chunks_exact(2)
-        .map(|p| (p[0] * 255.0).round() as u8)
-        .collect();
+    let mut firsts: Vec<u8> = out.chunks_exact(2).map(|p| (p[0] * 255.0).round() as u8).collect();
     assert_ne!(firsts, (0..50).collect::<Vec<u8>>(), "not shuffled");
     firsts.sort();
     assert_eq!(firsts, (0..50).collect::<Vec<u8>>());
@@ -181,10 +178,7 @@ fn fashion_mnist_loads_or_says_how_to_install_it() {
         }
         Err(e) => {
             let message = e.to_string();
-            assert!(
-                message.contains("apt-get install dataset-fashion-mnist"),
-                "{message}"
-            );
+            assert!(message.contains("apt-get install dataset-fashion-mnist"), "{message}");
             assert!(!message.contains('\n'));
         }
     }
@@ -225,10 +219,7 @@ fn image_directories_are_decoded_cropped_and_resized() {
     let jpeg = set.image(2);
     for (channel, want) in [200i32, 50, 50].into_iter().enumerate() {
         let got = jpeg[channel * 16] as i32;
-        assert!(
-            (got - want).abs() <= 6,
-            "JPEG channel {channel}: {got} vs {want}"
-        );
+        assert!((got - want).abs() <= 6, "JPEG channel {channel}: {got} vs {want}");
     }
 
     let grey = spec.load(Some((1, 2, 2))).unwrap();

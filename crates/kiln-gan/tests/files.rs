@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use kiln_core::Error;
 use kiln_gan::data::{parse_data_spec, Dataset};
 use kiln_gan::idx::{
-    encode_idx_images, encode_idx_labels, parse_idx_images, parse_idx_labels, read_idx_images,
-    read_idx_labels, write_idx_images, IdxImages,
+    encode_idx_images, encode_idx_labels, parse_idx_images, parse_idx_labels, read_idx_images, read_idx_labels,
+    write_idx_images, IdxImages,
 };
 use kiln_gan::npy::{encode_npy, parse_npy, read_npy, write_npy};
 use kiln_gan::plot::{write_loss_plot, write_scatter_plot, Scatter, Series};
@@ -112,10 +112,7 @@ fn corrupt_gzip_idx_is_a_bad_file_error() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     bytes[middle + 1] ^= 0x5a;
-    assert!(matches!(
-        parse_idx_images(&bytes, "x.gz"),
-        Err(Error::BadFile { .. })
-    ));
+    assert!(matches!(parse_idx_images(&bytes, "x.gz"), Err(Error::BadFile { .. })));
 }
 
 #[test]
@@ -144,11 +141,7 @@ fn png_grid_decodes_back_with_the_right_size() {
 fn scatter_and_loss_plots_write_decodable_pngs() {
     let dir = scratch_dir("plots");
     let ring = kiln_gan::data::GaussianMixture::ring8();
-    let real: Vec<f32> = ring
-        .modes()
-        .iter()
-        .flat_map(|m| m.iter().copied())
-        .collect();
+    let real: Vec<f32> = ring.modes().iter().flat_map(|m| m.iter().copied()).collect();
     let scatter = Scatter {
         title: "ring8 step 100",
         range: ring.plot_range(),
@@ -191,13 +184,8 @@ fn truncated_npy_is_a_bad_file_error() {
         let err = parse_npy(&bytes[..cut], "z.npy").unwrap_err();
         assert!(matches!(err, Error::BadFile { .. }), "cut {cut}: {err:?}");
     }
-    let err = parse_npy(&bytes[..bytes.len() - 3], "z.npy")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("needs 16 data bytes but the file has 13"),
-        "{err}"
-    );
+    let err = parse_npy(&bytes[..bytes.len() - 3], "z.npy").unwrap_err().to_string();
+    assert!(err.contains("needs 16 data bytes but the file has 13"), "{err}");
 }
 
 #[test]

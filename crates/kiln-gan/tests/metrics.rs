@@ -19,11 +19,7 @@ fn real_ring8_data_covers_every_mode_with_only_high_quality_samples() {
 #[test]
 fn samples_exactly_on_the_modes_are_perfect() {
     let ring = GaussianMixture::ring8();
-    let samples: Vec<f32> = ring
-        .modes()
-        .iter()
-        .flat_map(|m| m.iter().copied())
-        .collect();
+    let samples: Vec<f32> = ring.modes().iter().flat_map(|m| m.iter().copied()).collect();
     let m = mode_metrics(&samples, &ring.modes(), ring.std()).unwrap();
     assert_eq!((m.modes_covered, m.high_quality), (8, 8));
     assert_eq!(m.high_quality_fraction, 1.0);

@@ -23,9 +23,7 @@ impl Dropout {
     /// `ChaCha8Rng::seed_from_u64(seed)`. Starts in training mode.
     pub fn new(p: f64, seed: u64) -> Result<Self> {
         if !(0.0..=1.0).contains(&p) {
-            return Err(Error::Invalid(format!(
-                "Dropout: p = {p} must lie in [0, 1]"
-            )));
+            return Err(Error::Invalid(format!("Dropout: p = {p} must lie in [0, 1]")));
         }
         Ok(Dropout {
             p,
@@ -47,10 +45,7 @@ impl Dropout {
 
     /// Position in the random stream (in 32-bit words), for checkpoints.
     pub fn rng_word_pos(&self) -> u128 {
-        self.rng
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_word_pos()
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).get_word_pos()
     }
 
     /// Restores a position saved by [`Dropout::rng_word_pos`]: the next masks
@@ -69,21 +64,11 @@ impl Module for Dropout {
             return Ok(x.clone());
         }
         // p = 1 drops everything (PyTorch returns zeros rather than 0·∞).
-        let keep_scale = if self.p < 1.0 {
-            1.0 / (1.0 - self.p)
-        } else {
-            0.0
-        };
+        let keep_scale = if self.p < 1.0 { 1.0 / (1.0 - self.p) } else { 0.0 };
         let mask: Vec<f64> = {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             (0..x.numel())
-                .map(|_| {
-                    if rng.gen::<f64>() < self.p {
-                        0.0
-                    } else {
-                        keep_scale
-                    }
-                })
+                .map(|_| if rng.gen::<f64>() < self.p { 0.0 } else { keep_scale })
                 .collect()
         };
         let mask = Tensor::from_vec(mask, x.shape(), Device::Cpu)?.to_dtype(x.dtype())?;

@@ -16,10 +16,7 @@ pub trait Module: Send + Sync {
     }
     /// Learnable tensors, in the order of [`Module::named_parameters`].
     fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters()
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect()
+        self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
     /// Switches training mode (dropout, batch statistics) on or off.
     fn set_training(&mut self, _on: bool) {}
@@ -38,12 +35,7 @@ pub struct Linear {
 impl Linear {
     /// PyTorch's default initialisation: W and b uniform in ±1/√in
     /// (kaiming_uniform with a = √5 reduces to this bound for W).
-    pub fn new<R: Rng + ?Sized>(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        rng: &mut R,
-    ) -> Result<Self> {
+    pub fn new<R: Rng + ?Sized>(in_features: usize, out_features: usize, bias: bool, rng: &mut R) -> Result<Self> {
         if in_features == 0 || out_features == 0 {
             return Err(Error::Invalid(format!(
                 "Linear({in_features} → {out_features}): feature counts must be positive"
@@ -60,10 +52,7 @@ impl Linear {
         )?
         .requires_grad(true);
         let bias = if bias {
-            Some(
-                Tensor::uniform(&[out_features], -bound, bound, DType::F32, Device::Cpu, rng)?
-                    .requires_grad(true),
-            )
+            Some(Tensor::uniform(&[out_features], -bound, bound, DType::F32, Device::Cpu, rng)?.requires_grad(true))
         } else {
             None
         };
@@ -209,11 +198,7 @@ impl Module for Sequential {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| {
-                l.named_buffers()
-                    .into_iter()
-                    .map(move |(n, t)| (format!("{i}.{n}"), t))
-            })
+            .flat_map(|(i, l)| l.named_buffers().into_iter().map(move |(n, t)| (format!("{i}.{n}"), t)))
             .collect()
     }
     fn set_training(&mut self, on: bool) {

@@ -69,9 +69,7 @@ impl BatchNorm1d {
     /// A BatchNorm1d with explicit options.
     pub fn with_config(num_features: usize, config: BatchNormConfig) -> Result<Self> {
         if num_features == 0 {
-            return Err(Error::Invalid(
-                "BatchNorm1d: num_features must be positive".into(),
-            ));
+            return Err(Error::Invalid("BatchNorm1d: num_features must be positive".into()));
         }
         if !(0.0..=1.0).contains(&config.momentum) || config.eps.is_nan() || config.eps <= 0.0 {
             return Err(Error::Invalid(format!(
@@ -170,10 +168,7 @@ pub fn batch_norm(
         if n <= 1 {
             return Err(Error::BadShape {
                 op: "batch_norm",
-                msg: format!(
-                    "training needs more than 1 value per feature, input is {:?}",
-                    x.shape()
-                ),
+                msg: format!("training needs more than 1 value per feature, input is {:?}", x.shape()),
             });
         }
         let mean = x.mean_dims(&reduce_dims, true)?;
@@ -181,10 +176,7 @@ pub fn batch_norm(
         let var = centered.mul(&centered)?.mean_dims(&reduce_dims, true)?; // biased: / n
         if let Some((running_mean, running_var)) = running {
             no_grad(|| -> Result<()> {
-                let unbiased = var
-                    .detach()
-                    .reshape(&[c])?
-                    .mul_scalar(n as f64 / (n as f64 - 1.0))?;
+                let unbiased = var.detach().reshape(&[c])?.mul_scalar(n as f64 / (n as f64 - 1.0))?;
                 let new_mean = running_mean
                     .mul_scalar(1.0 - momentum)?
                     .add(&mean.detach().reshape(&[c])?.mul_scalar(momentum)?)?;
@@ -197,13 +189,9 @@ pub fn batch_norm(
         }
         (mean, var)
     } else {
-        let (running_mean, running_var) = running.ok_or_else(|| {
-            Error::Invalid("batch_norm: evaluation mode needs running statistics".into())
-        })?;
-        (
-            as_stat(&running_mean.detach())?,
-            as_stat(&running_var.detach())?,
-        )
+        let (running_mean, running_var) =
+            running.ok_or_else(|| Error::Invalid("batch_norm: evaluation mode needs running statistics".into()))?;
+        (as_stat(&running_mean.detach())?, as_stat(&running_var.detach())?)
     };
     let x_hat = x.sub(&mean)?.div(&var.add_scalar(eps)?.sqrt()?)?;
     let scaled = match weight {
@@ -249,10 +237,7 @@ impl Module for BatchNorm1d {
         vec![
             ("running_mean".to_string(), self.running_mean.clone()),
             ("running_var".to_string(), self.running_var.clone()),
-            (
-                "num_batches_tracked".to_string(),
-                self.num_batches_tracked.clone(),
-            ),
+            ("num_batches_tracked".to_string(), self.num_batches_tracked.clone()),
         ]
     }
     fn set_training(&mut self, on: bool) {

@@ -233,10 +233,7 @@ impl Sgd {
                 "Nesterov momentum requires a momentum and zero dampening".into(),
             ));
         }
-        let buf = params
-            .iter()
-            .map(|p| p.zeros_like())
-            .collect::<Result<_>>()?;
+        let buf = params.iter().map(|p| p.zeros_like()).collect::<Result<_>>()?;
         Ok(Sgd {
             params,
             buf,

@@ -14,6 +14,19 @@
 //! [`Error::BadFile`] naming the path (and the key), never a panic. A failed
 //! [`load_state_dict`] leaves the module untouched: everything is validated
 //! before the first value is copied.
+//!
+//! ```
+//! use kiln_nn::{load_state_dict, save_state_dict, Linear};
+//! use rand::SeedableRng;
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let (saved, restored) = (Linear::new(3, 2, true, &mut rng)?, Linear::new(3, 2, true, &mut rng)?);
+//! let path = std::env::temp_dir().join(format!("kiln-doc-{}.safetensors", std::process::id()));
+//! save_state_dict(&saved, &path)?;
+//! load_state_dict(&restored, &path)?; // copies into restored's existing tensors
+//! assert_eq!(saved.weight.to_vec::<f32>()?, restored.weight.to_vec::<f32>()?);
+//! # std::fs::remove_file(&path).unwrap();
+//! # Ok::<(), kiln_core::Error>(())
+//! ```
 
 use crate::Module;
 use kiln_core::{no_grad, DType, Device, Error, Result, Tensor};
@@ -52,11 +65,7 @@ pub fn load_state_dict(module: &dyn Module, path: impl AsRef<Path>) -> Result<()
 /// Copies named tensors (e.g. from [`load_tensors`]) into the parameters and
 /// buffers of `module` in place, with the checks of [`load_state_dict`];
 /// errors name `source` as the file.
-pub fn load_state_dict_from(
-    module: &dyn Module,
-    tensors: &[(String, Tensor)],
-    source: &str,
-) -> Result<()> {
+pub fn load_state_dict_from(module: &dyn Module, tensors: &[(String, Tensor)], source: &str) -> Result<()> {
     copy_into(module, tensors, source)
 }
 
@@ -69,11 +78,7 @@ fn copy_into(module: &dyn Module, tensors: &[(String, Tensor)], source: &str) ->
         .copied()
         .filter(|n| !given.contains_key(n))
         .collect();
-    let mut unexpected: Vec<&str> = given
-        .keys()
-        .copied()
-        .filter(|n| !expected_names.contains(n))
-        .collect();
+    let mut unexpected: Vec<&str> = given.keys().copied().filter(|n| !expected_names.contains(n)).collect();
     unexpected.sort_unstable();
     if !missing.is_empty() || !unexpected.is_empty() {
         return Err(Error::bad_file(
@@ -127,17 +132,11 @@ fn raw_tensor(t: &Tensor) -> Result<RawTensor> {
     let (dtype, bytes) = match t.dtype() {
         DType::F32 => (
             Dtype::F32,
-            t.to_vec::<f32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ),
         DType::F64 => (
             Dtype::F64,
-            t.to_vec::<f64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            t.to_vec::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ),
     };
     Ok(RawTensor {
@@ -167,11 +166,7 @@ pub fn save_tensors(
         .iter()
         .map(|(n, t)| Ok((n.clone(), raw_tensor(t)?)))
         .collect::<Result<_>>()?;
-    let info = if metadata.is_empty() {
-        None
-    } else {
-        Some(metadata)
-    };
+    let info = if metadata.is_empty() { None } else { Some(metadata) };
     let bytes = safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), &info)
         .map_err(|e| Error::Invalid(format!("save_tensors {}: {e}", path.display())))?;
     write_atomic(path, &bytes)
@@ -222,27 +217,19 @@ pub fn load_tensors(path: impl AsRef<Path>) -> Result<(NamedTensors, HashMap<Str
 }
 
 /// Parses the bytes of a safetensors file (see [`load_tensors`]); errors name `source`.
-pub fn parse_tensors(
-    bytes: &[u8],
-    source: &str,
-) -> Result<(NamedTensors, HashMap<String, String>)> {
+pub fn parse_tensors(bytes: &[u8], source: &str) -> Result<(NamedTensors, HashMap<String, String>)> {
     let bad = |msg: String| Error::bad_file(source, msg);
-    let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let file = SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let file = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let mut out = Vec::with_capacity(file.len());
     for (name, view) in file.tensors() {
         let shape = view.shape().to_vec();
         let data = view.data();
         let tensor = match view.dtype() {
-            Dtype::F32 => {
-                Tensor::from_vec(le_values(data, f32::from_le_bytes), &shape, Device::Cpu)?
-            }
-            Dtype::F64 => {
-                Tensor::from_vec(le_values(data, f64::from_le_bytes), &shape, Device::Cpu)?
-            }
+            Dtype::F32 => Tensor::from_vec(le_values(data, f32::from_le_bytes), &shape, Device::Cpu)?,
+            Dtype::F64 => Tensor::from_vec(le_values(data, f64::from_le_bytes), &shape, Device::Cpu)?,
             Dtype::I64 => {
                 let ints = le_values(data, i64::from_le_bytes);
                 Tensor::from_vec(

@@ -5,8 +5,8 @@
 
 use kiln_core::{gradcheck, DType, Device, GradcheckOptions, Result, Tensor};
 use kiln_nn::{
-    batch_norm, Activation, BCELoss, BCEWithLogitsLoss, BatchNorm1d, BatchNormConfig,
-    CrossEntropyLoss, Dropout, Linear, MSELoss, Module, Sequential,
+    batch_norm, Activation, BCELoss, BCEWithLogitsLoss, BatchNorm1d, BatchNormConfig, CrossEntropyLoss, Dropout,
+    Linear, MSELoss, Module, Sequential,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -20,20 +20,13 @@ fn f64_config() -> BatchNormConfig {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * (1.0 + w.abs()),
-            "{what}[{i}]: {g} vs {w}"
-        );
+        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
     }
 }
 
@@ -50,10 +43,7 @@ fn reference_batch_norm(
     let mut var = vec![0.0; c];
     for j in 0..c {
         mean[j] = (0..n).map(|i| x[i * c + j]).sum::<f64>() / n as f64;
-        var[j] = (0..n)
-            .map(|i| (x[i * c + j] - mean[j]).powi(2))
-            .sum::<f64>()
-            / n as f64;
+        var[j] = (0..n).map(|i| (x[i * c + j] - mean[j]).powi(2)).sum::<f64>() / n as f64;
     }
     let y = (0..n * c)
         .map(|k| {
@@ -74,8 +64,7 @@ fn batchnorm_train_forward_and_running_stats_match_a_plain_f64_computation() -> 
     bn.bias = Some(Tensor::from_vec(b.clone(), &[c], Device::Cpu)?.requires_grad(true));
     let (mut running_mean, mut running_var) = (vec![0.0; c], vec![1.0; c]);
     for step in 0..4 {
-        let x = Tensor::randn(&[n, c], DType::F64, Device::Cpu, &mut rng)?
-            .mul_scalar(1.0 + step as f64)?;
+        let x = Tensor::randn(&[n, c], DType::F64, Device::Cpu, &mut rng)?.mul_scalar(1.0 + step as f64)?;
         let xv = x.to_vec::<f64>()?;
         let (y, mean, var) = reference_batch_norm(&xv, n, c, &w, &b, 1e-5);
         assert_close("train y", &bn.forward(&x)?.to_vec::<f64>()?, &y, 1e-12);
@@ -83,18 +72,8 @@ fn batchnorm_train_forward_and_running_stats_match_a_plain_f64_computation() -> 
             running_mean[j] = 0.9 * running_mean[j] + 0.1 * mean[j];
             running_var[j] = 0.9 * running_var[j] + 0.1 * var[j] * n as f64 / (n - 1) as f64;
         }
-        assert_close(
-            "running_mean",
-            &bn.running_mean.to_vec::<f64>()?,
-            &running_mean,
-            1e-12,
-        );
-        assert_close(
-            "running_var",
-            &bn.running_var.to_vec::<f64>()?,
-            &running_var,
-            1e-12,
-        );
+        assert_close("running_mean", &bn.running_mean.to_vec::<f64>()?, &running_mean, 1e-12);
+        assert_close("running_var", &bn.running_var.to_vec::<f64>()?, &running_var, 1e-12);
     }
     assert_eq!(bn.num_batches_tracked.item()?, 4.0);
 
@@ -121,24 +100,14 @@ fn batchnorm_train_forward_and_running_stats_match_a_plain_f64_computation() -> 
 
 #[test]
 fn batchnorm_matches_torch_in_train_and_eval_mode_including_ncl_inputs() -> Result<()> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/batchnorm.json"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/batchnorm.json")).unwrap();
     let fx: Value = serde_json::from_str(&text).unwrap();
     let mut bn = BatchNorm1d::with_config(4, f64_config())?;
-    bn.weight =
-        Some(Tensor::from_vec(floats(&fx["weight"]), &[4], Device::Cpu)?.requires_grad(true));
+    bn.weight = Some(Tensor::from_vec(floats(&fx["weight"]), &[4], Device::Cpu)?.requires_grad(true));
     bn.bias = Some(Tensor::from_vec(floats(&fx["bias"]), &[4], Device::Cpu)?.requires_grad(true));
     for step in fx["train_steps"].as_array().unwrap() {
         let x = Tensor::from_vec(floats(&step["x"]), &[6, 4], Device::Cpu)?;
-        assert_close(
-            "train y",
-            &bn.forward(&x)?.to_vec::<f64>()?,
-            &floats(&step["y"]),
-            1e-12,
-        );
+        assert_close("train y", &bn.forward(&x)?.to_vec::<f64>()?, &floats(&step["y"]), 1e-12);
         assert_close(
             "running_mean",
             &bn.running_mean.to_vec::<f64>()?,
@@ -194,17 +163,7 @@ fn batchnorm_gradients_pass_gradcheck_in_train_and_eval_mode() -> Result<()> {
         Tensor::randn(&[3], DType::F64, Device::Cpu, &mut rng)?,
         Tensor::uniform(&[3], 0.5, 2.0, DType::F64, Device::Cpu, &mut rng)?,
     );
-    let eval = |t: &[Tensor]| {
-        batch_norm(
-            &t[0],
-            Some((&rm, &rv)),
-            Some(&t[1]),
-            Some(&t[2]),
-            false,
-            0.1,
-            1e-5,
-        )
-    };
+    let eval = |t: &[Tensor]| batch_norm(&t[0], Some((&rm, &rv)), Some(&t[1]), Some(&t[2]), false, 0.1, 1e-5);
     let report = gradcheck(eval, &[x, w, b], opts)?;
     assert!(report.ok, "eval: {report:?}");
     Ok(())
@@ -229,13 +188,7 @@ fn batchnorm_rejects_bad_inputs_and_names_its_state() -> Result<()> {
         .collect();
     assert_eq!(
         names,
-        [
-            "weight",
-            "bias",
-            "running_mean",
-            "running_var",
-            "num_batches_tracked"
-        ]
+        ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     );
     assert!(BatchNorm1d::new(0).is_err());
     Ok(())
@@ -302,10 +255,7 @@ fn linear_init_stays_within_one_over_sqrt_fan_in() -> Result<()> {
     let bound = 1.0 / 10.0;
     for (name, t) in layer.named_parameters() {
         let v = t.to_vec::<f32>()?;
-        assert!(
-            v.iter().all(|x| x.abs() <= bound),
-            "{name} outside ±{bound}"
-        );
+        assert!(v.iter().all(|x| x.abs() <= bound), "{name} outside ±{bound}");
         // Uniform: the extremes come close to the bound, the mean close to 0.
         let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         assert!(max > 0.9 * bound, "{name} max |w| = {max}");
@@ -327,15 +277,9 @@ fn sequential_names_parameters_and_buffers_by_layer_index() -> Result<()> {
         .push(Dropout::new(0.5, 1)?)
         .push(Linear::new(8, 2, false, &mut rng)?);
     let params: Vec<String> = net.named_parameters().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(
-        params,
-        ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight"]
-    );
+    assert_eq!(params, ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight"]);
     let buffers: Vec<String> = net.named_buffers().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(
-        buffers,
-        ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
-    );
+    assert_eq!(buffers, ["1.running_mean", "1.running_var", "1.num_batches_tracked"]);
     assert_eq!(
         net.describe(),
         "Linear(4 → 8) → BatchNorm1d(8) → Relu → Dropout(p=0.5) → Linear(8 → 2)"
@@ -344,10 +288,7 @@ fn sequential_names_parameters_and_buffers_by_layer_index() -> Result<()> {
     // set_training reaches every layer: eval output is deterministic.
     net.set_training(false);
     let x = Tensor::randn(&[3, 4], DType::F32, Device::Cpu, &mut rng)?;
-    assert_eq!(
-        net.forward(&x)?.to_vec::<f32>()?,
-        net.forward(&x)?.to_vec::<f32>()?
-    );
+    assert_eq!(net.forward(&x)?.to_vec::<f32>()?, net.forward(&x)?.to_vec::<f32>()?);
     Ok(())
 }
 
@@ -370,8 +311,7 @@ fn loss_modules_equal_the_tensor_losses() -> Result<()> {
         logits.bce_with_logits(&target)?.item()?
     );
     // BCE on σ(x) and BCE-with-logits on x agree.
-    let gap = BCELoss.forward(&probs, &target)?.item()?
-        - BCEWithLogitsLoss.forward(&logits, &target)?.item()?;
+    let gap = BCELoss.forward(&probs, &target)?.item()? - BCEWithLogitsLoss.forward(&logits, &target)?.item()?;
     assert!(gap.abs() < 1e-5);
     assert_eq!(
         CrossEntropyLoss.forward(&logits, &[0, 2, 1, 2])?.item()?,

@@ -8,20 +8,12 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 fn fixture() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/optim.json"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/optim.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 fn shapes(fx: &Value) -> Vec<Vec<usize>> {
@@ -56,11 +48,7 @@ fn optimizer(case: &Value, params: Vec<Tensor>) -> Box<dyn Optimizer> {
             } else {
                 AdamConfig::default()
             };
-            let betas = hp
-                .get("betas")
-                .map(floats)
-                .map(|b| (b[0], b[1]))
-                .unwrap_or(base.betas);
+            let betas = hp.get("betas").map(floats).map(|b| (b[0], b[1])).unwrap_or(base.betas);
             Box::new(Adam::new(
                 params,
                 AdamConfig {
@@ -176,10 +164,7 @@ fn optimizer_state_round_trip_through_a_checkpoint_continues_identically() -> Re
         let mut first = optimizer(case, initial_params(&fx, dtype));
         run_steps(first.as_mut(), &fx, 0..5, dtype);
         let (state, step) = first.state();
-        let mut tensors: Vec<(String, Tensor)> = state
-            .into_iter()
-            .map(|(n, t)| (format!("optim.{n}"), t))
-            .collect();
+        let mut tensors: Vec<(String, Tensor)> = state.into_iter().map(|(n, t)| (format!("optim.{n}"), t)).collect();
         tensors.extend(
             first
                 .params()
@@ -188,17 +173,12 @@ fn optimizer_state_round_trip_through_a_checkpoint_continues_identically() -> Re
                 .map(|(i, p)| (format!("param.{i}"), p.clone())),
         );
         let meta = HashMap::from([("step".to_string(), step.to_string())]);
-        let path = dir.join(format!(
-            "{}-{dtype}.safetensors",
-            case["name"].as_str().unwrap()
-        ));
+        let path = dir.join(format!("{}-{dtype}.safetensors", case["name"].as_str().unwrap()));
         save_tensors(&tensors, meta, &path)?;
 
         let (loaded, meta) = load_tensors(&path)?;
         let get = |name: &str| loaded.iter().find(|(n, _)| n == name).unwrap().1.clone();
-        let params: Vec<Tensor> = (0..3)
-            .map(|i| get(&format!("param.{i}")).requires_grad(true))
-            .collect();
+        let params: Vec<Tensor> = (0..3).map(|i| get(&format!("param.{i}")).requires_grad(true)).collect();
         let state: Vec<(String, Tensor)> = loaded
             .iter()
             .filter_map(|(n, t)| n.strip_prefix("optim.").map(|s| (s.to_string(), t.clone())))

@@ -27,10 +27,7 @@ fn sample_tensors() -> Vec<(String, Tensor)> {
             "b.exp_avg".into(),
             Tensor::randn(&[5], DType::F64, Device::Cpu, &mut rng).unwrap(),
         ),
-        (
-            "c.scalar".into(),
-            Tensor::scalar(7.0, DType::F32, Device::Cpu).unwrap(),
-        ),
+        ("c.scalar".into(), Tensor::scalar(7.0, DType::F32, Device::Cpu).unwrap()),
         (
             "d.empty".into(),
             Tensor::zeros(&[0, 2], DType::F32, Device::Cpu).unwrap(),
@@ -46,12 +43,7 @@ fn sample_bytes() -> Vec<u8> {
 fn write_sample() -> Vec<u8> {
     let dir = temp_dir("bytes");
     let path = dir.join("sample.safetensors");
-    save_tensors(
-        &sample_tensors(),
-        HashMap::from([("step".into(), "42".into())]),
-        &path,
-    )
-    .unwrap();
+    save_tensors(&sample_tensors(), HashMap::from([("step".into(), "42".into())]), &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     bytes

@@ -6,8 +6,8 @@
 use kiln_core::{DType, Device, Result, Tensor};
 use kiln_nn::state_dict::{load_state_dict_from, parse_tensors, state_dict};
 use kiln_nn::{
-    load_state_dict, load_tensors, save_state_dict, Activation, BatchNorm1d, Linear, Module,
-    Optimizer, Sequential, Sgd, SgdConfig,
+    load_state_dict, load_tensors, save_state_dict, Activation, BatchNorm1d, Linear, Module, Optimizer, Sequential,
+    Sgd, SgdConfig,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -47,10 +47,7 @@ fn bn_net(rng: &mut ChaCha8Rng) -> Result<Sequential> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -78,17 +75,10 @@ fn torch_batchnorm_net_with_int64_counter_loads_and_matches_in_eval_mode() -> Re
     load_state_dict(&net, fixture_path("bn_net.safetensors"))?;
     net.set_training(false);
     let x = Tensor::from_vec(floats(&fx["bn_net_input"]), &[4, 6], Device::Cpu)?;
-    let err = max_abs_diff(
-        &net.forward(&x)?.to_vec::<f32>()?,
-        &floats(&fx["bn_net_output"]),
-    );
+    let err = max_abs_diff(&net.forward(&x)?.to_vec::<f32>()?, &floats(&fx["bn_net_output"]));
     assert!(err < 1e-5, "max |kiln − torch| = {err}");
     let sd = state_dict(&net);
-    let counter = &sd
-        .iter()
-        .find(|(n, _)| n == "1.num_batches_tracked")
-        .unwrap()
-        .1;
+    let counter = &sd.iter().find(|(n, _)| n == "1.num_batches_tracked").unwrap().1;
     assert_eq!(counter.item()?, 3.0);
     Ok(())
 }
@@ -105,27 +95,14 @@ fn kiln_state_dict_uses_torch_names_and_layouts_and_exports_for_torch() -> Resul
     ] {
         // Move BatchNorm's running stats off their initial values first.
         for _ in 0..2 {
-            net.forward(&Tensor::randn(
-                &[8, n_in],
-                DType::F32,
-                Device::Cpu,
-                &mut rng,
-            )?)?;
+            net.forward(&Tensor::randn(&[8, n_in], DType::F32, Device::Cpu, &mut rng)?)?;
         }
         net.set_training(false);
         let path = dir.join(format!("{name}.safetensors"));
         save_state_dict(&net, &path)?;
         let (tensors, _) = load_tensors(&path)?;
         let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
-        let shape = |n: &str| {
-            tensors
-                .iter()
-                .find(|(k, _)| k == n)
-                .unwrap()
-                .1
-                .shape()
-                .to_vec()
-        };
+        let shape = |n: &str| tensors.iter().find(|(k, _)| k == n).unwrap().1.shape().to_vec();
         if name == "generator" {
             assert_eq!(names, ["0.bias", "0.weight", "2.bias", "2.weight"]);
             assert_eq!(shape("2.weight"), [784, 128]);
@@ -148,22 +125,15 @@ fn kiln_state_dict_uses_torch_names_and_layouts_and_exports_for_torch() -> Resul
         }
         let x = Tensor::randn(&[3, n_in], DType::F32, Device::Cpu, &mut rng)?;
         let y = net.forward(&x)?;
-        outputs.insert(
-            format!("{name}_input"),
-            serde_json::json!(x.to_vec::<f32>()?),
-        );
-        outputs.insert(
-            format!("{name}_output"),
-            serde_json::json!(y.to_vec::<f32>()?),
-        );
+        outputs.insert(format!("{name}_input"), serde_json::json!(x.to_vec::<f32>()?));
+        outputs.insert(format!("{name}_output"), serde_json::json!(y.to_vec::<f32>()?));
     }
     std::fs::write(dir.join("outputs.json"), Value::Object(outputs).to_string()).unwrap();
     Ok(())
 }
 
 #[test]
-fn load_state_dict_copies_in_place_so_an_optimizer_keeps_training_the_loaded_values() -> Result<()>
-{
+fn load_state_dict_copies_in_place_so_an_optimizer_keeps_training_the_loaded_values() -> Result<()> {
     let dir = temp_dir("inplace");
     let path = dir.join("net.safetensors");
     let source = bn_net(&mut ChaCha8Rng::seed_from_u64(10))?;
@@ -187,12 +157,7 @@ fn load_state_dict_copies_in_place_so_an_optimizer_keeps_training_the_loaded_val
         assert!(p.same(h));
     }
     let before = net.parameters()[0].to_vec::<f32>()?;
-    let x = Tensor::randn(
-        &[4, 6],
-        DType::F32,
-        Device::Cpu,
-        &mut ChaCha8Rng::seed_from_u64(12),
-    )?;
+    let x = Tensor::randn(&[4, 6], DType::F32, Device::Cpu, &mut ChaCha8Rng::seed_from_u64(12))?;
     net.forward(&x)?.powf(2.0)?.mean()?.backward()?;
     opt.step()?;
     let after = net.parameters()[0].to_vec::<f32>()?;
@@ -202,24 +167,17 @@ fn load_state_dict_copies_in_place_so_an_optimizer_keeps_training_the_loaded_val
 }
 
 #[test]
-fn load_state_dict_reports_missing_unexpected_and_mismatched_keys_and_leaves_the_module_untouched(
-) -> Result<()> {
+fn load_state_dict_reports_missing_unexpected_and_mismatched_keys_and_leaves_the_module_untouched() -> Result<()> {
     let dir = temp_dir("mismatch");
     let net = generator(&mut ChaCha8Rng::seed_from_u64(1))?;
-    let before: Vec<Vec<f32>> = net
-        .parameters()
-        .iter()
-        .map(|p| p.to_vec::<f32>().unwrap())
-        .collect();
+    let before: Vec<Vec<f32>> = net.parameters().iter().map(|p| p.to_vec::<f32>().unwrap()).collect();
 
     // bn_net's file into the generator: wrong keys.
     let other = dir.join("other.safetensors");
     save_state_dict(&bn_net(&mut ChaCha8Rng::seed_from_u64(2))?, &other)?;
     let msg = load_state_dict(&net, &other).unwrap_err().to_string();
     assert!(
-        msg.contains("other.safetensors")
-            && msg.contains("missing keys")
-            && msg.contains("1.running_mean"),
+        msg.contains("other.safetensors") && msg.contains("missing keys") && msg.contains("1.running_mean"),
         "{msg}"
     );
 
@@ -257,9 +215,5 @@ fn unsupported_dtype_is_a_bad_file_error() {
 #[test]
 fn missing_file_is_an_io_error_with_the_path() {
     let err = load_tensors("/nonexistent/kiln/model.safetensors").unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("/nonexistent/kiln/model.safetensors"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/nonexistent/kiln/model.safetensors"), "{err}");
 }

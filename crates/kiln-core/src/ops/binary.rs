@@ -25,24 +25,16 @@ fn broadcast_strides(t: &Tensor, out: &[usize]) -> Vec<isize> {
 
 impl Tensor {
     /// Applies a binary kernel with broadcasting, without recording.
-    pub(crate) fn binary_raw(
-        &self,
-        other: &Tensor,
-        op: BinaryOp,
-        name: &'static str,
-    ) -> Result<Tensor> {
+    pub(crate) fn binary_raw(&self, other: &Tensor, op: BinaryOp, name: &'static str) -> Result<Tensor> {
         check_same(name, self, other)?;
         let shape = broadcast_shapes(name, self.shape(), other.shape())?;
-        let (sa, sb) = (
-            broadcast_strides(self, &shape),
-            broadcast_strides(other, &shape),
-        );
+        let (sa, sb) = (broadcast_strides(self, &shape), broadcast_strides(other, &shape));
         let n: usize = shape.iter().product();
         let ga = self.0.storage.read();
         let gb = other.0.storage.read();
         let data = match (&*ga, &*gb) {
             (Data::F32(a), Data::F32(b)) => {
-                let mut out = vec![0.0f32; n];
+                let mut out = crate::storage::take::<f32>(n);
                 binary(
                     op,
                     Strided {
@@ -61,7 +53,7 @@ impl Tensor {
                 Data::F32(out)
             }
             (Data::F64(a), Data::F64(b)) => {
-                let mut out = vec![0.0f64; n];
+                let mut out = crate::storage::take::<f64>(n);
                 binary(
                     op,
                     Strided {
@@ -101,10 +93,7 @@ impl Tensor {
         let out = self.binary_raw(other, BinaryOp::Sub, "sub")?;
         let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
         Ok(record("sub", out, &[self, other], move |_, g| {
-            Ok(vec![
-                Some(g.sum_to_shape(&sa)?),
-                Some(g.neg()?.sum_to_shape(&sb)?),
-            ])
+            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.neg()?.sum_to_shape(&sb)?)])
         }))
     }
 
@@ -136,30 +125,20 @@ impl Tensor {
         let out = self.binary_raw(other, BinaryOp::Div, "div")?;
         let (a, b) = (SavedTensor::new(self), SavedTensor::new(other));
         let (ra, rb) = (self.0.requires_grad, other.0.requires_grad);
-        Ok(record_with_output(
-            "div",
-            out,
-            &[self, other],
-            move |ctx, g| {
-                let (a, b) = (ctx.unpack(&a)?, ctx.unpack(&b)?);
-                let ga = if ra {
-                    Some(g.div(&b)?.sum_to_shape(a.shape())?)
-                } else {
-                    None
-                };
-                let gb = if rb {
-                    Some(
-                        g.mul(&ctx.output()?)?
-                            .div(&b)?
-                            .neg()?
-                            .sum_to_shape(b.shape())?,
-                    )
-                } else {
-                    None
-                };
-                Ok(vec![ga, gb])
-            },
-        ))
+        Ok(record_with_output("div", out, &[self, other], move |ctx, g| {
+            let (a, b) = (ctx.unpack(&a)?, ctx.unpack(&b)?);
+            let ga = if ra {
+                Some(g.div(&b)?.sum_to_shape(a.shape())?)
+            } else {
+                None
+            };
+            let gb = if rb {
+                Some(g.mul(&ctx.output()?)?.div(&b)?.neg()?.sum_to_shape(b.shape())?)
+            } else {
+                None
+            };
+            Ok(vec![ga, gb])
+        }))
     }
 
     /// max(a, b) elementwise (broadcasting); ties split the gradient evenly.

@@ -77,26 +77,17 @@ impl Tensor {
         let (x, t) = (SavedTensor::new(self), SavedTensor::new(target));
         let (rx, rt) = (self.0.requires_grad, target.0.requires_grad);
         let n = self.numel().max(1) as f64;
-        Ok(record(
-            "bce_with_logits",
-            out,
-            &[self, target],
-            move |ctx, g| {
-                let (x, t) = (ctx.unpack(&x)?, ctx.unpack(&t)?);
-                let scale = g.mul_scalar(1.0 / n)?;
-                let gx = if rx {
-                    Some(x.sigmoid()?.sub(&t)?.mul(&scale)?)
-                } else {
-                    None
-                };
-                let gt = if rt {
-                    Some(x.neg()?.mul(&scale)?)
-                } else {
-                    None
-                };
-                Ok(vec![gx, gt])
-            },
-        ))
+        Ok(record("bce_with_logits", out, &[self, target], move |ctx, g| {
+            let (x, t) = (ctx.unpack(&x)?, ctx.unpack(&t)?);
+            let scale = g.mul_scalar(1.0 / n)?;
+            let gx = if rx {
+                Some(x.sigmoid()?.sub(&t)?.mul(&scale)?)
+            } else {
+                None
+            };
+            let gt = if rt { Some(x.neg()?.mul(&scale)?) } else { None };
+            Ok(vec![gx, gt])
+        }))
     }
 
     /// Cross-entropy of logits [N, C] against class indices (one per row):

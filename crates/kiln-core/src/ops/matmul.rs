@@ -53,11 +53,7 @@ fn check_2d(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.rank() != 2 || b.rank() != 2 {
         return Err(Error::BadShape {
             op,
-            msg: format!(
-                "expects 2-D operands, got {:?} and {:?}",
-                a.shape(),
-                b.shape()
-            ),
+            msg: format!("expects 2-D operands, got {:?} and {:?}", a.shape(), b.shape()),
         });
     }
     Ok(())
@@ -77,7 +73,7 @@ impl Tensor {
             });
         }
         let (m, n) = (self.shape()[0], other.shape()[1]);
-        let mut data = crate::storage::Data::zeros(self.dtype(), m * n);
+        let mut data = Data::uninit(self.dtype(), m * n);
         gemm_into(self, other, &mut data, false);
         let out = Tensor::from_data(data, &[m, n], self.device());
         let (a, b) = (SavedTensor::new(self), SavedTensor::new(other));
@@ -115,10 +111,13 @@ impl Tensor {
                         rhs: weight.shape().to_vec(),
                     });
                 }
-                let row = b.to_vec_f64()?;
-                crate::storage::Data::repeat_rows(self.dtype(), &row, n)
+                let c = b.slices()?;
+                c.with(|r| match r {
+                    crate::tensor::SliceRef::F32(r) => Data::F32(Data::repeat_rows(r, n)),
+                    crate::tensor::SliceRef::F64(r) => Data::F64(Data::repeat_rows(r, n)),
+                })
             }
-            None => crate::storage::Data::zeros(self.dtype(), n * o),
+            None => Data::uninit(self.dtype(), n * o),
         };
         let wt = weight.transpose_raw(0, 1);
         gemm_into(self, &wt, &mut data, bias.is_some());

@@ -25,7 +25,7 @@ impl Tensor {
                 continue;
             }
             cur = map_contig!(cur, &shape, |x| {
-                let mut out = vec![super::unary::num_zero(x); outer * inner];
+                let mut out = super::unary::take_like(x, outer * inner);
                 reduce_dim(op, x, outer, r, inner, &mut out);
                 out
             });
@@ -89,8 +89,7 @@ impl Tensor {
     pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let nd = normalize_dims("mean_dims", dims, self.rank())?;
         let count: usize = nd.iter().map(|&d| self.shape()[d]).product();
-        self.sum_dims(dims, keepdim)?
-            .mul_scalar(1.0 / count.max(1) as f64)
+        self.sum_dims(dims, keepdim)?.mul_scalar(1.0 / count.max(1) as f64)
     }
 
     /// Maximum of all elements → 0-d. The gradient goes to the maximal
@@ -117,23 +116,15 @@ impl Tensor {
             kept.reshape_raw(&Self::drop_dims(self.shape(), &nd))
         };
         let x = SavedTensor::new(self);
-        let (keep, signed): (Vec<usize>, Vec<isize>) = (
-            self.keep_shape(&nd),
-            nd.iter().map(|&d| d as isize).collect(),
-        );
-        Ok(record_with_output(
-            "max_dims",
-            out,
-            &[self],
-            move |ctx, g| {
-                let x = ctx.unpack(&x)?;
-                let y = ctx.output()?.detach().reshape_raw(&keep);
-                let mask = x.eq_mask(&y)?;
-                let count = mask.sum_dims(&signed, true)?;
-                let share = mask.div(&count)?;
-                Ok(vec![Some(g.reshape(&keep)?.mul(&share)?)])
-            },
-        ))
+        let (keep, signed): (Vec<usize>, Vec<isize>) = (self.keep_shape(&nd), nd.iter().map(|&d| d as isize).collect());
+        Ok(record_with_output("max_dims", out, &[self], move |ctx, g| {
+            let x = ctx.unpack(&x)?;
+            let y = ctx.output()?.detach().reshape_raw(&keep);
+            let mask = x.eq_mask(&y)?;
+            let count = mask.sum_dims(&signed, true)?;
+            let share = mask.div(&count)?;
+            Ok(vec![Some(g.reshape(&keep)?.mul(&share)?)])
+        }))
     }
 
     /// log(softmax(x)) along `dim`, computed stably as x − m − log Σ e^(x−m)

@@ -149,7 +149,7 @@ impl Tensor {
         // A view with no elements keeps the input's offset: start·stride can
         // point past the end of the storage (narrowing a zero-size tensor),
         // and kernels slice `offset..offset + numel` even when numel is 0.
-        let offset = if false {
+        let offset = if len == 0 || self.numel() == 0 {
             self.0.offset
         } else {
             (self.0.offset as isize + start as isize * self.strides()[d]) as usize
@@ -218,9 +218,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = self.contiguous_data()?;
-        Ok(record("contiguous", out, &[self], |_, g| {
-            Ok(vec![Some(g.clone())])
-        }))
+        Ok(record("contiguous", out, &[self], |_, g| Ok(vec![Some(g.clone())])))
     }
 
     /// Joins tensors along an existing dim; all other dims must agree.
@@ -258,18 +256,14 @@ impl Tensor {
         let outer: usize = shape[..d].iter().product();
         let inner: usize = shape[d + 1..].iter().product();
         let row = shape[d] * inner;
-        let mut data = Data::zeros(first.dtype(), shape.iter().product());
+        let mut data = Data::uninit(first.dtype(), shape.iter().product());
         let mut col = 0;
         for t in tensors {
             let piece = t.shape()[d] * inner;
             let c = t.slices()?;
             c.with(|src| match (src, &mut data) {
-                (crate::tensor::SliceRef::F32(s), Data::F32(o)) => {
-                    copy_rows(s, o, outer, piece, row, col)
-                }
-                (crate::tensor::SliceRef::F64(s), Data::F64(o)) => {
-                    copy_rows(s, o, outer, piece, row, col)
-                }
+                (crate::tensor::SliceRef::F32(s), Data::F32(o)) => copy_rows(s, o, outer, piece, row, col),
+                (crate::tensor::SliceRef::F64(s), Data::F64(o)) => copy_rows(s, o, outer, piece, row, col),
                 _ => unreachable!("dtypes checked"),
             });
             col += piece;
@@ -290,10 +284,7 @@ impl Tensor {
     /// Stacks equally shaped tensors along a new dim.
     #[track_caller]
     pub fn stack(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
-        let unsq = tensors
-            .iter()
-            .map(|t| t.unsqueeze(dim))
-            .collect::<Result<Vec<_>>>()?;
+        let unsq = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = unsq.iter().collect();
         Tensor::concat(&refs, dim as isize)
     }
@@ -301,14 +292,7 @@ impl Tensor {
 
 /// Copies `outer` rows of `piece` elements from `src` into `dst` rows of
 /// length `row`, starting at column `col`.
-fn copy_rows<T: Copy>(
-    src: &[T],
-    dst: &mut [T],
-    outer: usize,
-    piece: usize,
-    row: usize,
-    col: usize,
-) {
+fn copy_rows<T: Copy>(src: &[T], dst: &mut [T], outer: usize, piece: usize, row: usize, col: usize) {
     for o in 0..outer {
         dst[o * row + col..o * row + col + piece].copy_from_slice(&src[o * piece..(o + 1) * piece]);
     }

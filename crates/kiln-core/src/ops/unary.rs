@@ -14,7 +14,7 @@ impl Tensor {
     pub(crate) fn unary_raw(&self, op: UnaryOp) -> Result<Tensor> {
         let n = self.numel();
         Ok(map_contig!(self, self.shape(), |x| {
-            let mut out = vec![num_zero(x); n];
+            let mut out = take_like(x, n);
             unary(op, x, &mut out);
             out
         }))
@@ -61,9 +61,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Abs)?;
         let x = SavedTensor::new(self);
         Ok(record("abs", out, &[self], move |ctx, g| {
-            Ok(vec![Some(
-                g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::Sign)?)?,
-            )])
+            Ok(vec![Some(g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::Sign)?)?)])
         }))
     }
 
@@ -87,9 +85,7 @@ impl Tensor {
     #[track_caller]
     pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::AddScalar(c))?;
-        Ok(record("add_scalar", out, &[self], |_, g| {
-            Ok(vec![Some(g.clone())])
-        }))
+        Ok(record("add_scalar", out, &[self], |_, g| Ok(vec![Some(g.clone())])))
     }
 
     /// x − c
@@ -125,9 +121,9 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Clamp(lo, hi))?;
         let x = SavedTensor::new(self);
         Ok(record("clamp", out, &[self], move |ctx, g| {
-            Ok(vec![Some(g.mul(
-                &ctx.unpack(&x)?.unary_raw(UnaryOp::InRange(lo, hi))?,
-            )?)])
+            Ok(vec![Some(
+                g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::InRange(lo, hi))?)?,
+            )])
         }))
     }
 
@@ -153,9 +149,7 @@ impl Tensor {
             let x = ctx.unpack(&x)?;
             act_grad(ctx, ActBackward::LeakyRelu(slope), &x, g, |x, g| {
                 // [x > 0]·(1 − slope) + slope
-                let d = x
-                    .unary_raw(UnaryOp::Step)?
-                    .unary_raw(UnaryOp::MulScalar(1.0 - slope))?;
+                let d = x.unary_raw(UnaryOp::Step)?.unary_raw(UnaryOp::MulScalar(1.0 - slope))?;
                 g.mul(&d.unary_raw(UnaryOp::AddScalar(slope))?)
             })
         }))
@@ -239,12 +233,12 @@ fn act_grad(
     let data = s.with(|sr| {
         gc.with(|gr| match (sr, gr) {
             (crate::tensor::SliceRef::F32(s), crate::tensor::SliceRef::F32(d)) => {
-                let mut out = vec![0.0f32; n];
+                let mut out = crate::storage::take::<f32>(n);
                 act_backward(op, s, d, &mut out);
                 Ok(crate::storage::Data::F32(out))
             }
             (crate::tensor::SliceRef::F64(s), crate::tensor::SliceRef::F64(d)) => {
-                let mut out = vec![0.0f64; n];
+                let mut out = crate::storage::take::<f64>(n);
                 act_backward(op, s, d, &mut out);
                 Ok(crate::storage::Data::F64(out))
             }
@@ -255,15 +249,11 @@ fn act_grad(
             }),
         })
     })?;
-    Ok(vec![Some(Tensor::from_data(
-        data,
-        saved.shape(),
-        saved.device(),
-    ))])
+    Ok(vec![Some(Tensor::from_data(data, saved.shape(), saved.device()))])
 }
 
-/// A zero of the slice's element type (lets `vec![…; n]` infer T).
+/// A pooled buffer of `n` elements of the slice's element type (contents unspecified).
 #[inline]
-pub(crate) fn num_zero<T: kiln_cpu::Float>(_: &[T]) -> T {
-    T::ZERO
+pub(crate) fn take_like<T: crate::storage::Pooled>(_: &[T], n: usize) -> Vec<T> {
+    crate::storage::take::<T>(n)
 }

@@ -97,19 +97,12 @@ impl Variant {
 
     /// The variants this CPU can run, in lesson order.
     pub fn available() -> Vec<Variant> {
-        Variant::all()
-            .iter()
-            .copied()
-            .filter(|v| v.is_available())
-            .collect()
+        Variant::all().iter().copied().filter(|v| v.is_available()).collect()
     }
 
     /// Whether the variant splits large products over rayon threads.
     pub fn is_parallel(self) -> bool {
-        matches!(
-            self,
-            Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512
-        )
+        matches!(self, Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512)
     }
 }
 
@@ -135,13 +128,14 @@ fn best_packed() -> Variant {
 /// Measured on an AMD EPYC (Zen 3, AVX2; see docs/benchmarks.md): the packed
 /// AVX2 kernel matches or beats matrixmultiply from the GAN's layer shapes up
 /// to 1024³, and is the one that uses more than one thread. Products too
-/// small to amortise packing (fewer than 32³ multiply-adds) or with a tiny
-/// inner dimension (k < 8, e.g. the 2-D toy GAN's first layer), where the
-/// cost is writing C, go to matrixmultiply; so do CPUs without AVX2, where
-/// matrixmultiply's SSE kernels beat the portable v3.
+/// small to amortise packing (fewer than 32³ multiply-adds), with a tiny
+/// inner dimension (k < 8, e.g. the 2-D toy GAN's first layer, where the cost
+/// is writing C) or a narrow C (n < 8, its last layer's backward, where the
+/// 16-wide tile is mostly padding) go to matrixmultiply; so do CPUs without
+/// AVX2, where matrixmultiply's SSE kernels beat the portable v3.
 pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
     let best = best_packed();
-    let small = m.saturating_mul(n).saturating_mul(k) < SMALL_MNK || k < SMALL_K;
+    let small = m.saturating_mul(n).saturating_mul(k) < SMALL_MNK || k < SMALL_DIM || n < SMALL_DIM;
     if best == Variant::V3PackedScalar || small {
         Variant::Matrixmultiply
     } else {
@@ -151,8 +145,9 @@ pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
 
 /// Products with fewer multiply-adds than this go to matrixmultiply.
 const SMALL_MNK: usize = 32 * 32 * 32;
-/// Products with a shorter inner dimension go to matrixmultiply.
-const SMALL_K: usize = 8;
+/// Products with a shorter inner dimension (k) or narrower C (n) go to
+/// matrixmultiply: a 16-wide tile would be mostly padding.
+const SMALL_DIM: usize = 8;
 
 /// SGEMM entry used by [`crate::matmul::gemm`] for f32: runs the variant
 /// [`choose_variant`] picks for the shape.
@@ -177,11 +172,7 @@ pub unsafe fn sgemm_dispatch(
     let variant = choose_variant(m, n, k);
     // SAFETY: forwarded from the caller's contract; the chosen variant is
     // available on this CPU.
-    unsafe {
-        sgemm_variant_raw(
-            variant, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
-        )
-    }
+    unsafe { sgemm_variant_raw(variant, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides) }
 }
 
 /// Runs one SGEMM variant on slices: `C = alpha·A·B + beta·C` (with
@@ -247,19 +238,14 @@ pub unsafe fn sgemm_variant_raw(
     c: *mut f32,
     c_strides: [isize; 2],
 ) {
-    assert!(
-        variant.is_available(),
-        "{variant} is not supported by this CPU"
-    );
+    assert!(variant.is_available(), "{variant} is not supported by this CPU");
     if m == 0 || n == 0 {
         return;
     }
     if variant == Variant::Matrixmultiply {
         // SAFETY: forwarded from the caller's contract.
         return unsafe {
-            crate::matmul::sgemm_matrixmultiply(
-                m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
-            )
+            crate::matmul::sgemm_matrixmultiply(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
         };
     }
     if k == 0 || alpha == 0.0 {
@@ -291,29 +277,25 @@ pub unsafe fn sgemm_variant_raw(
     // SAFETY (all arms): forwarded from the caller's contract; m, n, k > 0.
     unsafe {
         match variant {
-            Variant::V1Naive => naive::sgemm_v1_naive(
-                m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
-            ),
-            Variant::V2Blocked => naive::sgemm_v2_blocked(
-                m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
-            ),
-            Variant::V3PackedScalar => {
-                packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
-                    packed::kernel_v3_scalar_4x8,
-                    packed::V3_BLOCKING,
-                    m,
-                    n,
-                    k,
-                    alpha,
-                    a,
-                    a_strides,
-                    b,
-                    b_strides,
-                    beta,
-                    c,
-                    c_strides,
-                )
+            Variant::V1Naive => naive::sgemm_v1_naive(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides),
+            Variant::V2Blocked => {
+                naive::sgemm_v2_blocked(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
             }
+            Variant::V3PackedScalar => packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
+                packed::kernel_v3_scalar_4x8,
+                packed::V3_BLOCKING,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                a_strides,
+                b,
+                b_strides,
+                beta,
+                c,
+                c_strides,
+            ),
             #[cfg(target_arch = "x86_64")]
             Variant::V4Avx2 => packed::sgemm_packed::<{ avx2::MR }, { avx2::NR }>(
                 avx2::kernel_v4_avx2_6x16,
@@ -391,10 +373,7 @@ fn check_extent(name: &str, len: usize, rows: usize, cols: usize, strides: [isiz
     if rows == 0 || cols == 0 {
         return;
     }
-    assert!(
-        strides[0] >= 0 && strides[1] >= 0,
-        "sgemm: negative strides for {name}"
-    );
+    assert!(strides[0] >= 0 && strides[1] >= 0, "sgemm: negative strides for {name}");
     let last = (rows - 1) * strides[0] as usize + (cols - 1) * strides[1] as usize;
     assert!(
         last < len,

@@ -80,8 +80,7 @@ fn with_buffer<R>(
         }
         // SAFETY: `Line` is 16 plain f32s with no padding, so `lines` Lines
         // are exactly `16·lines ≥ len` initialised floats.
-        let floats =
-            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut f32, lines * 16) };
+        let floats = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut f32, lines * 16) };
         f(&mut floats[..len])
     };
     cell.with(|c| match c.try_borrow_mut() {
@@ -98,13 +97,7 @@ fn with_buffer<R>(
 /// # Safety
 /// `a` must cover `mc×kc` elements with strides `[ars, acs]`; `out` must hold
 /// `ceil(mc/MR)·MR·kc` floats.
-unsafe fn pack_a<const MR: usize>(
-    mc: usize,
-    kc: usize,
-    a: *const f32,
-    [ars, acs]: [isize; 2],
-    out: &mut [f32],
-) {
+unsafe fn pack_a<const MR: usize>(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize; 2], out: &mut [f32]) {
     for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
         let rows = MR.min(mc - ip * MR);
         // SAFETY: row ip·MR is inside A.
@@ -257,13 +250,10 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
             with_buffer(&PACK_B, n_panels * NR * kc, |b_pack| {
                 if parallel {
-                    b_pack
-                        .par_chunks_mut(NR * kc)
-                        .enumerate()
-                        .for_each(|(jp, panel)| {
-                            // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
-                            unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.get(), b_strides, panel) }
-                        });
+                    b_pack.par_chunks_mut(NR * kc).enumerate().for_each(|(jp, panel)| {
+                        // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
+                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.get(), b_strides, panel) }
+                    });
                 } else {
                     for (jp, panel) in b_pack.chunks_exact_mut(NR * kc).enumerate() {
                         // SAFETY: as above.
@@ -316,11 +306,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                     let groups = (4 * threads).div_ceil(m_blocks).clamp(1, n_panels);
                     (0..m_blocks * groups).into_par_iter().for_each(|w| {
                         let (ib, g) = (w / groups, w % groups);
-                        item(
-                            ib * blk.mc,
-                            g * n_panels / groups,
-                            (g + 1) * n_panels / groups,
-                        );
+                        item(ib * blk.mc, g * n_panels / groups, (g + 1) * n_panels / groups);
                     });
                 } else {
                     for ib in 0..m_blocks {
@@ -414,17 +400,5 @@ pub(super) unsafe fn kernel_v3_scalar_4x8(
         }
     }
     // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        store_tile(
-            acc.as_flattened(),
-            V3_NR,
-            c,
-            rs_c,
-            cs_c,
-            alpha,
-            beta,
-            mr,
-            nr,
-        )
-    };
+    unsafe { store_tile(acc.as_flattened(), V3_NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
 }

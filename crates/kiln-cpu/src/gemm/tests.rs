@@ -43,17 +43,7 @@ impl Mat {
 
 /// Checks `variant` against an f64 reference on one problem.
 #[allow(clippy::too_many_arguments)]
-fn check(
-    variant: Variant,
-    m: usize,
-    n: usize,
-    k: usize,
-    ta: bool,
-    tb: bool,
-    tc: bool,
-    alpha: f32,
-    beta: f32,
-) {
+fn check(variant: Variant, m: usize, n: usize, k: usize, ta: bool, tb: bool, tc: bool, alpha: f32, beta: f32) {
     let a = Mat::new(m, k, ta, 1);
     let b = Mat::new(k, n, tb, 2);
     let mut c = Mat::new(m, n, tc, 3);
@@ -90,11 +80,7 @@ fn check(
                 beta as f64 * c0[i * n + j] as f64
             };
             let want = alpha as f64 * dot + prev;
-            let tol = 4.0
-                * (k as f64 + 2.0)
-                * f32::EPSILON as f64
-                * (alpha.abs() as f64 * mag + prev.abs())
-                + 1e-6;
+            let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * (alpha.abs() as f64 * mag + prev.abs()) + 1e-6;
             let got = c.at(i, j) as f64;
             assert!(
                 (got - want).abs() <= tol,
@@ -162,10 +148,7 @@ fn run_in_pool(threads: usize, v: Variant, m: usize, n: usize, k: usize) -> Vec<
     let a = fill(m * k, 7);
     let b = fill(k * n, 8);
     let mut c = fill(m * n, 9);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         sgemm_variant(
             v,
