@@ -73,7 +73,107 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
 
 #[cfg(feature = "cuda")]
 fn cuda_bench(a: &BenchArgs) -> Result<ExitCode> {
-    crate::bench::cuda::run(&a.kernel, &a.sizes, a.repeats, a.json.as_deref()).map_err(Error::Invalid)?;
+    use kiln_cuda::backend::CudaBackend;
+    use kiln_cuda::bench::{bench_adam, bench_elementwise, bench_gemm, device_info, BenchOptions};
+    use kiln_cuda::gemm::GemmLayout;
+    let cuda = |e: kiln_cuda::error::CudaError| match e {
+        kiln_cuda::error::CudaError::NoDevice(m) => Error::NoDevice(m),
+        other => Error::Cuda(other.to_string()),
+    };
+    let gpu = CudaBackend::global().map_err(cuda)?;
+    let info = device_info(gpu).map_err(cuda)?;
+    println!(
+        "kiln bench {} --device cuda: {} (sm_{}{}, {} SMs), peak {:.0} GFLOP/s FP32, {:.0} GB/s",
+        a.kernel,
+        info.name,
+        info.compute_capability.0,
+        info.compute_capability.1,
+        info.sm_count,
+        info.peak_gflops.unwrap_or(f64::NAN),
+        info.peak_gbps.unwrap_or(f64::NAN)
+    );
+    let opts = BenchOptions {
+        repeats: a.repeats.max(1),
+        ..Default::default()
+    };
+    let results = match a.kernel.as_str() {
+        "gemm" => {
+            let sizes = if a.sizes.is_empty() {
+                vec![1024, 2048, 4096, 8192]
+            } else {
+                a.sizes.clone()
+            };
+            let shapes: Vec<(usize, usize, usize)> = sizes.iter().map(|&n| (n, n, n)).collect();
+            let mut all = Vec::new();
+            for layout in [GemmLayout::NN, GemmLayout::NT, GemmLayout::TN] {
+                all.extend(bench_gemm(gpu, &shapes, layout, &opts).map_err(cuda)?);
+            }
+            all
+        }
+        "layers" => {
+            let shapes = vec![
+                (64, 128, 100),
+                (64, 784, 128),
+                (64, 128, 784),
+                (100, 12288, 128),
+                (100, 128, 12288),
+            ];
+            bench_gemm(gpu, &shapes, GemmLayout::NT, &opts).map_err(cuda)?
+        }
+        "elementwise" => {
+            let sizes = if a.sizes.is_empty() {
+                vec![1 << 20, 1 << 24, 1 << 26]
+            } else {
+                a.sizes.clone()
+            };
+            bench_elementwise(gpu, &sizes, &opts).map_err(cuda)?
+        }
+        "adam" => {
+            let sizes = if a.sizes.is_empty() {
+                vec![1 << 20, 1 << 24]
+            } else {
+                a.sizes.clone()
+            };
+            bench_adam(gpu, &sizes, &opts).map_err(cuda)?
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "kiln bench {other} --device cuda: expected gemm, layers, elementwise or adam"
+            )))
+        }
+    };
+    println!("| kernel | size | median ms | spread | GFLOP/s | GB/s | % of reference | % of peak | validated |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
+    for r in &results {
+        println!(
+            "| {} | {} | {:.4} | {:.1}% | {} | {} | {} | {} | {} |",
+            r.name,
+            r.size,
+            r.median_ms,
+            100.0 * r.spread,
+            fmt(r.gflops, 0),
+            fmt(r.gbps, 0),
+            fmt(r.pct_ref, 1),
+            fmt(r.pct_peak, 1),
+            if r.validated { "yes" } else { "FAILED" }
+        );
+    }
+    if let Some(p) = &a.json {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({"name": r.name, "size": r.size, "median_ms": r.median_ms, "spread": r.spread,
+                "gflops": r.gflops, "gbps": r.gbps, "pct_ref": r.pct_ref, "pct_peak": r.pct_peak, "validated": r.validated})
+            })
+            .collect();
+        let doc = serde_json::json!({"device": info.name, "kernel": a.kernel, "results": rows});
+        std::fs::write(
+            p,
+            serde_json::to_string_pretty(&doc).map_err(|e| Error::Invalid(e.to_string()))?,
+        )
+        .map_err(|e| Error::io(p.display(), e))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

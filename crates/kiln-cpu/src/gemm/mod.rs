@@ -125,17 +125,17 @@ fn best_packed() -> Variant {
 
 /// The variant [`sgemm_dispatch`] runs for an m×k·k×n product.
 ///
-/// Measured on an AMD EPYC (Zen 3, AVX2; see docs/benchmarks.md): the packed
-/// AVX2 kernel matches or beats matrixmultiply from the GAN's layer shapes up
-/// to 1024³, and is the one that uses more than one thread. Products too
-/// small to amortise packing (fewer than 32³ multiply-adds), with a tiny
-/// inner dimension (k < 8, e.g. the 2-D toy GAN's first layer, where the cost
-/// is writing C) or a narrow C (n < 8, its last layer's backward, where the
-/// 16-wide tile is mostly padding) go to matrixmultiply; so do CPUs without
-/// AVX2, where matrixmultiply's SSE kernels beat the portable v3.
+/// The choice depends on the shape only, never on the thread count, so the
+/// engine's results are bit-identical however many threads run them.
+/// Measured on an AMD EPYC (Zen 3, AVX2, 1 thread; see docs/benchmarks.md):
+/// the packed AVX2 kernel ties or beats matrixmultiply from about 512³ up,
+/// while on the GAN's layer shapes (up to ~2²⁸ multiply-adds) matrixmultiply's
+/// vectorised packing makes it ~10 % faster, so those stay with it. CPUs
+/// without AVX2 keep matrixmultiply throughout (its SSE kernels beat the
+/// portable v3).
 pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
     let best = best_packed();
-    let small = m.saturating_mul(n).saturating_mul(k) < SMALL_MNK || k < SMALL_DIM || n < SMALL_DIM;
+    let small = m.saturating_mul(n).saturating_mul(k) < PACKED_MIN_MNK || k < SMALL_DIM || n < SMALL_DIM;
     if best == Variant::V3PackedScalar || small {
         Variant::Matrixmultiply
     } else {
@@ -144,7 +144,7 @@ pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
 }
 
 /// Products with fewer multiply-adds than this go to matrixmultiply.
-const SMALL_MNK: usize = 32 * 32 * 32;
+const PACKED_MIN_MNK: usize = 1 << 28;
 /// Products with a shorter inner dimension (k) or narrower C (n) go to
 /// matrixmultiply: a 16-wide tile would be mostly padding.
 const SMALL_DIM: usize = 8;

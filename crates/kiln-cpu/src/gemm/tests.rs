@@ -128,11 +128,22 @@ fn k_zero_scales_c_by_beta() {
 
 #[test]
 fn gan_layer_shapes_match_reference() {
-    let v = choose_variant(64, 128, 784);
-    // forward x·Wᵀ, grad-input dy·W, grad-weight dyᵀ·x of the 784→128 layer.
-    check(v, 64, 128, 784, false, true, false, 1.0, 0.0);
-    check(v, 64, 784, 128, false, false, false, 1.0, 0.0);
-    check(v, 128, 784, 64, true, false, false, 1.0, 1.0);
+    for &v in &Variant::available() {
+        // forward x·Wᵀ, grad-input dy·W, grad-weight dyᵀ·x of the 784→128 layer.
+        check(v, 64, 128, 784, false, true, false, 1.0, 0.0);
+        check(v, 64, 784, 128, false, false, false, 1.0, 0.0);
+        check(v, 128, 784, 64, true, false, false, 1.0, 1.0);
+    }
+}
+
+#[test]
+fn dispatch_sends_large_products_to_the_packed_kernel() {
+    let big = choose_variant(1024, 1024, 1024);
+    assert!(big.is_available());
+    if Variant::V4Avx2.is_available() {
+        assert_ne!(big, Variant::Matrixmultiply);
+    }
+    assert_eq!(choose_variant(256, 2, 128), Variant::Matrixmultiply);
 }
 
 #[test]
