@@ -7,6 +7,8 @@
 //   7 abs    8 neg   9 softplus (β = 1, log1p(exp(x)) computed stably)
 //   10 gelu — the tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
 //   11 pow(p0)   12 clamp(p0 = min, p1 = max)   13 add_scalar(p0)   14 mul_scalar(p0)
+//   15 sign (−1, 0, 1)   16 step ([x > 0])   17 in_range ([p0 ≤ x ≤ p1]) — masks for backward
+//   rules; their own derivative is 0.
 //
 // Variants:
 //   unary_fwd_v1_f32   scalar grid-stride loop: one load and one store per element.
@@ -22,7 +24,8 @@
 //   copy_strided_v1_f32  out (contiguous) = x viewed through shape/strides (makes a view
 //                      contiguous; uses the `a` half of BroadcastParams).
 //   fill_v1_f32        out[i] = value.
-// Binary op codes: 0 add, 1 sub, 2 mul, 3 div.
+// Binary op codes: 0 add, 1 sub, 2 mul, 3 div, 4 maximum (NaN in a wins, as kiln-cpu),
+//   5 eq ([a == b]), 6 gt ([a > b]) — the last two are masks for max's backward.
 
 #define MAX_DIMS 6
 
@@ -54,6 +57,9 @@ __device__ __forceinline__ float unary_fwd_scalar(int op, float x, float p0, flo
         case 12: return fminf(fmaxf(x, p0), p1);
         case 13: return x + p0;
         case 14: return x * p0;
+        case 15: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
+        case 16: return x > 0.0f ? 1.0f : 0.0f;
+        case 17: return (x >= p0 && x <= p1) ? 1.0f : 0.0f;
         default: return __int_as_float(0x7fc00000);  // NaN marks an unknown op code
     }
 }
@@ -82,6 +88,7 @@ __device__ __forceinline__ float unary_bwd_scalar(int op, float x, float y, floa
         case 12: return (x >= p0 && x <= p1) ? dy : 0.0f;  // PyTorch: gradient flows at the bounds
         case 13: return dy;
         case 14: return dy * p0;
+        case 15: case 16: case 17: return 0.0f;    // piecewise constant masks
         default: return __int_as_float(0x7fc00000);
     }
 }
@@ -92,6 +99,9 @@ __device__ __forceinline__ float binary_scalar(int op, float a, float b) {
         case 1: return a - b;
         case 2: return a * b;
         case 3: return a / b;
+        case 4: return (a >= b || a != a) ? a : b;
+        case 5: return a == b ? 1.0f : 0.0f;
+        case 6: return a > b ? 1.0f : 0.0f;
         default: return __int_as_float(0x7fc00000);
     }
 }

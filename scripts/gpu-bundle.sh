@@ -2,6 +2,7 @@
 # Build everything the GPU machine needs into gpu-bin/ (ignored by git, kept < 64 MiB):
 #   - the `kiln` CLI (release, --features cuda), if the workspace builds one yet
 #   - every kiln-cuda test executable (release)
+#   - the CPU-vs-CUDA parity tests of kiln-core ops and of GAN training steps (release)
 #   - run-all.sh, which runs the tests with KILN_REQUIRE_GPU=1 and then the benchmarks.
 #
 # The GPU machine has no Rust toolchain and no network; the binaries load libcuda/libnvrtc/
@@ -55,6 +56,30 @@ for line in open(log):
     print("gpu-bundle: copied", name, file=sys.stderr)
 PY
 rm -f "$out/.cargo-test.json"
+
+# CPU-vs-CUDA parity of every kiln-core op (kiln-core/tests/cuda_parity.rs) and of whole GAN
+# training steps (tests/cuda_gan_parity.rs): named kiln_cuda_* so run-all.sh runs them too.
+echo "gpu-bundle: building the CPU-vs-CUDA parity tests" >&2
+bundle_test() { # <cargo args…> -- <bundle name>
+    local name="${*: -1}"
+    local args=("${@:1:$#-1}")
+    local exe
+    exe="$(cargo test --release --features cuda "${args[@]}" --no-run --message-format=json \
+        | python3 -c 'import json,sys
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m.get("profile", {}).get("test"):
+        print(m["executable"])' | tail -n 1)"
+    if [ -n "$exe" ]; then
+        cp "$exe" "$out/$name"
+        echo "gpu-bundle: copied $name" >&2
+    else
+        warn "no test executable for ${args[*]}"
+    fi
+}
+bundle_test -p kiln-core --test cuda_parity kiln_cuda_core_parity
+bundle_test -p kiln --test cuda_gan_parity kiln_cuda_gan_parity
 
 cat >"$out/run-all.sh" <<'RUN'
 #!/usr/bin/env bash

@@ -235,7 +235,7 @@ pub(super) fn write_plot(report: &BenchReport, path: &Path) -> Result<(), String
         cv.text(x - text_width(&lab, 1) / 2, (H - BOTTOM) as i64 + 10, &lab, black, 1);
     }
     let title = format!(
-        "kiln bench {} - {} threads - {}",
+        "kiln bench {} - {} thread(s) - {}",
         report.kernel, report.machine.threads, unit
     );
     cv.text(LEFT as i64, 12, &title, black, 2);

@@ -26,13 +26,13 @@ pub struct TrainArgs {
     #[arg(long)]
     batch: Option<usize>,
     /// Learning rate of both networks (see --lr-d).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Learning rate of the discriminator (defaults to --lr).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr_d: Option<f64>,
     /// Adam β₁.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     beta1: Option<f64>,
     /// Learning-rate schedule: constant, linear, cosine.
     #[arg(long)]
@@ -41,7 +41,7 @@ pub struct TrainArgs {
     #[arg(long)]
     d_steps: Option<usize>,
     /// Gradient-penalty weight (wgan-gp).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     gp_weight: Option<f64>,
     /// Latent dimension.
     #[arg(long)]
@@ -56,7 +56,7 @@ pub struct TrainArgs {
     #[arg(long)]
     act: Option<String>,
     /// EMA decay of G's weights for samples (0 disables).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     ema: Option<f64>,
     /// PacGAN packing: D judges this many samples at once (1 = off).
     #[arg(long)]

@@ -15,11 +15,17 @@
 //! # Ok::<(), kiln_core::Error>(())
 //! ```
 //!
+//! Tensors on `Device::Cuda(0)` (feature `cuda`) keep their data in GPU memory; every op's
+//! forward dispatches on the device (`cuda.rs` holds the CUDA half), and values reach the
+//! host only through `to_vec`, `item` or `to(Device::Cpu)`.
+//!
 //! Where to look: `autograd.rs` (graph, engine, hooks, anomaly mode, DOT
 //! export), `ops/` (one file per op family, forward and backward side by
 //! side), `gradcheck.rs` (finite-difference checks).
 
 pub mod autograd;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod error;
 pub mod gradcheck;
 pub mod ops;
@@ -33,3 +39,8 @@ pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use shape::broadcast_shapes;
 pub use storage::pooled_bytes;
 pub use tensor::{DType, Device, Element, Tensor};
+
+/// kiln's CUDA backend crate (feature `cuda`), for code that drives device buffers directly
+/// (fused optimizer steps through [`Tensor::update_cuda`]).
+#[cfg(feature = "cuda")]
+pub use kiln_cuda;

@@ -13,6 +13,9 @@ pub enum Data {
     F32(Vec<f32>),
     /// f64 elements.
     F64(Vec<f64>),
+    /// f32 elements in GPU memory (kiln-cuda's pooled buffer; returns to its pool on drop).
+    #[cfg(feature = "cuda")]
+    Cuda(kiln_cuda::DeviceBuffer),
 }
 
 /// A buffer shared by all views of it. Views never own a copy.
@@ -171,6 +174,8 @@ impl Drop for Storage {
         match std::mem::replace(data, Data::F32(Vec::new())) {
             Data::F32(v) => give(v),
             Data::F64(v) => give(v),
+            #[cfg(feature = "cuda")]
+            Data::Cuda(_) => {}
         }
     }
 }

@@ -166,6 +166,8 @@ impl Tensor {
         let dtype = match &data {
             Data::F32(_) => DType::F32,
             Data::F64(_) => DType::F64,
+            #[cfg(feature = "cuda")]
+            Data::Cuda(_) => DType::F32,
         };
         Tensor(Arc::new(Inner {
             storage: Arc::new(Storage::new(data)),
@@ -213,13 +215,23 @@ impl Tensor {
         }))
     }
 
+    /// Ok when tensors can be created on `device`: always for the CPU; for a GPU when the
+    /// `cuda` feature is built in and the driver opens the device (else `NoDevice`).
     fn check_device(device: Device) -> Result<()> {
         match device {
             Device::Cpu => Ok(()),
-            Device::Cuda(_) => Err(Error::NoDevice(
-                "this kiln build has no CUDA backend yet for tensor storage; use --device cpu".into(),
-            )),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => crate::cuda::backend(device).map(|_| ()),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(Error::NoDevice(format!(
+                "{device}: this kiln build has no CUDA backend (rebuild with --features cuda); use --device cpu"
+            ))),
         }
+    }
+
+    /// True when the data lives in GPU memory.
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.device(), Device::Cuda(_))
     }
 
     /// A tensor of `shape` holding `data` (row-major). Errors when the length
@@ -233,7 +245,22 @@ impl Tensor {
             });
         }
         Self::check_device(device)?;
-        Ok(Self::from_data(T::wrap(data), shape, device))
+        Self::from_data(T::wrap(data), shape, Device::Cpu).to(device)
+    }
+
+    /// A tensor of `shape` holding a copy of `data` in a pooled buffer (no
+    /// allocation in a steady state, unlike [`Tensor::from_vec`] with a fresh `Vec`).
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: Device) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::BadShape {
+                op: "from_slice",
+                msg: format!("{} values do not fill shape {shape:?} ({n} elements)", data.len()),
+            });
+        }
+        let mut v = crate::storage::take::<T>(n);
+        v.copy_from_slice(data);
+        Self::from_vec(v, shape, device)
     }
 
     /// A 0-d tensor holding one value.
@@ -244,6 +271,11 @@ impl Tensor {
     /// A tensor of `shape` filled with `value`.
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
         Self::check_device(device)?;
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(_) = device {
+            crate::cuda::check_f32("full", dtype)?;
+            return crate::cuda::full(shape, value, device);
+        }
         let n: usize = shape.iter().product();
         Ok(Self::from_data(Data::filled(dtype, n, value), shape, device))
     }
@@ -279,10 +311,11 @@ impl Tensor {
         let n = steps.ceil() as usize;
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Self::check_device(device)?;
-        Ok(match dtype {
-            DType::F32 => Self::from_data(Data::F32(vals.iter().map(|&v| v as f32).collect()), &[n], device),
-            DType::F64 => Self::from_data(Data::F64(vals), &[n], device),
-        })
+        match dtype {
+            DType::F32 => Self::from_data(Data::F32(vals.iter().map(|&v| v as f32).collect()), &[n], Device::Cpu),
+            DType::F64 => Self::from_data(Data::F64(vals), &[n], Device::Cpu),
+        }
+        .to(device)
     }
 
     /// Standard-normal samples from `rng` (same seed → same numbers on every machine).
@@ -291,10 +324,10 @@ impl Tensor {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
         let data = match dtype {
-            DType::F32 => Data::F32((0..n).map(|_| StandardNormal.sample(rng)).collect()),
-            DType::F64 => Data::F64((0..n).map(|_| StandardNormal.sample(rng)).collect()),
+            DType::F32 => Data::F32(pooled_fill(n, || StandardNormal.sample(rng))),
+            DType::F64 => Data::F64(pooled_fill(n, || StandardNormal.sample(rng))),
         };
-        Ok(Self::from_data(data, shape, device))
+        Self::from_data(data, shape, Device::Cpu).to(device)
     }
 
     /// Uniform samples in [0, 1) from `rng`.
@@ -302,10 +335,10 @@ impl Tensor {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
         let data = match dtype {
-            DType::F32 => Data::F32((0..n).map(|_| rng.gen::<f32>()).collect()),
-            DType::F64 => Data::F64((0..n).map(|_| rng.gen::<f64>()).collect()),
+            DType::F32 => Data::F32(pooled_fill(n, || rng.gen::<f32>())),
+            DType::F64 => Data::F64(pooled_fill(n, || rng.gen::<f64>())),
         };
-        Ok(Self::from_data(data, shape, device))
+        Self::from_data(data, shape, Device::Cpu).to(device)
     }
 
     /// Uniform samples in [lo, hi) from `rng`.
@@ -320,10 +353,10 @@ impl Tensor {
         Self::check_device(device)?;
         let n: usize = shape.iter().product();
         let data = match dtype {
-            DType::F32 => Data::F32((0..n).map(|_| rng.gen_range(lo as f32..hi as f32)).collect()),
-            DType::F64 => Data::F64((0..n).map(|_| rng.gen_range(lo..hi)).collect()),
+            DType::F32 => Data::F32(pooled_fill(n, || rng.gen_range(lo as f32..hi as f32))),
+            DType::F64 => Data::F64(pooled_fill(n, || rng.gen_range(lo..hi))),
         };
-        Ok(Self::from_data(data, shape, device))
+        Self::from_data(data, shape, Device::Cpu).to(device)
     }
 
     /// A copy of an ndarray array (any dimensionality).
@@ -523,6 +556,11 @@ impl Tensor {
                 rhs: T::DTYPE,
             });
         }
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            let host = crate::cuda::download(self)?;
+            return Ok(host.into_iter().map(|v| T::from_f64(f64::from(v))).collect());
+        }
         let guard = self.0.storage.read();
         let src = T::slice(&guard).expect("dtype checked");
         let mut out = crate::storage::take::<T>(self.numel());
@@ -566,7 +604,7 @@ impl Tensor {
     }
 
     /// Calls `f` with the contiguous elements of this tensor (copying only if
-    /// it is a strided view).
+    /// it is a strided view, or to the host for a CUDA tensor).
     pub fn with_slice<T: Element, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch {
@@ -575,7 +613,7 @@ impl Tensor {
                 rhs: T::DTYPE,
             });
         }
-        if self.is_contiguous() {
+        if self.is_contiguous() && !self.is_cuda() {
             let guard = self.0.storage.read();
             let s = T::slice(&guard).expect("dtype checked");
             Ok(f(&s[self.0.offset..self.0.offset + self.numel()]))
@@ -586,7 +624,8 @@ impl Tensor {
 
     /// In-place update of a contiguous tensor's elements. Bumps the version
     /// counter. Refused on tensors that require grad while grad mode is on
-    /// (wrap optimizer updates in `no_grad`).
+    /// (wrap optimizer updates in `no_grad`). On CUDA the elements make a host
+    /// round trip; hot paths use [`Tensor::update_cuda`] instead.
     pub fn update<T: Element, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
         self.check_inplace("update")?;
         if T::DTYPE != self.dtype() {
@@ -606,9 +645,45 @@ impl Tensor {
                 ),
             });
         }
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            crate::cuda::check_dense("update", self)?;
+            let mut host = self.to_vec::<T>()?;
+            let r = f(&mut host);
+            let host: Vec<f32> = host.iter().map(|v| v.to_f64() as f32).collect();
+            crate::cuda::overwrite(self, &host)?;
+            return Ok(r);
+        }
         let mut guard = self.0.storage.write();
         let s = T::slice_mut(&mut guard).expect("dtype checked");
         Ok(f(&mut s[self.0.offset..self.0.offset + self.numel()]))
+    }
+
+    /// In-place update of a CUDA parameter by a fused kernel: `f` gets the backend, the
+    /// parameter's device buffer (written), the gradient's (read) and one buffer per state
+    /// tensor (written), e.g. Adam's moments. All must be dense f32 tensors on the same GPU;
+    /// versions are bumped as by [`Tensor::update`].
+    #[cfg(feature = "cuda")]
+    pub fn update_cuda<R>(
+        &self,
+        grad: &Tensor,
+        states: &[&Tensor],
+        f: impl FnOnce(
+            &kiln_cuda::CudaBackend,
+            &mut kiln_cuda::DeviceBuffer,
+            &kiln_cuda::DeviceBuffer,
+            &mut [&mut kiln_cuda::DeviceBuffer],
+        ) -> kiln_cuda::Result<R>,
+    ) -> Result<R> {
+        self.check_inplace("update_cuda")?;
+        if grad.shape() != self.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "update_cuda",
+                lhs: self.shape().to_vec(),
+                rhs: grad.shape().to_vec(),
+            });
+        }
+        crate::cuda::update_fused(self, grad, states, f)
     }
 
     /// Like [`Tensor::update`] with a second, read-only tensor (e.g. a
@@ -616,6 +691,13 @@ impl Tensor {
     pub fn update_with<T: Element, R>(&self, other: &Tensor, f: impl FnOnce(&mut [T], &[T]) -> R) -> Result<R> {
         if self.shares_storage(other) {
             return Err(Error::Invalid("update_with: the two tensors share storage".into()));
+        }
+        if other.device() != self.device() {
+            return Err(Error::DeviceMismatch {
+                op: "update_with",
+                lhs: self.device(),
+                rhs: other.device(),
+            });
         }
         if other.shape() != self.shape() {
             return Err(Error::ShapeMismatch {
@@ -645,6 +727,12 @@ impl Tensor {
                 rhs: src.shape().to_vec(),
             });
         }
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            self.check_inplace("copy_")?;
+            let src = src.detach().to_dtype(DType::F32)?.to(self.device())?;
+            return crate::cuda::copy_into(self, &src);
+        }
         match self.dtype() {
             DType::F32 => {
                 let v = src.to_vec_f32()?;
@@ -659,6 +747,11 @@ impl Tensor {
 
     /// Sets every element to `value` in place.
     pub fn fill_(&self, value: f64) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            self.check_inplace("fill_")?;
+            return crate::cuda::copy_into(self, &crate::cuda::full(self.shape(), value, self.device())?);
+        }
         match self.dtype() {
             DType::F32 => self.update::<f32, _>(|d| d.fill(value as f32)),
             DType::F64 => self.update::<f64, _>(|d| d.fill(value)),
@@ -667,6 +760,12 @@ impl Tensor {
 
     /// Multiplies every element by `c` in place.
     pub fn mul_scalar_(&self, c: f64) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            self.check_inplace("mul_scalar_")?;
+            let scaled = self.unary_raw(kiln_cpu::elementwise::UnaryOp::MulScalar(c))?;
+            return crate::cuda::copy_into(self, &scaled);
+        }
         match self.dtype() {
             DType::F32 => self.update::<f32, _>(|d| d.iter_mut().for_each(|v| *v *= c as f32)),
             DType::F64 => self.update::<f64, _>(|d| d.iter_mut().for_each(|v| *v *= c)),
@@ -675,6 +774,20 @@ impl Tensor {
 
     /// self += alpha·other in place (same shape).
     pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            self.check_inplace("add_scaled_")?;
+            if other.shape() != self.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: "add_scaled_",
+                    lhs: self.shape().to_vec(),
+                    rhs: other.shape().to_vec(),
+                });
+            }
+            let scaled = other.unary_raw(kiln_cpu::elementwise::UnaryOp::MulScalar(alpha))?;
+            let sum = self.binary_raw(&scaled, kiln_cpu::elementwise::BinaryOp::Add, "add_scaled_")?;
+            return crate::cuda::copy_into(self, &sum);
+        }
         match self.dtype() {
             DType::F32 => self.update_with::<f32, _>(other, |d, s| {
                 d.iter_mut().zip(s).for_each(|(a, &b)| *a += alpha as f32 * b)
@@ -687,19 +800,41 @@ impl Tensor {
 
     /// A contiguous deep copy that does not share storage (no autograd).
     pub fn deep_clone(&self) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return crate::cuda::copy(self);
+        }
         Ok(match self.dtype() {
             DType::F32 => Self::from_data(Data::F32(self.to_vec::<f32>()?), self.shape(), self.device()),
             DType::F64 => Self::from_data(Data::F64(self.to_vec::<f64>()?), self.shape(), self.device()),
         })
     }
 
-    /// Moves the tensor to `device` (a no-op when it is already there).
+    /// Copies the tensor to `device` (a no-op when it is already there). Differentiable:
+    /// the gradient is copied back. `NoDevice` when the device cannot be opened (or the
+    /// build has no `cuda` feature); `Unsupported` for f64 headed for a GPU.
+    #[track_caller]
     pub fn to(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
         Self::check_device(device)?;
-        Ok(self.clone())
+        #[cfg(feature = "cuda")]
+        {
+            let out = match device {
+                Device::Cpu => Self::from_data(Data::F32(crate::cuda::download(self)?), self.shape(), Device::Cpu),
+                Device::Cuda(_) => {
+                    crate::cuda::check_f32("to", self.dtype())?;
+                    crate::cuda::upload(&self.to_vec::<f32>()?, self.shape(), device)?
+                }
+            };
+            let from = self.device();
+            Ok(autograd::record("to", out, &[self], move |_, g| {
+                Ok(vec![Some(g.to(from)?)])
+            }))
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("check_device refuses every GPU without the cuda feature")
     }
 
     /// Converts to another dtype (differentiable).
@@ -707,6 +842,10 @@ impl Tensor {
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
+        }
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            crate::cuda::check_f32("to_dtype", dtype)?;
         }
         let out = match dtype {
             DType::F32 => Self::from_data(Data::F32(self.to_vec_f32()?), self.shape(), self.device()),
@@ -730,6 +869,10 @@ impl Tensor {
 
     /// A contiguous copy without autograd.
     pub(crate) fn contiguous_data(&self) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return crate::cuda::dense(self);
+        }
         if self.is_contiguous() {
             return Ok(self.detach());
         }
@@ -749,6 +892,8 @@ impl Contig {
         match &*guard {
             Data::F32(v) => f(SliceRef::F32(&v[o..o + n])),
             Data::F64(v) => f(SliceRef::F64(&v[o..o + n])),
+            #[cfg(feature = "cuda")]
+            Data::Cuda(_) => unreachable!("CUDA tensors dispatch to crate::cuda before reading host slices"),
         }
     }
 }
@@ -757,4 +902,11 @@ impl Contig {
 pub(crate) enum SliceRef<'a> {
     F32(&'a [f32]),
     F64(&'a [f64]),
+}
+
+/// A pooled buffer of `n` values drawn in order from `next` (random constructors).
+fn pooled_fill<T: crate::storage::Pooled>(n: usize, mut next: impl FnMut() -> T) -> Vec<T> {
+    let mut v = crate::storage::take::<T>(n);
+    v.iter_mut().for_each(|x| *x = next());
+    v
 }

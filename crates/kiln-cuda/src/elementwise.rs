@@ -44,6 +44,12 @@ pub enum UnaryOp {
     AddScalar(f32),
     /// x·s
     MulScalar(f32),
+    /// sign(x) ∈ {−1, 0, 1}
+    Sign,
+    /// [x > 0] (relu's derivative as a mask)
+    Step,
+    /// [lo ≤ x ≤ hi] (clamp's derivative as a mask)
+    InRange(f32, f32),
 }
 
 impl UnaryOp {
@@ -65,11 +71,14 @@ impl UnaryOp {
             UnaryOp::Clamp(lo, hi) => (12, lo, hi),
             UnaryOp::AddScalar(s) => (13, s, 0.0),
             UnaryOp::MulScalar(s) => (14, s, 0.0),
+            UnaryOp::Sign => (15, 0.0, 0.0),
+            UnaryOp::Step => (16, 0.0, 0.0),
+            UnaryOp::InRange(lo, hi) => (17, lo, hi),
         }
     }
 
     /// One instance of every op (with sample parameters), for tests and benchmarks.
-    pub const ALL: [UnaryOp; 15] = [
+    pub const ALL: [UnaryOp; 18] = [
         UnaryOp::Relu,
         UnaryOp::LeakyRelu(0.2),
         UnaryOp::Sigmoid,
@@ -85,6 +94,9 @@ impl UnaryOp {
         UnaryOp::Clamp(-0.5, 0.5),
         UnaryOp::AddScalar(1.5),
         UnaryOp::MulScalar(-2.0),
+        UnaryOp::Sign,
+        UnaryOp::Step,
+        UnaryOp::InRange(-0.5, 0.5),
     ];
 }
 
@@ -99,11 +111,25 @@ pub enum BinaryOp {
     Mul,
     /// a / b
     Div,
+    /// max(a, b); a NaN in `a` propagates (as kiln-cpu)
+    Maximum,
+    /// 1 where a == b else 0
+    Eq,
+    /// 1 where a > b else 0
+    Gt,
 }
 
 impl BinaryOp {
     /// Every op.
-    pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    pub const ALL: [BinaryOp; 7] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Eq,
+        BinaryOp::Gt,
+    ];
 
     /// The op code `elementwise.cu` takes.
     pub fn code(self) -> i32 {
@@ -112,6 +138,9 @@ impl BinaryOp {
             BinaryOp::Sub => 1,
             BinaryOp::Mul => 2,
             BinaryOp::Div => 3,
+            BinaryOp::Maximum => 4,
+            BinaryOp::Eq => 5,
+            BinaryOp::Gt => 6,
         }
     }
 
@@ -122,6 +151,15 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Maximum => {
+                if a >= b || a.is_nan() {
+                    a
+                } else {
+                    b
+                }
+            }
+            BinaryOp::Eq => f32::from(u8::from(a == b)),
+            BinaryOp::Gt => f32::from(u8::from(a > b)),
         }
     }
 }
@@ -454,6 +492,69 @@ impl CudaBackend {
         // long long n)`; check_view bounds every offset inside x; out holds n floats.
         unsafe { launch.launch(self.grid_1d(n)) }.map_err(launch_err(name))?;
         Ok(())
+    }
+
+    /// Like [`CudaBackend::copy_strided`] for a view that starts `offset` elements into `x`
+    /// (a narrowed tensor): out = x[offset + Σ idx·stride].
+    pub fn copy_strided_at(
+        &self,
+        x: &DeviceBuffer,
+        offset: usize,
+        shape: &[usize],
+        strides: &[usize],
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let n: usize = shape.iter().product();
+        check_len(&format!("copy_strided_at out {shape:?}"), out.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if shape.len() != strides.len() || offset + extent(shape, strides) > x.len() {
+            return Err(CudaError::Shape(format!(
+                "copy_strided_at: view {shape:?} with strides {strides:?} at offset {offset} does not fit a buffer of {}",
+                x.len()
+            )));
+        }
+        let a_strides: Vec<i64> = strides.iter().map(|&s| s as i64).collect();
+        let params = BroadcastParams::new(shape, &a_strides, &vec![0; shape.len()])?;
+        let n_i64 = n as i64;
+        let name = "copy_strided_v1_f32";
+        let func = self.function(&ELEMENTWISE, name)?;
+        let view = x.slice().slice(offset..);
+        let mut launch = self.stream().launch_builder(&func);
+        launch.arg(&params).arg(&view).arg(out.slice_mut()).arg(&n_i64);
+        // SAFETY: matches `copy_strided_v1_f32(BroadcastParams p, const float* x, float* out,
+        // long long n)`; x is the buffer from `offset` on and every offset the strides reach
+        // lies inside it (checked above); out holds n floats.
+        unsafe { launch.launch(self.grid_1d(n)) }.map_err(launch_err(name))?;
+        Ok(())
+    }
+
+    /// Copies `len` elements from `src[src_offset..]` to `dst[dst_offset..]` (device to
+    /// device; used to assemble concatenations).
+    pub fn dtod_at(
+        &self,
+        src: &DeviceBuffer,
+        src_offset: usize,
+        dst: &mut DeviceBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        if src_offset + len > src.len() || dst_offset + len > dst.len() {
+            return Err(CudaError::Shape(format!(
+                "dtod_at: {len} elements from offset {src_offset} of {} to offset {dst_offset} of {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let from = src.slice().slice(src_offset..src_offset + len);
+        let mut to = dst.slice_mut().slice_mut(dst_offset..dst_offset + len);
+        self.stream()
+            .memcpy_dtod(&from, &mut to)
+            .map_err(|e| CudaError::driver("device-to-device copy", e))
     }
 
     /// Sets every element of `out` to `value`.

@@ -102,6 +102,17 @@ pub fn unary_fwd(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Clamp(lo, hi) => x64.max(lo as f64).min(hi as f64),
         UnaryOp::AddScalar(s) => x64 + s as f64,
         UnaryOp::MulScalar(s) => x64 * s as f64,
+        UnaryOp::Sign => {
+            if x64 > 0.0 {
+                1.0
+            } else if x64 < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::Step => f64::from(u8::from(x64 > 0.0)),
+        UnaryOp::InRange(lo, hi) => f64::from(u8::from(x64 >= lo as f64 && x64 <= hi as f64)),
     };
     y as f32
 }
@@ -156,6 +167,7 @@ pub fn unary_bwd(op: UnaryOp, x: f32, y: f32, dy: f32) -> f32 {
         }
         UnaryOp::AddScalar(_) => dy,
         UnaryOp::MulScalar(s) => dy * s as f64,
+        UnaryOp::Sign | UnaryOp::Step | UnaryOp::InRange(..) => 0.0,
     };
     dx as f32
 }

@@ -499,3 +499,41 @@ fn empty_buffers_round_trip() {
     gpu.reduce_sum(&x, &mut s).unwrap();
     assert_eq!(download(gpu, &s), vec![0.0]);
 }
+
+#[test]
+fn copy_strided_at_reads_a_view_with_an_offset() {
+    let Some(gpu) = gpu() else { return };
+    let x_host = uniform(30, 21, -1.0, 1.0);
+    let x = gpu.htod(&x_host).unwrap();
+    // Columns 1..4 of a [5, 6] matrix, transposed: shape [3, 5], strides [1, 6], offset 1.
+    let (offset, shape, strides) = (1, [3, 5], [1, 6]);
+    let mut out = gpu.alloc(15).unwrap();
+    gpu.copy_strided_at(&x, offset, &shape, &strides, &mut out).unwrap();
+    assert_eq!(
+        download(gpu, &out),
+        reference::copy_strided(&x_host[offset..], &shape, &strides)
+    );
+    // A view running past the end of the buffer is refused.
+    assert!(gpu.copy_strided_at(&x, 20, &shape, &strides, &mut out).is_err());
+    // dtod_at copies a sub-range into a sub-range.
+    let mut dst = gpu.zeros(10).unwrap();
+    gpu.dtod_at(&x, 3, &mut dst, 4, 5).unwrap();
+    let mut want = vec![0.0; 10];
+    want[4..9].copy_from_slice(&x_host[3..8]);
+    assert_eq!(download(gpu, &dst), want);
+}
+
+#[test]
+fn mask_ops_handle_ties_like_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let a_host = [1.0f32, 2.0, 3.0, -1.0];
+    let b_host = [1.0f32, 3.0, 2.0, -1.0];
+    let a = gpu.htod(&a_host).unwrap();
+    let b = gpu.htod(&b_host).unwrap();
+    for op in [BinaryOp::Maximum, BinaryOp::Eq, BinaryOp::Gt] {
+        let mut out = gpu.alloc(4).unwrap();
+        gpu.binary(op, &a, &[4], &[1], &b, &[4], &[1], &mut out).unwrap();
+        let want: Vec<f32> = a_host.iter().zip(&b_host).map(|(&x, &y)| op.apply(x, y)).collect();
+        assert_eq!(download(gpu, &out), want, "{op:?}");
+    }
+}

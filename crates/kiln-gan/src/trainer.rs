@@ -110,6 +110,8 @@ pub struct Trainer {
     pub d: Sequential,
     /// EMA copy of the generator's weights (used for samples and metrics).
     pub g_ema: Option<Sequential>,
+    /// Where models, batches and noise live (`--device`).
+    pub device: Device,
     /// Generator optimizer.
     pub opt_g: Adam,
     /// Discriminator optimizer.
@@ -126,13 +128,11 @@ pub struct Trainer {
     real_buf: Vec<f32>,
 }
 
+/// The device of `--device`, checked: creating a tensor there fails with `NoDevice` (and a
+/// reason) when the build has no `cuda` feature or the GPU cannot be opened.
 fn device_of(c: &TrainConfig) -> Result<Device> {
     let d: Device = c.device.parse()?;
-    if d != Device::Cpu {
-        return Err(Error::NoDevice(format!(
-            "--device {d}: kiln's CUDA backend is not wired into the trainer in this build; use --device cpu"
-        )));
-    }
+    Tensor::zeros(&[], DType::F32, d)?;
     Ok(d)
 }
 
@@ -141,15 +141,19 @@ impl Trainer {
     /// prepared (previous outputs of a run with the same directory removed).
     pub fn new(config: TrainConfig) -> Result<Self> {
         config.validate()?;
-        device_of(&config)?;
+        let device = device_of(&config)?;
         let spec = parse_data_spec(&config.data)?;
         let data = spec.load(spec.default_image_shape())?;
         let dim = data.dim();
         let mut init = ChaCha8Rng::seed_from_u64(config.seed);
-        let (g, d) = build_models(&config, dim, &mut init)?;
+        // Initialised on the host from the seed (the same weights on every device), then moved.
+        let (mut g, mut d) = build_models(&config, dim, &mut init)?;
+        g.to_device(device)?;
+        d.to_device(device)?;
         let g_ema = match config.ema {
             Some(_) => {
-                let (copy, _) = build_models(&config, dim, &mut ChaCha8Rng::seed_from_u64(config.seed))?;
+                let (mut copy, _) = build_models(&config, dim, &mut ChaCha8Rng::seed_from_u64(config.seed))?;
+                copy.to_device(device)?;
                 Some(copy)
             }
             None => None,
@@ -167,8 +171,9 @@ impl Trainer {
         } else {
             GRID_SAMPLES
         };
-        let sample_noise = Tensor::randn(&[n_sample, config.z_dim], DType::F32, Device::Cpu, &mut fixed)?;
-        let eval_noise = Tensor::randn(&[EVAL_SAMPLES, config.z_dim], DType::F32, Device::Cpu, &mut fixed)?;
+        let sample_noise = Tensor::randn(&[n_sample, config.z_dim], DType::F32, Device::Cpu, &mut fixed)?.to(device)?;
+        let eval_noise =
+            Tensor::randn(&[EVAL_SAMPLES, config.z_dim], DType::F32, Device::Cpu, &mut fixed)?.to(device)?;
         let t = Trainer {
             rng_noise: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(1)),
             rng_data: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(2)),
@@ -176,6 +181,7 @@ impl Trainer {
             g,
             d,
             g_ema,
+            device,
             opt_g,
             opt_d,
             data,
@@ -212,6 +218,13 @@ impl Trainer {
     /// given) replaces the total number of steps.
     pub fn resume(dir: &Path, steps: Option<u64>) -> Result<Self> {
         let cfg_path = dir.join("config.json");
+        if !cfg_path.exists() {
+            return Err(Error::Invalid(format!(
+                "no run to resume in {}: {} is missing (train without --resume first)",
+                dir.display(),
+                cfg_path.display()
+            )));
+        }
         let text = fs::read_to_string(&cfg_path).map_err(|e| Error::io(cfg_path.display(), e))?;
         let mut config: TrainConfig =
             serde_json::from_str(&text).map_err(|e| Error::bad_file(cfg_path.display(), e.to_string()))?;
@@ -271,17 +284,15 @@ impl Trainer {
     fn real_batch(&mut self) -> Result<Tensor> {
         let n = self.config.batch;
         self.data.batch(n, &mut self.rng_data, &mut self.real_buf);
-        let mut v = std::mem::take(&mut self.real_buf);
         if self.config.g_out == GOut::Tanh {
-            v.iter_mut().for_each(|x| *x = *x * 2.0 - 1.0);
+            self.real_buf.iter_mut().for_each(|x| *x = *x * 2.0 - 1.0);
         }
-        let t = Tensor::from_vec(v.clone(), &[n, self.dim], Device::Cpu)?;
-        self.real_buf = v;
-        Ok(t)
+        Tensor::from_slice(&self.real_buf, &[n, self.dim], Device::Cpu)?.to(self.device)
     }
 
     fn noise(&mut self, n: usize) -> Result<Tensor> {
-        Tensor::randn(&[n, self.config.z_dim], DType::F32, Device::Cpu, &mut self.rng_noise)
+        // Drawn on the host (the same noise on every device), then uploaded.
+        Tensor::randn(&[n, self.config.z_dim], DType::F32, Device::Cpu, &mut self.rng_noise)?.to(self.device)
     }
 
     /// Mean of D's output as a probability.
@@ -346,12 +357,10 @@ impl Trainer {
             let z = self.noise(b)?;
             let f = self.g.forward(&z)?;
             let eps = if loss_kind == GanLoss::WganGp {
-                Some(Tensor::rand(
-                    &[b / self.config.pack, 1],
-                    DType::F32,
-                    Device::Cpu,
-                    &mut self.rng_noise,
-                )?)
+                Some(
+                    Tensor::rand(&[b / self.config.pack, 1], DType::F32, Device::Cpu, &mut self.rng_noise)?
+                        .to(self.device)?,
+                )
             } else {
                 None
             };
@@ -619,7 +628,11 @@ impl Trainer {
 pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
     let mut sq = 0.0f64;
     for p in params {
-        if let Some(g) = p.grad() {
+        let Some(g) = p.grad() else { continue };
+        if g.is_cuda() {
+            // Σ g² on the device; one scalar crosses to the host.
+            sq += g.mul(&g)?.sum()?.item()?;
+        } else {
             sq += g.with_slice::<f32, _>(|s| s.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())?;
         }
     }

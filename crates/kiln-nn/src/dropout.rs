@@ -71,7 +71,9 @@ impl Module for Dropout {
                 .map(|_| if rng.gen::<f64>() < self.p { 0.0 } else { keep_scale })
                 .collect()
         };
-        let mask = Tensor::from_vec(mask, x.shape(), Device::Cpu)?.to_dtype(x.dtype())?;
+        let mask = Tensor::from_vec(mask, x.shape(), Device::Cpu)?
+            .to_dtype(x.dtype())?
+            .to(x.device())?;
         // d/dx (x·mask) = mask: dropped elements get no gradient.
         x.mul(&mask)
     }

@@ -20,8 +20,33 @@ pub trait Module: Send + Sync {
     }
     /// Switches training mode (dropout, batch statistics) on or off.
     fn set_training(&mut self, _on: bool) {}
+    /// Moves parameters and buffers to `device`. Parameters are re-created there as leaves
+    /// that require grad, so build optimizers after the move. A no-op for tensors already
+    /// there. The default suits modules without tensors.
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        if self.named_parameters().is_empty() && self.named_buffers().is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                op: "Module::to_device",
+                what: format!(
+                    "{} (it holds tensors but does not implement to_device) on {device}",
+                    self.describe()
+                ),
+            })
+        }
+    }
     /// A short description for summaries, e.g. `Linear(100 → 128)`.
     fn describe(&self) -> String;
+}
+
+/// A copy of a parameter or buffer on `device`: a fresh leaf with the same `requires_grad`
+/// (the handle itself when it already lives there, so CPU modules keep their tensors).
+pub fn tensor_to_device(t: &Tensor, device: Device) -> Result<Tensor> {
+    if t.device() == device {
+        return Ok(t.clone());
+    }
+    Ok(t.detach().to(device)?.requires_grad(t.requires_grad_flag()))
 }
 
 /// y = x·Wᵀ + b with W of shape [out, in], as `torch.nn.Linear`.
@@ -86,6 +111,13 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.linear(&self.weight, self.bias.as_ref())
+    }
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        self.weight = tensor_to_device(&self.weight, device)?;
+        if let Some(b) = &self.bias {
+            self.bias = Some(tensor_to_device(b, device)?);
+        }
+        Ok(())
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];
@@ -205,6 +237,9 @@ impl Module for Sequential {
         for l in &mut self.layers {
             l.set_training(on);
         }
+    }
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.to_device(device))
     }
     fn describe(&self) -> String {
         let inner: Vec<String> = self.layers.iter().map(|l| l.describe()).collect();

@@ -243,6 +243,19 @@ impl Module for BatchNorm1d {
     fn set_training(&mut self, on: bool) {
         self.training = on;
     }
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        use crate::layers::tensor_to_device;
+        if let Some(w) = &self.weight {
+            self.weight = Some(tensor_to_device(w, device)?);
+        }
+        if let Some(b) = &self.bias {
+            self.bias = Some(tensor_to_device(b, device)?);
+        }
+        self.running_mean = tensor_to_device(&self.running_mean, device)?;
+        self.running_var = tensor_to_device(&self.running_var, device)?;
+        self.num_batches_tracked = tensor_to_device(&self.num_batches_tracked, device)?;
+        Ok(())
+    }
     fn describe(&self) -> String {
         format!("BatchNorm1d({})", self.num_features())
     }

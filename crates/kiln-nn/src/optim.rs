@@ -1,8 +1,12 @@
 //! Optimizers with PyTorch's semantics. Each step runs one fused kernel per
 //! parameter (kiln-cpu's `adam_step` / `sgd_step`): parameter, gradient and
 //! state are read once and written once. Updates mutate the parameters in
-//! place under `no_grad`, bumping their version counters.
+//! place under `no_grad`, bumping their version counters. Parameters on a GPU
+//! (feature `cuda`) take kiln-cuda's fused `adam_step` / `sgd_step` kernels,
+//! with the state tensors on the device too.
 
+#[cfg(feature = "cuda")]
+use kiln_core::{kiln_cuda, Device};
 use kiln_core::{no_grad, DType, Element, Error, Result, Tensor};
 use kiln_cpu::optim::{adam_step, sgd_step, AdamStep, SgdStep};
 
@@ -63,6 +67,9 @@ impl AdamConfig {
 }
 
 /// Adam (and AdamW with `decoupled_weight_decay`).
+///
+/// As in PyTorch, each parameter counts its own steps (a parameter without a
+/// gradient on some step is skipped and its bias correction does not advance).
 pub struct Adam {
     params: Vec<Tensor>,
     m: Vec<Tensor>,
@@ -70,6 +77,7 @@ pub struct Adam {
     /// Hyper-parameters.
     pub config: AdamConfig,
     step: u64,
+    param_steps: Vec<u64>,
 }
 
 impl Adam {
@@ -78,12 +86,14 @@ impl Adam {
         let zeros = |p: &Tensor| p.zeros_like().expect("zeros_like of a parameter");
         let m = params.iter().map(zeros).collect();
         let v = params.iter().map(zeros).collect();
+        let param_steps = vec![0; params.len()];
         Adam {
             params,
             m,
             v,
             config,
             step: 0,
+            param_steps,
         }
     }
 
@@ -116,17 +126,36 @@ fn fused<T: Element>(
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         self.step += 1;
-        let h = AdamStep {
-            lr: self.config.lr,
-            betas: self.config.betas,
-            eps: self.config.eps,
-            weight_decay: self.config.weight_decay,
-            decoupled: self.config.decoupled_weight_decay,
-            step: self.step,
-        };
+        let config = self.config;
         no_grad(|| {
-            for ((p, m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
+            for (((p, m), v), t) in self.params.iter().zip(&self.m).zip(&self.v).zip(&mut self.param_steps) {
                 let Some(g) = p.grad() else { continue };
+                *t += 1;
+                let h = AdamStep {
+                    lr: config.lr,
+                    betas: config.betas,
+                    eps: config.eps,
+                    weight_decay: config.weight_decay,
+                    decoupled: config.decoupled_weight_decay,
+                    step: *t,
+                };
+                #[cfg(feature = "cuda")]
+                if let Device::Cuda(_) = p.device() {
+                    // One fused kernel on the device: no host round trip.
+                    let gpu_config = kiln_cuda::AdamConfig {
+                        lr: h.lr as f32,
+                        beta1: h.betas.0 as f32,
+                        beta2: h.betas.1 as f32,
+                        eps: h.eps as f32,
+                        weight_decay: h.weight_decay as f32,
+                        decoupled: h.decoupled,
+                    };
+                    p.update_cuda(&g, &[m, v], |gpu, p, g, s| {
+                        let [m, v] = s else { unreachable!("two state tensors") };
+                        gpu.adam_step(&gpu_config, h.step, p, g, m, v)
+                    })?;
+                    continue;
+                }
                 match p.dtype() {
                     DType::F32 => fused::<f32>(p, &g, &[m, v], |p, g, s| {
                         let [m, v] = s else { unreachable!() };
@@ -158,15 +187,44 @@ impl Optimizer for Adam {
         for (i, (m, v)) in self.m.iter().zip(&self.v).enumerate() {
             out.push((format!("{i}.exp_avg"), m.clone()));
             out.push((format!("{i}.exp_avg_sq"), v.clone()));
+            out.push((format!("{i}.step"), step_tensor(self.param_steps[i])));
         }
         (out, self.step)
     }
     fn load_state(&mut self, tensors: &[(String, Tensor)], step: u64) -> Result<()> {
         load_named(&mut self.m, tensors, "exp_avg")?;
         load_named(&mut self.v, tensors, "exp_avg_sq")?;
+        self.param_steps = load_steps(tensors, self.params.len(), step)?;
         self.step = step;
         Ok(())
     }
+}
+
+/// A parameter's step count as a 0-d f64 tensor (as PyTorch's `state["step"]`).
+fn step_tensor(step: u64) -> Tensor {
+    Tensor::scalar(step as f64, DType::F64, kiln_core::Device::Cpu).expect("scalar on the CPU")
+}
+
+/// Per-parameter step counts from `<i>.step`; states saved without them
+/// (every parameter stepped every time) fall back to the global count.
+fn load_steps(tensors: &[(String, Tensor)], n: usize, global: u64) -> Result<Vec<u64>> {
+    (0..n)
+        .map(|i| {
+            let name = format!("{i}.step");
+            match tensors.iter().find(|(k, _)| *k == name) {
+                Some((_, t)) => {
+                    let v = t.item()?;
+                    if !(v >= 0.0 && v.fract() == 0.0) {
+                        return Err(Error::Invalid(format!(
+                            "optimizer state {name} = {v} is not a step count"
+                        )));
+                    }
+                    Ok(v as u64)
+                }
+                None => Ok(global),
+            }
+        })
+        .collect()
 }
 
 /// Copies `<i>.<suffix>` tensors into `dst[i]`, checking shapes.
@@ -184,7 +242,7 @@ fn load_named(dst: &mut [Tensor], tensors: &[(String, Tensor)], suffix: &str) ->
                 rhs: src.1.shape().to_vec(),
             });
         }
-        *d = src.1.to_dtype(d.dtype())?.deep_clone()?;
+        *d = src.1.to_dtype(d.dtype())?.to(d.device())?.deep_clone()?;
     }
     Ok(())
 }
@@ -216,13 +274,15 @@ impl Default for SgdConfig {
     }
 }
 
-/// Stochastic gradient descent with optional (Nesterov) momentum.
+/// Stochastic gradient descent with optional (Nesterov) momentum. The
+/// momentum buffer of a parameter starts as its first gradient (PyTorch).
 pub struct Sgd {
     params: Vec<Tensor>,
     buf: Vec<Tensor>,
     /// Hyper-parameters.
     pub config: SgdConfig,
     step: u64,
+    param_steps: Vec<u64>,
 }
 
 impl Sgd {
@@ -234,11 +294,13 @@ impl Sgd {
             ));
         }
         let buf = params.iter().map(|p| p.zeros_like()).collect::<Result<_>>()?;
+        let param_steps = vec![0; params.len()];
         Ok(Sgd {
             params,
             buf,
             config,
             step: 0,
+            param_steps,
         })
     }
 }
@@ -246,17 +308,33 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
         self.step += 1;
-        let h = SgdStep {
-            lr: self.config.lr,
-            momentum: self.config.momentum,
-            dampening: self.config.dampening,
-            weight_decay: self.config.weight_decay,
-            nesterov: self.config.nesterov,
-            first_step: self.step == 1,
-        };
+        let config = self.config;
         no_grad(|| {
-            for (p, b) in self.params.iter().zip(&self.buf) {
+            for ((p, b), t) in self.params.iter().zip(&self.buf).zip(&mut self.param_steps) {
                 let Some(g) = p.grad() else { continue };
+                *t += 1;
+                let h = SgdStep {
+                    lr: config.lr,
+                    momentum: config.momentum,
+                    dampening: config.dampening,
+                    weight_decay: config.weight_decay,
+                    nesterov: config.nesterov,
+                    first_step: *t == 1,
+                };
+                #[cfg(feature = "cuda")]
+                if let Device::Cuda(_) = p.device() {
+                    let gpu_config = kiln_cuda::SgdConfig {
+                        lr: h.lr as f32,
+                        momentum: h.momentum as f32,
+                        dampening: h.dampening as f32,
+                        weight_decay: h.weight_decay as f32,
+                        nesterov: h.nesterov,
+                    };
+                    p.update_cuda(&g, &[b], |gpu, p, g, s| {
+                        gpu.sgd_step(&gpu_config, h.first_step, p, g, s[0])
+                    })?;
+                    continue;
+                }
                 match p.dtype() {
                     DType::F32 => fused::<f32>(p, &g, &[b], |p, g, s| sgd_step(&h, p, g, s[0]))?,
                     DType::F64 => fused::<f64>(p, &g, &[b], |p, g, s| sgd_step(&h, p, g, s[0]))?,
@@ -282,12 +360,18 @@ impl Optimizer for Sgd {
             .buf
             .iter()
             .enumerate()
-            .map(|(i, b)| (format!("{i}.momentum_buffer"), b.clone()))
+            .flat_map(|(i, b)| {
+                [
+                    (format!("{i}.momentum_buffer"), b.clone()),
+                    (format!("{i}.step"), step_tensor(self.param_steps[i])),
+                ]
+            })
             .collect();
         (out, self.step)
     }
     fn load_state(&mut self, tensors: &[(String, Tensor)], step: u64) -> Result<()> {
         load_named(&mut self.buf, tensors, "momentum_buffer")?;
+        self.param_steps = load_steps(tensors, self.params.len(), step)?;
         self.step = step;
         Ok(())
     }

@@ -29,6 +29,10 @@ impl Tensor {
         check_same(name, self, other)?;
         let shape = broadcast_shapes(name, self.shape(), other.shape())?;
         let (sa, sb) = (broadcast_strides(self, &shape), broadcast_strides(other, &shape));
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return crate::cuda::binary(self, other, op, &shape);
+        }
         let n: usize = shape.iter().product();
         let ga = self.0.storage.read();
         let gb = other.0.storage.read();

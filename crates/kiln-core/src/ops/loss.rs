@@ -7,7 +7,7 @@
 
 use super::check_same;
 use crate::autograd::{no_grad, record, SavedTensor};
-use crate::{Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 fn check_pair(op: &'static str, pred: &Tensor, target: &Tensor) -> Result<()> {
     check_same(op, pred, target)?;
@@ -115,7 +115,10 @@ impl Tensor {
         for (i, &t) in targets.iter().enumerate() {
             onehot[i * c + t] = 1.0;
         }
-        let onehot = Tensor::from_vec(onehot, &[n, c], self.device())?.to_dtype(self.dtype())?;
+        // Built on the host, converted, then copied to the logits' device.
+        let onehot = Tensor::from_vec(onehot, &[n, c], Device::Cpu)?
+            .to_dtype(self.dtype())?
+            .to(self.device())?;
         self.log_softmax(1)?
             .mul(&onehot)?
             .sum()?

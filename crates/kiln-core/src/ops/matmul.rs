@@ -6,7 +6,7 @@
 use super::check_same;
 use crate::autograd::{record, SavedTensor};
 use crate::storage::Data;
-use crate::{Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 use kiln_cpu::matmul::gemm;
 
 /// C = A·B (+ C when `accumulate`), all 2-D, A and B read through their strides.
@@ -48,6 +48,22 @@ fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
     }
 }
 
+/// x·Wᵀ (+ b) on the CPU: the bias rows are written first and the GEMM accumulates onto them.
+fn linear_cpu(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, n: usize, o: usize) -> Result<Tensor> {
+    let mut data = match bias {
+        Some(b) => {
+            let c = b.slices()?;
+            c.with(|r| match r {
+                crate::tensor::SliceRef::F32(r) => Data::F32(Data::repeat_rows(r, n)),
+                crate::tensor::SliceRef::F64(r) => Data::F64(Data::repeat_rows(r, n)),
+            })
+        }
+        None => Data::uninit(x.dtype(), n * o),
+    };
+    gemm_into(x, wt, &mut data, bias.is_some());
+    Ok(Tensor::from_data(data, &[n, o], x.device()))
+}
+
 fn check_2d(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     check_same(op, a, b)?;
     if a.rank() != 2 || b.rank() != 2 {
@@ -72,10 +88,18 @@ impl Tensor {
                 rhs: other.shape().to_vec(),
             });
         }
-        let (m, n) = (self.shape()[0], other.shape()[1]);
-        let mut data = Data::uninit(self.dtype(), m * n);
-        gemm_into(self, other, &mut data, false);
-        let out = Tensor::from_data(data, &[m, n], self.device());
+        let out = match self.device() {
+            Device::Cpu => {
+                let (m, n) = (self.shape()[0], other.shape()[1]);
+                let mut data = Data::uninit(self.dtype(), m * n);
+                gemm_into(self, other, &mut data, false);
+                Tensor::from_data(data, &[m, n], self.device())
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => crate::cuda::gemm(self, other, None)?,
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => unreachable!("no CUDA tensors without the cuda feature"),
+        };
         let (a, b) = (SavedTensor::new(self), SavedTensor::new(other));
         let (ra, rb) = (self.0.requires_grad, other.0.requires_grad);
         Ok(record("matmul", out, &[self, other], move |ctx, g| {
@@ -101,27 +125,27 @@ impl Tensor {
             });
         }
         let (n, o) = (self.shape()[0], weight.shape()[0]);
-        let mut data = match bias {
-            Some(b) => {
-                check_same("linear (bias)", self, b)?;
-                if b.shape() != [o] {
-                    return Err(Error::ShapeMismatch {
-                        op: "linear (bias vs weight rows)",
-                        lhs: b.shape().to_vec(),
-                        rhs: weight.shape().to_vec(),
-                    });
-                }
-                let c = b.slices()?;
-                c.with(|r| match r {
-                    crate::tensor::SliceRef::F32(r) => Data::F32(Data::repeat_rows(r, n)),
-                    crate::tensor::SliceRef::F64(r) => Data::F64(Data::repeat_rows(r, n)),
-                })
+        if let Some(b) = bias {
+            check_same("linear (bias)", self, b)?;
+            if b.shape() != [o] {
+                return Err(Error::ShapeMismatch {
+                    op: "linear (bias vs weight rows)",
+                    lhs: b.shape().to_vec(),
+                    rhs: weight.shape().to_vec(),
+                });
             }
-            None => Data::uninit(self.dtype(), n * o),
-        };
+        }
         let wt = weight.transpose_raw(0, 1);
-        gemm_into(self, &wt, &mut data, bias.is_some());
-        let out = Tensor::from_data(data, &[n, o], self.device());
+        let out = match self.device() {
+            Device::Cpu => linear_cpu(self, &wt, bias, n, o)?,
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => {
+                let init = bias.map(|b| crate::cuda::repeat_rows(b, n)).transpose()?;
+                crate::cuda::gemm(self, &wt, init)?
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => unreachable!("no CUDA tensors without the cuda feature"),
+        };
         let (x, w) = (SavedTensor::new(self), SavedTensor::new(weight));
         let (rx, rw) = (self.0.requires_grad, weight.0.requires_grad);
         let inputs: Vec<&Tensor> = match bias {

@@ -24,6 +24,11 @@ impl Tensor {
                 cur = Tensor::zeros(&shape, self.dtype(), self.device())?;
                 continue;
             }
+            #[cfg(feature = "cuda")]
+            if cur.is_cuda() {
+                cur = crate::cuda::reduce_dim(&cur, op, (outer, r, inner), &shape)?;
+                continue;
+            }
             cur = map_contig!(cur, &shape, |x| {
                 let mut out = super::unary::take_like(x, outer * inner);
                 reduce_dim(op, x, outer, r, inner, &mut out);
@@ -31,6 +36,15 @@ impl Tensor {
             });
         }
         Ok(cur)
+    }
+
+    /// Reduces every element into a one-element tensor of `shape`.
+    fn reduce_all_raw(&self, op: ReduceOp, shape: &[usize]) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return crate::cuda::reduce_all(self, op, shape);
+        }
+        Ok(map_contig!(self, shape, |x| vec![reduce_all(op, x)]))
     }
 
     fn keep_shape(&self, dims: &[usize]) -> Vec<usize> {
@@ -53,7 +67,7 @@ impl Tensor {
     /// Σ of all elements → a 0-d tensor. d/dx = 1 (the gradient is broadcast back).
     #[track_caller]
     pub fn sum(&self) -> Result<Tensor> {
-        let out = map_contig!(self, &[], |x| vec![reduce_all(ReduceOp::Sum, x)]);
+        let out = self.reduce_all_raw(ReduceOp::Sum, &[])?;
         let shape = self.shape().to_vec();
         Ok(record("sum", out, &[self], move |_, g| {
             Ok(vec![Some(g.broadcast_to(&shape)?)])
@@ -106,7 +120,7 @@ impl Tensor {
         let nd = normalize_dims("max_dims", dims, self.rank())?;
         let kept = if nd.len() == self.rank() && self.rank() > 0 {
             let shape = self.keep_shape(&nd);
-            map_contig!(self, &shape, |x| vec![reduce_all(ReduceOp::Max, x)])
+            self.reduce_all_raw(ReduceOp::Max, &shape)?
         } else {
             self.reduce_raw(ReduceOp::Max, &nd)?
         };

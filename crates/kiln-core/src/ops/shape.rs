@@ -7,7 +7,7 @@ use super::check_same;
 use crate::autograd::record;
 use crate::shape::{contiguous_strides, normalize_dim};
 use crate::storage::Data;
-use crate::{Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 impl Tensor {
     /// Reshape without recording: a view when contiguous, else a copy.
@@ -253,22 +253,13 @@ impl Tensor {
         }
         let mut shape = first.shape().to_vec();
         shape[d] = tensors.iter().map(|t| t.shape()[d]).sum();
-        let outer: usize = shape[..d].iter().product();
-        let inner: usize = shape[d + 1..].iter().product();
-        let row = shape[d] * inner;
-        let mut data = Data::uninit(first.dtype(), shape.iter().product());
-        let mut col = 0;
-        for t in tensors {
-            let piece = t.shape()[d] * inner;
-            let c = t.slices()?;
-            c.with(|src| match (src, &mut data) {
-                (crate::tensor::SliceRef::F32(s), Data::F32(o)) => copy_rows(s, o, outer, piece, row, col),
-                (crate::tensor::SliceRef::F64(s), Data::F64(o)) => copy_rows(s, o, outer, piece, row, col),
-                _ => unreachable!("dtypes checked"),
-            });
-            col += piece;
-        }
-        let out = Tensor::from_data(data, &shape, first.device());
+        let out = match first.device() {
+            Device::Cpu => concat_cpu(tensors, d, &shape)?,
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => crate::cuda::concat(tensors, d, &shape)?,
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => unreachable!("no CUDA tensors without the cuda feature"),
+        };
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
         Ok(record("concat", out, tensors, move |_, g| {
             let mut start = 0;
@@ -288,6 +279,26 @@ impl Tensor {
         let refs: Vec<&Tensor> = unsq.iter().collect();
         Tensor::concat(&refs, dim as isize)
     }
+}
+
+/// The concatenation of `tensors` along `d` into `shape`, on the host.
+fn concat_cpu(tensors: &[&Tensor], d: usize, shape: &[usize]) -> Result<Tensor> {
+    let outer: usize = shape[..d].iter().product();
+    let inner: usize = shape[d + 1..].iter().product();
+    let row = shape[d] * inner;
+    let mut data = Data::uninit(tensors[0].dtype(), shape.iter().product());
+    let mut col = 0;
+    for t in tensors {
+        let piece = t.shape()[d] * inner;
+        let c = t.slices()?;
+        c.with(|src| match (src, &mut data) {
+            (crate::tensor::SliceRef::F32(s), Data::F32(o)) => copy_rows(s, o, outer, piece, row, col),
+            (crate::tensor::SliceRef::F64(s), Data::F64(o)) => copy_rows(s, o, outer, piece, row, col),
+            _ => unreachable!("dtypes checked"),
+        });
+        col += piece;
+    }
+    Ok(Tensor::from_data(data, shape, tensors[0].device()))
 }
 
 /// Copies `outer` rows of `piece` elements from `src` into `dst` rows of

@@ -12,6 +12,10 @@ use kiln_cpu::elementwise::{act_backward, unary, ActBackward, UnaryOp};
 impl Tensor {
     /// Applies a unary kernel without recording anything.
     pub(crate) fn unary_raw(&self, op: UnaryOp) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return crate::cuda::unary(self, op);
+        }
         let n = self.numel();
         Ok(map_contig!(self, self.shape(), |x| {
             let mut out = take_like(x, n);
@@ -227,6 +231,10 @@ fn act_grad(
 ) -> Result<Vec<Option<Tensor>>> {
     if ctx.create_graph {
         return Ok(vec![Some(composite(saved, g)?)]);
+    }
+    #[cfg(feature = "cuda")]
+    if saved.is_cuda() {
+        return Ok(vec![Some(crate::cuda::act_backward(op, saved, g)?)]);
     }
     let (s, gc) = (saved.slices()?, g.slices()?);
     let n = saved.numel();

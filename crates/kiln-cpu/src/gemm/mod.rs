@@ -135,8 +135,10 @@ fn best_packed() -> Variant {
 /// portable v3).
 pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
     let best = best_packed();
-    let small = m.saturating_mul(n).saturating_mul(k) < PACKED_MIN_MNK || k < SMALL_DIM || n < SMALL_DIM;
-    if best == Variant::V3PackedScalar || small {
+    if k < SMALL_DIM || n < SMALL_DIM {
+        // A 16-wide tile would be mostly padding; the blocked loop needs no packing.
+        Variant::V2Blocked
+    } else if best == Variant::V3PackedScalar || m.saturating_mul(n).saturating_mul(k) < PACKED_MIN_MNK {
         Variant::Matrixmultiply
     } else {
         best
@@ -144,7 +146,7 @@ pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
 }
 
 /// Products with fewer multiply-adds than this go to matrixmultiply.
-const PACKED_MIN_MNK: usize = 1 << 28;
+const PACKED_MIN_MNK: usize = 1 << 12;
 /// Products with a shorter inner dimension (k) or narrower C (n) go to
 /// matrixmultiply: a 16-wide tile would be mostly padding.
 const SMALL_DIM: usize = 8;
