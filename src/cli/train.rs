@@ -216,7 +216,7 @@ pub fn run(a: TrainArgs) -> kiln_core::Result<ExitCode> {
     let c = &trainer.config;
     if !a.quiet {
         eprintln!(
-            "kiln: training preset {} on {} ({:?} loss, batch {}, {} steps) → {}",
+            "kiln: training preset {} on {} ({} loss, batch {}, {} steps) → {}",
             c.preset,
             c.data,
             c.loss,

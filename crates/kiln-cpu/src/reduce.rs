@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn sum_all_is_identical_across_thread_counts() {
         let x: Vec<f32> = (0..1_000_003)
-            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.37)
+            .map(|i: u64| ((i * 7919) % 1000) as f32 * 1e-3 - 0.37)
             .collect();
         let run = |t: usize| {
             rayon::ThreadPoolBuilder::new()

@@ -21,6 +21,18 @@ pub enum GanLoss {
     WganGp,
 }
 
+impl std::fmt::Display for GanLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GanLoss::Bce => "bce",
+            GanLoss::Ns => "ns",
+            GanLoss::Lsgan => "lsgan",
+            GanLoss::Hinge => "hinge",
+            GanLoss::WganGp => "wgan-gp",
+        })
+    }
+}
+
 impl std::str::FromStr for GanLoss {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -175,10 +187,10 @@ impl TrainConfig {
                 TrainConfig {
                     preset: "toy".into(),
                     loss: GanLoss::Ns,
-                    steps: if grid { 12_000 } else { 10_000 },
+                    steps: if grid { 30_000 } else { 10_000 },
                     batch: 256,
-                    lr_g: 2e-3,
-                    lr_d: 4e-3,
+                    lr_g: if grid { 5e-4 } else { 2e-3 },
+                    lr_d: if grid { 1e-3 } else { 4e-3 },
                     betas: (0.5, 0.999),
                     schedule: Schedule::Linear,
                     d_steps: 1,
@@ -190,10 +202,10 @@ impl TrainConfig {
                     g_out: GOut::Identity,
                     d_sigmoid: false,
                     ema: Some(0.999),
-                    pack: 4,
+                    pack: if grid { 2 } else { 4 },
                     log_every: 100,
-                    sample_every: 2_000,
-                    checkpoint_every: 2_000,
+                    sample_every: if grid { 5_000 } else { 2_000 },
+                    checkpoint_every: if grid { 5_000 } else { 2_000 },
                     out: PathBuf::from(if grid { "runs/toy-grid25" } else { "runs/toy" }),
                     data,
                     ..Self::common()
@@ -317,7 +329,7 @@ impl TrainConfig {
         }
         if self.d_sigmoid && matches!(self.loss, GanLoss::Hinge | GanLoss::WganGp) {
             return bad(format!(
-                "loss {:?} needs a discriminator that outputs logits, but preset {} ends D in a sigmoid",
+                "loss {} needs a discriminator that outputs logits, but preset {} ends D in a sigmoid",
                 self.loss, self.preset
             ));
         }

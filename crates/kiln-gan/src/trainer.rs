@@ -204,9 +204,11 @@ impl Trainer {
                 fs::remove_dir_all(&p).map_err(|e| Error::io(p.display(), e))?;
             }
         }
-        let metrics = out.join("metrics.jsonl");
-        if metrics.exists() {
-            fs::remove_file(&metrics).map_err(|e| Error::io(metrics.display(), e))?;
+        for name in ["metrics.jsonl", "generator.safetensors", "losses.png"] {
+            let old = out.join(name);
+            if old.exists() {
+                fs::remove_file(&old).map_err(|e| Error::io(old.display(), e))?;
+            }
         }
         fs::create_dir_all(out.join("samples")).map_err(|e| Error::io(out.display(), e))?;
         fs::create_dir_all(out.join("checkpoints")).map_err(|e| Error::io(out.display(), e))?;
@@ -329,6 +331,14 @@ impl Trainer {
             )));
         }
         let norm = grad_norm(params)?;
+        // Beyond √f32::MAX a squared gradient overflows Adam's second moment.
+        if norm > 1.8e19 && norm.is_finite() {
+            return Err(Error::Invalid(format!(
+                "training diverged at step {}: the gradient norm of {what} is {norm:.3e} (it would overflow Adam's state); \
+                 the last good checkpoint is kept",
+                self.step + 1
+            )));
+        }
         if !norm.is_finite() {
             params.iter().for_each(Tensor::zero_grad);
             set_anomaly_enabled(true);

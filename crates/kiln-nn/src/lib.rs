@@ -25,7 +25,7 @@ mod optim;
 pub mod state_dict;
 
 pub use dropout::Dropout;
-pub use layers::{Activation, Linear, Module, Sequential};
+pub use layers::{tensor_to_device, Activation, Linear, Module, Sequential};
 pub use loss::{BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss};
 pub use norm::{batch_norm, BatchNorm1d, BatchNormConfig};
 pub use optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};

@@ -52,7 +52,7 @@ pub(super) type MicroKernel = unsafe fn(
 );
 
 /// Below this many flops (2·m·n·k) the driver stays on the caller's thread.
-pub(super) const PAR_MIN_FLOPS: usize = 1 << 22;
+pub(super) const PAR_MIN_FLOPS: usize = 1 << 28;
 
 /// 64-byte aligned storage for packed panels, so vector loads never split a
 /// cache line.

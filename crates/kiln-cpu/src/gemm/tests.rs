@@ -143,7 +143,7 @@ fn dispatch_sends_large_products_to_the_packed_kernel() {
     if Variant::V4Avx2.is_available() {
         assert_ne!(big, Variant::Matrixmultiply);
     }
-    assert_eq!(choose_variant(256, 2, 128), Variant::Matrixmultiply);
+    assert_eq!(choose_variant(256, 2, 128), Variant::V2Blocked);
 }
 
 #[test]
