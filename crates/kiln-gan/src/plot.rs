@@ -269,8 +269,9 @@ fn ticks((lo, hi): (f64, f64), step: f64) -> Vec<f64> {
     (first..=last).map(|k| k as f64 * step).collect()
 }
 
-/// A 1-2-5 step giving about `target` ticks over `span`.
-fn nice_step(span: f64, target: f64) -> f64 {
+/// A 1-2-5 step (1, 2 or 5 × 10ᵏ) giving about `target` ticks over `span`; shared with other
+/// plots in the workspace (e.g. `kiln bench --plot`).
+pub fn nice_step(span: f64, target: f64) -> f64 {
     let raw = (span / target).max(f64::MIN_POSITIVE);
     let magnitude = 10f64.powf(raw.log10().floor());
     let nice = [1.0, 2.0, 5.0, 10.0]
@@ -280,8 +281,8 @@ fn nice_step(span: f64, target: f64) -> f64 {
     nice * magnitude
 }
 
-/// Enough decimals to tell ticks `step` apart, no more.
-fn format_tick(value: f64, step: f64) -> String {
+/// A tick label for `value` with enough decimals to tell ticks `step` apart, no more.
+pub fn format_tick(value: f64, step: f64) -> String {
     let decimals = (-step.log10().floor()).max(0.0) as usize;
     let text = format!("{value:.decimals$}");
     if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
