@@ -79,7 +79,6 @@ fn render(report: &BenchReport) -> Result<Canvas, String> {
     cv.text(LEFT, 12, &title, BLACK, 2);
     let xlabel = if short { "case" } else { "case (index, see table)" };
     cv.text(LEFT, H as i64 - 30, xlabel, BLACK, 1);
-    cv.text(12, TOP - 14, unit, BLACK, 1);
 
     // The measured peak, dashed.
     hline(&mut cv, LEFT, RIGHT, ypos(peak), 2, 8, PEAK);

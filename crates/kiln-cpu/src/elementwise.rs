@@ -116,14 +116,16 @@ pub fn unary_scalar<T: Float>(op: UnaryOp, x: T) -> T {
     }
 }
 
-/// Numerically stable logistic function: never evaluates e^x for large x.
+/// Logistic function, stable for any x and branch-free so it vectorises:
+/// with e = e^−|x| ∈ (0, 1], σ(x) = 1/(1 + e) for x ≥ 0 and e/(1 + e) below.
 #[inline(always)]
 pub fn sigmoid<T: Float>(x: T) -> T {
+    let e = (-x.abs()).exp_fast();
+    let s = T::ONE / (T::ONE + e);
     if x >= T::ZERO {
-        T::ONE / (T::ONE + (-x).exp())
+        s
     } else {
-        let e = x.exp();
-        e / (T::ONE + e)
+        e * s
     }
 }
 
@@ -483,5 +485,32 @@ mod tests {
         assert_eq!(sigmoid(-1000.0f32), 0.0);
         assert_eq!(sigmoid(1000.0f32), 1.0);
         assert!((sigmoid(0.0f64) - 0.5).abs() < 1e-15);
+    }
+}
+
+#[cfg(test)]
+mod exp_tests {
+    use crate::Float;
+
+    #[test]
+    fn fast_exp_matches_f64_exp_to_a_few_ulp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            // (normal range only: subnormal results carry fewer bits)
+            let got = x.exp_fast() as f64;
+            let want = (x as f64).exp();
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "max relative error {worst:e}");
+        assert_eq!(0.0f32.exp_fast(), 1.0);
+        assert!(f32::NAN.exp_fast().is_nan());
+        assert_eq!((-1000.0f32).exp_fast(), 0.0);
+        let tiny = (-100.0f32).exp_fast() as f64;
+        assert!(
+            (tiny / (-100.0f64).exp() - 1.0).abs() < 0.05,
+            "subnormal e^-100 = {tiny:e}"
+        );
     }
 }

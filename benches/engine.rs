@@ -1,0 +1,87 @@
+//! Criterion benches of the engine: single ops with their backward, and one
+//! full GAN training step (toy2d and seed shapes). The kernel-variant
+//! benchmarks with peak and references are `kiln bench`; these track the
+//! engine's own overhead over time.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kiln::gan::config::{Act, GanLoss};
+use kiln::gan::losses::{d_loss, g_loss};
+use kiln::gan::trainer::mlp;
+use kiln::nn::{Activation, Adam, AdamConfig, Module, Optimizer};
+use kiln::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn ops(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let x = Tensor::randn(&[64, 784], DType::F32, Device::Cpu, &mut rng).unwrap();
+    let w = Tensor::randn(&[128, 784], DType::F32, Device::Cpu, &mut rng)
+        .unwrap()
+        .requires_grad(true);
+    let b = Tensor::zeros(&[128], DType::F32, Device::Cpu)
+        .unwrap()
+        .requires_grad(true);
+    let mut g = c.benchmark_group("ops");
+    g.throughput(Throughput::Elements((2 * 64 * 784 * 128) as u64));
+    g.bench_function("linear fwd [64x784]·[128x784]ᵀ", |bench| {
+        bench.iter(|| kiln::no_grad(|| x.linear(&w, Some(&b)).unwrap()))
+    });
+    g.bench_function("linear+relu fwd+bwd", |bench| {
+        bench.iter(|| {
+            x.linear(&w, Some(&b))
+                .unwrap()
+                .relu()
+                .unwrap()
+                .sum()
+                .unwrap()
+                .backward()
+                .unwrap();
+            w.zero_grad();
+            b.zero_grad();
+        })
+    });
+    let big = Tensor::randn(&[100, 12288], DType::F32, Device::Cpu, &mut rng).unwrap();
+    g.throughput(Throughput::Bytes((2 * 4 * 100 * 12288) as u64));
+    g.bench_function("sigmoid [100x12288]", |bench| bench.iter(|| big.sigmoid().unwrap()));
+    g.bench_function("sum [100x12288]", |bench| bench.iter(|| big.sum().unwrap()));
+    g.finish();
+}
+
+fn gan_step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gan step");
+    for (name, gw, dw, d_sig, batch) in [
+        ("toy2d", vec![2, 128, 128, 2], vec![2, 128, 128, 1], false, 256),
+        ("seed", vec![100, 128, 784], vec![784, 128, 1], true, 64),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let gen = mlp(&gw, Act::Relu, None, &mut rng).unwrap();
+        let disc = mlp(&dw, Act::Relu, d_sig.then_some(Activation::Sigmoid), &mut rng).unwrap();
+        let mut opt_g = Adam::new(gen.parameters(), AdamConfig::default());
+        let mut opt_d = Adam::new(disc.parameters(), AdamConfig::default());
+        let real = Tensor::rand(&[batch, dw[0]], DType::F32, Device::Cpu, &mut rng).unwrap();
+        g.bench_function(name, |bench| {
+            bench.iter(|| {
+                let z = Tensor::randn(&[batch, gw[0]], DType::F32, Device::Cpu, &mut rng).unwrap();
+                let fake = gen.forward(&z).unwrap();
+                opt_d.zero_grad();
+                let ld = d_loss(
+                    GanLoss::Ns,
+                    &disc.forward(&real).unwrap(),
+                    &disc.forward(&fake.detach()).unwrap(),
+                    d_sig,
+                )
+                .unwrap();
+                ld.backward().unwrap();
+                opt_d.step().unwrap();
+                opt_g.zero_grad();
+                let lg = g_loss(GanLoss::Ns, &disc.forward(&fake).unwrap(), d_sig).unwrap();
+                lg.backward().unwrap();
+                opt_g.step().unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ops, gan_step);
+criterion_main!(benches);
