@@ -165,7 +165,7 @@ impl ExpFast for f32 {
         let r2 = r * r;
         let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
             * r
-            + 5.000_000_1e-1;
+            + 0.5;
         let e = p * r2 + r + 1.0;
         let k = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
         let (k1, k2) = (k >> 1, k - (k >> 1));
