@@ -97,9 +97,15 @@ for t in ./kiln_cuda_*; do
     "$t" --nocapture --test-threads=1 || status=1
 done
 if [ -x ./kiln ]; then
-    for what in gemm elementwise adam; do
+    for what in gemm layers elementwise adam; do
         echo "=== kiln bench $what"
         ./kiln bench "$what" --device cuda --json "bench-$what.json" || status=1
+    done
+    # Every preset trains on the GPU (short runs; the summary line shows the speed).
+    for preset in "toy" "toy --data grid25" "seed" "mlp --data shapes64"; do
+        echo "=== kiln train --device cuda --preset $preset"
+        # shellcheck disable=SC2086
+        ./kiln train --device cuda --preset $preset --steps 300 --quiet --out "runs-gpu/${preset%% *}" || status=1
     done
 else
     echo "no kiln binary in the bundle; benchmarks skipped"
