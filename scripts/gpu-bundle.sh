@@ -105,7 +105,7 @@ if [ -x ./kiln ]; then
     for preset in "toy" "toy --data grid25" "seed" "mlp --data shapes64"; do
         echo "=== kiln train --device cuda --preset $preset"
         # shellcheck disable=SC2086
-        ./kiln train --device cuda --preset $preset --steps 300 --quiet --out "runs-gpu/${preset%% *}" || status=1
+        ./kiln train --device cuda --preset $preset --steps 300 --quiet --out "runs-gpu/$(echo "$preset" | tr -d "-" | tr " " "_")" || status=1
     done
 else
     echo "no kiln binary in the bundle; benchmarks skipped"
