@@ -1,6 +1,7 @@
 //! GEMM benchmarks: every SGEMM variant of `kiln_cpu::gemm` and the engine's
 //! dispatch, validated and compared with matrixmultiply in the same run.
 
+use super::fill;
 use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
 use kiln_cpu::gemm::{sgemm_variant, Variant};
 
@@ -21,19 +22,6 @@ struct Problem {
     k: usize,
     a_strides: [isize; 2],
     b_strides: [isize; 2],
-}
-
-/// Deterministic values in [-1, 1).
-fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// Whether `name` passes the `--impls` filter.
@@ -58,8 +46,8 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
     let (m, n, k) = (p.m, p.n, p.k);
     let flops = 2.0 * (m * n * k) as f64;
     let extent = |rows: usize, cols: usize, s: [isize; 2]| (rows - 1) * s[0] as usize + (cols - 1) * s[1] as usize + 1;
-    let a = fill(extent(m, k, p.a_strides), 1);
-    let b = fill(extent(k, n, p.b_strides), 2);
+    let a = fill(extent(m, k, p.a_strides), 1, 1.0);
+    let b = fill(extent(k, n, p.b_strides), 2, 1.0);
     let c_strides = [n as isize, 1];
     // Reference result and the error bound per element: |A|·|B| scales the
     // rounding error of a k-term dot product.

@@ -5,6 +5,7 @@
 //! once, the bytes one call moves, and a check against a plain f64 reference,
 //! so adding a kernel is adding one entry.
 
+use super::fill;
 use super::timing::time_interleaved;
 use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
 use kiln_cpu::elementwise::{self, ActBackward, BinaryOp, Strided, UnaryOp};
@@ -23,18 +24,6 @@ struct Case<'a> {
     run: Box<dyn FnMut() + 'a>,
     /// Runs the kernel on fresh data and compares with the reference.
     check: Box<dyn FnMut() -> Result<(), String> + 'a>,
-}
-
-fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
 }
 
 /// Compares `got` with an f64 reference elementwise (`atol + rtol·|want|`).
@@ -236,8 +225,8 @@ pub(super) fn bench(kernel: &str, cfg: &BenchConfig, report: &mut BenchReport) -
         return Err(format!("{kernel} sizes must be at least 256 elements"));
     }
     for n in sizes {
-        let x = fill(n, 11);
-        let y = fill(n, 12);
+        let x = fill(n, 11, 2.0);
+        let y = fill(n, 12, 2.0);
         let mut cases = {
             let mut dst = vec![0.0f32; n];
             let x = &x;

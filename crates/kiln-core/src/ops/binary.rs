@@ -23,6 +23,29 @@ fn broadcast_strides(t: &Tensor, out: &[usize]) -> Vec<isize> {
         .collect()
 }
 
+/// A pooled output of `shape` filled with op(a, b), each operand given as
+/// (storage, offset, broadcast strides).
+fn binary_into<T: crate::Element>(
+    op: BinaryOp,
+    (a, oa, sa): (&[T], usize, &[isize]),
+    (b, ob, sb): (&[T], usize, &[isize]),
+    shape: &[usize],
+) -> Vec<T> {
+    let mut out = crate::storage::take::<T>(shape.iter().product());
+    let a = Strided {
+        data: a,
+        offset: oa,
+        strides: sa,
+    };
+    let b = Strided {
+        data: b,
+        offset: ob,
+        strides: sb,
+    };
+    binary(op, a, b, shape, &mut out);
+    out
+}
+
 impl Tensor {
     /// Applies a binary kernel with broadcasting, without recording.
     pub(crate) fn binary_raw(&self, other: &Tensor, op: BinaryOp, name: &'static str) -> Result<Tensor> {
@@ -33,48 +56,12 @@ impl Tensor {
         if self.is_cuda() {
             return crate::cuda::binary(self, other, op, &shape);
         }
-        let n: usize = shape.iter().product();
         let ga = self.0.storage.read();
         let gb = other.0.storage.read();
+        let (oa, ob) = (self.0.offset, other.0.offset);
         let data = match (&*ga, &*gb) {
-            (Data::F32(a), Data::F32(b)) => {
-                let mut out = crate::storage::take::<f32>(n);
-                binary(
-                    op,
-                    Strided {
-                        data: a,
-                        offset: self.0.offset,
-                        strides: &sa,
-                    },
-                    Strided {
-                        data: b,
-                        offset: other.0.offset,
-                        strides: &sb,
-                    },
-                    &shape,
-                    &mut out,
-                );
-                Data::F32(out)
-            }
-            (Data::F64(a), Data::F64(b)) => {
-                let mut out = crate::storage::take::<f64>(n);
-                binary(
-                    op,
-                    Strided {
-                        data: a,
-                        offset: self.0.offset,
-                        strides: &sa,
-                    },
-                    Strided {
-                        data: b,
-                        offset: other.0.offset,
-                        strides: &sb,
-                    },
-                    &shape,
-                    &mut out,
-                );
-                Data::F64(out)
-            }
+            (Data::F32(a), Data::F32(b)) => Data::F32(binary_into(op, (a, oa, &sa), (b, ob, &sb), &shape)),
+            (Data::F64(a), Data::F64(b)) => Data::F64(binary_into(op, (a, oa, &sa), (b, ob, &sb), &shape)),
             _ => unreachable!("dtypes checked"),
         };
         drop((ga, gb));

@@ -17,6 +17,7 @@ fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
     let ga = a.0.storage.read();
     let gb = b.0.storage.read();
     let (oa, ob) = (a.0.offset, b.0.offset);
+    let beta: f64 = if accumulate { 1.0 } else { 0.0 };
     match (&*ga, &*gb, out) {
         (Data::F32(x), Data::F32(y), Data::F32(c)) => gemm(
             m,
@@ -27,23 +28,13 @@ fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
             sa,
             &y[ob..],
             sb,
-            if accumulate { 1.0 } else { 0.0 },
+            beta as f32,
             c,
             [n as isize, 1],
         ),
-        (Data::F64(x), Data::F64(y), Data::F64(c)) => gemm(
-            m,
-            n,
-            k,
-            1.0,
-            &x[oa..],
-            sa,
-            &y[ob..],
-            sb,
-            if accumulate { 1.0 } else { 0.0 },
-            c,
-            [n as isize, 1],
-        ),
+        (Data::F64(x), Data::F64(y), Data::F64(c)) => {
+            gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, beta, c, [n as isize, 1])
+        }
         _ => unreachable!("dtypes checked by the caller"),
     }
 }
