@@ -11,6 +11,9 @@
 //! - v4 [`Variant::V4Avx2`]: the same driver with a 6×16 AVX2+FMA
 //!   micro-kernel written with `std::arch` intrinsics.
 //! - v5 [`Variant::V5Avx512`]: a 12×32 AVX-512 micro-kernel.
+//! - v6 [`Variant::V6Skinny`]: products with a dimension below 8 (the first
+//!   and last layers of small MLPs) without padding or packing the large
+//!   operand; v4 for everything else.
 //!
 //! v3–v5 split large products over rayon's current pool by output tiles only,
 //! so their results are bit-identical for any thread count. v4/v5 are compiled
@@ -26,6 +29,8 @@ mod packed;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod skinny;
 
 use std::fmt;
 
@@ -42,6 +47,8 @@ pub enum Variant {
     V4Avx2,
     /// v5: packed, 12×32 AVX-512 micro-kernel (x86-64 with AVX-512F).
     V5Avx512,
+    /// v6: skinny products (m, n or k below 8) with AVX2+FMA, v4 otherwise.
+    V6Skinny,
     /// The `matrixmultiply` crate: the reference every variant is compared with.
     Matrixmultiply,
 }
@@ -55,6 +62,7 @@ impl Variant {
             Variant::V3PackedScalar,
             Variant::V4Avx2,
             Variant::V5Avx512,
+            Variant::V6Skinny,
             Variant::Matrixmultiply,
         ]
     }
@@ -67,6 +75,7 @@ impl Variant {
             Variant::V3PackedScalar => "sgemm_v3_packed_scalar_4x8",
             Variant::V4Avx2 => "sgemm_v4_avx2_6x16",
             Variant::V5Avx512 => "sgemm_v5_avx512_12x32",
+            Variant::V6Skinny => "sgemm_v6_skinny_avx2",
             Variant::Matrixmultiply => "matrixmultiply",
         }
     }
@@ -74,7 +83,7 @@ impl Variant {
     /// Looks a variant up by [`Variant::name`] or by its short tag
     /// (`v1` … `v5`, `mm`).
     pub fn from_name(name: &str) -> Option<Variant> {
-        let short = ["v1", "v2", "v3", "v4", "v5", "mm"];
+        let short = ["v1", "v2", "v3", "v4", "v5", "v6", "mm"];
         Variant::all()
             .iter()
             .zip(short)
@@ -86,11 +95,11 @@ impl Variant {
     pub fn is_available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Variant::V4Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Variant::V4Avx2 | Variant::V6Skinny => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             Variant::V5Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
-            Variant::V4Avx2 | Variant::V5Avx512 => false,
+            Variant::V4Avx2 | Variant::V5Avx512 | Variant::V6Skinny => false,
             _ => true,
         }
     }
@@ -102,7 +111,10 @@ impl Variant {
 
     /// Whether the variant splits large products over rayon threads.
     pub fn is_parallel(self) -> bool {
-        matches!(self, Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512)
+        matches!(
+            self,
+            Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512 | Variant::V6Skinny
+        )
     }
 }
 
@@ -135,9 +147,14 @@ fn best_packed() -> Variant {
 /// portable v3).
 pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
     let best = best_packed();
-    if k < SMALL_DIM || n < SMALL_DIM {
-        // A 16-wide tile would be mostly padding; the blocked loop needs no packing.
-        Variant::V2Blocked
+    if k < SMALL_DIM || n < SMALL_DIM || m < SMALL_DIM {
+        // A 16-wide tile would be mostly padding: v6 where the CPU has
+        // AVX2, else the blocked loop, which needs no packing.
+        if Variant::V6Skinny.is_available() {
+            Variant::V6Skinny
+        } else {
+            Variant::V2Blocked
+        }
     } else if best == Variant::V3PackedScalar || m.saturating_mul(n).saturating_mul(k) < PACKED_MIN_MNK {
         Variant::Matrixmultiply
     } else {
@@ -147,9 +164,16 @@ pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
 
 /// Products with fewer multiply-adds than this go to matrixmultiply.
 const PACKED_MIN_MNK: usize = 1 << 12;
-/// Products with a shorter inner dimension (k) or narrower C (n) go to
-/// matrixmultiply: a 16-wide tile would be mostly padding.
-const SMALL_DIM: usize = 8;
+/// Products with any dimension shorter than this take v6 (or v2 without
+/// AVX2): a 6×16 tile would be mostly padding.
+const SMALL_DIM: usize = skinny_dim();
+
+const fn skinny_dim() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    return skinny::SKINNY;
+    #[cfg(not(target_arch = "x86_64"))]
+    return 8;
+}
 
 /// SGEMM entry used by [`crate::matmul::gemm`] for f32: runs the variant
 /// [`choose_variant`] picks for the shape.
@@ -330,6 +354,10 @@ pub unsafe fn sgemm_variant_raw(
                 c,
                 c_strides,
             ),
+            #[cfg(target_arch = "x86_64")]
+            Variant::V6Skinny => {
+                skinny::sgemm_v6_skinny(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
+            }
             _ => unreachable!("unavailable variants were rejected above"),
         }
     }

@@ -65,6 +65,14 @@ thread_local! {
     // allocation would be page-faulted in on every GEMM.
     static PACK_A: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
     static PACK_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    // Copies of the small operand in v6's skinny paths.
+    static SCRATCH: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a reused thread-local scratch buffer of `len` floats (its
+/// contents are left over from earlier calls).
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_buffer(&SCRATCH, len, f)
 }
 
 /// Runs `f` with a thread-local aligned buffer of at least `len` floats.

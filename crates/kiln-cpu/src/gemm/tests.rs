@@ -119,6 +119,39 @@ fn every_variant_matches_f64_reference_on_odd_shapes() {
 }
 
 #[test]
+fn skinny_shapes_match_reference_in_every_layout() {
+    // The toy MLP's first/last layers and their gradients, plus odd sizes
+    // around v6's block widths (8, 16, 32) and both sides of SKINNY.
+    let shapes = [
+        (256, 2, 128),
+        (256, 128, 2),
+        (2, 128, 256),
+        (128, 2, 256),
+        (256, 1, 128),
+        (1, 128, 256),
+        (37, 7, 19),
+        (7, 45, 17),
+        (33, 71, 7),
+        (19, 3, 8),
+        (5, 5, 5),
+        (9, 8, 9),
+    ];
+    for &v in &Variant::available() {
+        for &(m, n, k) in &shapes {
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    for tc in [false, true] {
+                        check(v, m, n, k, ta, tb, tc, 1.0, 0.0);
+                    }
+                }
+            }
+            check(v, m, n, k, true, false, false, 0.5, 1.0);
+            check(v, m, n, k, false, true, true, -1.5, 0.25);
+        }
+    }
+}
+
+#[test]
 fn k_zero_scales_c_by_beta() {
     for &v in &Variant::available() {
         check(v, 5, 7, 0, false, false, false, 1.0, 0.0);
@@ -143,7 +176,14 @@ fn dispatch_sends_large_products_to_the_packed_kernel() {
     if Variant::V4Avx2.is_available() {
         assert_ne!(big, Variant::Matrixmultiply);
     }
-    assert_eq!(choose_variant(256, 2, 128), Variant::V2Blocked);
+    let skinny = if Variant::V6Skinny.is_available() {
+        Variant::V6Skinny
+    } else {
+        Variant::V2Blocked
+    };
+    for (m, n, k) in [(256, 2, 128), (256, 128, 2), (2, 128, 256), (256, 1, 128)] {
+        assert_eq!(choose_variant(m, n, k), skinny, "{m}x{n}x{k}");
+    }
 }
 
 #[test]
@@ -245,6 +285,29 @@ proptest! {
     ) {
         for &v in Variant::available().iter().filter(|v| **v != Variant::V1Naive) {
             check(v, m, n, k, ta, tb, tc, ab.0, ab.1);
+        }
+    }
+}
+
+#[test]
+fn skinny_paths_handle_operands_without_a_unit_stride() {
+    // Views like a narrowed-then-transposed tensor have no unit stride;
+    // v6 copies them before its vector loops. Compared with v1 on the same
+    // strided data.
+    for (m, n, k) in [(20, 3, 40), (3, 30, 40), (20, 30, 5), (17, 1, 9)] {
+        let (sa, sb) = ([2 * k as isize + 1, 2], [2, 2 * k as isize + 3]);
+        let a = fill(m * (2 * k + 1) + 2 * k, 11);
+        let b = fill(2 * k + n * (2 * k + 3), 12);
+        let run = |v: Variant| {
+            let mut c = fill(m * n * 2, 13);
+            sgemm_variant(v, m, n, k, 1.5, &a, sa, &b, sb, 0.5, &mut c, [1, 2 * m as isize]);
+            c
+        };
+        let want = run(Variant::V1Naive);
+        for &v in &Variant::available() {
+            for (x, y) in run(v).iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{v} {m}x{n}x{k}: {x} vs {y}");
+            }
         }
     }
 }
