@@ -226,9 +226,18 @@ fn record_impl(op: &'static str, out: Tensor, inputs: &[&Tensor], save_output: b
 }
 
 /// Adds two gradients (recorded when create_graph is on).
+///
+/// Without create_graph, a sum that nothing else can see (its only handle,
+/// storage shared with no view or saved tensor) is added to in place: a
+/// weight used twice in one step (a discriminator on real and on fake data)
+/// then costs one pass over its gradient, not a fresh buffer and three.
 fn accumulate(old: Option<Tensor>, g: Tensor) -> Result<Tensor> {
     match old {
         None => Ok(g),
+        Some(o) if !is_grad_enabled() && o.is_exclusive_cpu() && o.shape() == g.shape() && o.dtype() == g.dtype() => {
+            o.add_scaled_(&g, 1.0)?;
+            Ok(o)
+        }
         Some(o) => o.add(&g),
     }
 }

@@ -439,6 +439,15 @@ impl Tensor {
     pub fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
     }
+    /// Whether this is a dense CPU tensor that no other handle, view or
+    /// saved tensor can observe, so it may be changed in place unseen.
+    pub(crate) fn is_exclusive_cpu(&self) -> bool {
+        self.device() == Device::Cpu
+            && Arc::strong_count(&self.0) == 1
+            && Arc::strong_count(&self.0.storage) == 1
+            && !self.0.requires_grad
+            && self.is_contiguous()
+    }
     /// Same tensor handle (same node / same leaf).
     pub fn same(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0, &other.0)

@@ -24,6 +24,22 @@ fn grads_accumulate_across_backward_calls() {
 }
 
 #[test]
+fn accumulation_never_changes_a_gradient_someone_holds() {
+    // Sums are accumulated in place only when nothing else can see them.
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let w = t64(&[3.0, 4.0], &[2]).requires_grad(true);
+    // w used twice in one graph: the engine adds its two contributions.
+    let y = x.mul(&w).unwrap().add(&x.mul(&w).unwrap()).unwrap().sum().unwrap();
+    y.backward().unwrap();
+    let held = w.grad().unwrap();
+    assert_eq!(held.to_vec::<f64>().unwrap(), vec![2.0, 4.0]);
+    // A second backward accumulates into w.grad: the held handle keeps its values.
+    x.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+    assert_eq!(held.to_vec::<f64>().unwrap(), vec![2.0, 4.0]);
+    assert_eq!(w.grad().unwrap().to_vec::<f64>().unwrap(), vec![3.0, 6.0]);
+}
+
+#[test]
 fn shared_subexpression_gets_summed_gradient() {
     // y = a·b + a, used twice: dy/da = b + 1
     let a = t64(&[3.0], &[1]).requires_grad(true);

@@ -310,6 +310,7 @@ pub unsafe fn sgemm_variant_raw(
             Variant::V3PackedScalar => packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
                 packed::kernel_v3_scalar_4x8,
                 packed::V3_BLOCKING,
+                packed::Packers::portable::<{ packed::V3_MR }, { packed::V3_NR }>(),
                 m,
                 n,
                 k,
@@ -326,6 +327,7 @@ pub unsafe fn sgemm_variant_raw(
             Variant::V4Avx2 => packed::sgemm_packed::<{ avx2::MR }, { avx2::NR }>(
                 avx2::kernel_v4_avx2_6x16,
                 avx2::BLOCKING,
+                avx2::PACKERS,
                 m,
                 n,
                 k,
@@ -342,6 +344,7 @@ pub unsafe fn sgemm_variant_raw(
             Variant::V5Avx512 => packed::sgemm_packed::<{ avx512::MR }, { avx512::NR }>(
                 avx512::kernel_v5_avx512_12x32,
                 avx512::BLOCKING,
+                packed::Packers::portable::<{ avx512::MR }, { avx512::NR }>(),
                 m,
                 n,
                 k,

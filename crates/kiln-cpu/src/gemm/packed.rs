@@ -51,6 +51,26 @@ pub(super) type MicroKernel = unsafe fn(
     nr: usize,
 );
 
+/// How a kernel's operands are packed: [`pack_a`] / [`pack_b_panel`]
+/// (portable, any MR/NR) or vectorised versions for one tile shape.
+#[derive(Clone, Copy)]
+pub(super) struct Packers {
+    /// Packs an mc×kc block of A (see [`pack_a`]).
+    pub a: unsafe fn(usize, usize, *const f32, [isize; 2], &mut [f32]),
+    /// Packs one micro-panel of a kc×nc block of B (see [`pack_b_panel`]).
+    pub b: unsafe fn(usize, usize, usize, *const f32, [isize; 2], &mut [f32]),
+}
+
+impl Packers {
+    /// The portable packers for an MR×NR tile.
+    pub const fn portable<const MR: usize, const NR: usize>() -> Packers {
+        Packers {
+            a: pack_a::<MR>,
+            b: pack_b_panel::<NR>,
+        }
+    }
+}
+
 /// Below this many flops (2·m·n·k) the driver stays on the caller's thread.
 pub(super) const PAR_MIN_FLOPS: usize = 1 << 28;
 
@@ -105,7 +125,13 @@ fn with_buffer<R>(
 /// # Safety
 /// `a` must cover `mc×kc` elements with strides `[ars, acs]`; `out` must hold
 /// `ceil(mc/MR)·MR·kc` floats.
-unsafe fn pack_a<const MR: usize>(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize; 2], out: &mut [f32]) {
+pub(super) unsafe fn pack_a<const MR: usize>(
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    [ars, acs]: [isize; 2],
+    out: &mut [f32],
+) {
     for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate() {
         let rows = MR.min(mc - ip * MR);
         // SAFETY: row ip·MR is inside A.
@@ -142,7 +168,7 @@ unsafe fn pack_a<const MR: usize>(mc: usize, kc: usize, a: *const f32, [ars, acs
 /// # Safety
 /// `b` must cover `kc×nc` elements with strides `[brs, bcs]`; `panel` must
 /// hold `NR·kc` floats.
-unsafe fn pack_b_panel<const NR: usize>(
+pub(super) unsafe fn pack_b_panel<const NR: usize>(
     jp: usize,
     kc: usize,
     nc: usize,
@@ -227,6 +253,7 @@ impl SharedMut {
 pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     kernel: MicroKernel,
     blk: Blocking,
+    pack: Packers,
     m: usize,
     n: usize,
     k: usize,
@@ -260,12 +287,12 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                 if parallel {
                     b_pack.par_chunks_mut(NR * kc).enumerate().for_each(|(jp, panel)| {
                         // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
-                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.get(), b_strides, panel) }
+                        unsafe { (pack.b)(jp, kc, nc, b_blk.get(), b_strides, panel) }
                     });
                 } else {
                     for (jp, panel) in b_pack.chunks_exact_mut(NR * kc).enumerate() {
                         // SAFETY: as above.
-                        unsafe { pack_b_panel::<NR>(jp, kc, nc, b_blk.get(), b_strides, panel) }
+                        unsafe { (pack.b)(jp, kc, nc, b_blk.get(), b_strides, panel) }
                     }
                 }
                 let b_pack = Shared(b_pack.as_ptr());
@@ -277,7 +304,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                         // SAFETY: (ic, pc) is inside A and the mc×kc block too.
                         unsafe {
                             let a_blk = a.get().offset(ic as isize * ars + pc as isize * acs);
-                            pack_a::<MR>(mc, kc, a_blk, a_strides, a_pack);
+                            (pack.a)(mc, kc, a_blk, a_strides, a_pack);
                         }
                         for jp in jp0..jp1 {
                             let nr = NR.min(nc - jp * NR);

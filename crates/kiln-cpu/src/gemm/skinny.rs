@@ -64,6 +64,7 @@ pub(super) unsafe fn sgemm_v6_skinny(
             super::packed::sgemm_packed::<{ super::avx2::MR }, { super::avx2::NR }>(
                 super::avx2::kernel_v4_avx2_6x16,
                 super::avx2::BLOCKING,
+                super::avx2::PACKERS,
                 m,
                 n,
                 k,
