@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// gan-step: timed steps per repeat.
     #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// gan-step: backpropagate the G step into D's weights too (as the
+    /// PyTorch script's `loss_g.backward()` does) instead of G's only.
+    #[arg(long)]
+    full_g_backward: bool,
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -232,7 +236,9 @@ fn step_config(name: &str) -> Result<StepConfig> {
     })
 }
 
-/// Times full GAN steps: noise, G forward, D step on real + detached fake, G step.
+/// Times full GAN steps: noise, G forward, D step on real + detached fake, G
+/// step (as kiln's trainer does it: gradients for G's parameters only, unless
+/// `--full-g-backward`).
 fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
     crate::cli::set_threads(a.threads)?;
     println!(
@@ -262,7 +268,11 @@ fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
             opt_d.step()?;
             opt_g.zero_grad();
             let lg = g_loss(c.loss, &d.forward(&fake)?, c.d_sigmoid)?;
-            lg.backward()?;
+            if a.full_g_backward {
+                lg.backward()?;
+            } else {
+                lg.backward_to(opt_g.params())?;
+            }
             opt_g.step()?;
             Ok((ld.item()?, lg.item()?))
         };

@@ -128,9 +128,23 @@ pub struct BackwardCtx<'a> {
     node: &'a Arc<Node>,
     /// True when the backward pass is being recorded (higher-order grads).
     pub create_graph: bool,
+    /// Per input: whether this backward pass wants its gradient (None: all).
+    needs: Option<&'a [bool]>,
 }
 
 impl BackwardCtx<'_> {
+    /// Whether the gradient of input `i` is wanted by this backward pass.
+    ///
+    /// False for an input that does not require grad, and, when the pass
+    /// was asked for the gradients of some tensors only
+    /// ([`Tensor::backward_to`], [`grad`]), for an input from which none of
+    /// them can be reached. Rules may skip computing such gradients (linear
+    /// and matmul skip their GEMMs); the engine drops them either way.
+    pub fn needs_input_grad(&self, i: usize) -> bool {
+        matches!(self.node.inputs.get(i), Some(Some(_)))
+            && self.needs.is_none_or(|m| m.get(i).copied().unwrap_or(false))
+    }
+
     /// Unpacks a saved input, failing if it was modified in place since.
     pub fn unpack(&self, saved: &SavedTensor) -> Result<Tensor> {
         let now = saved.tensor.version();
@@ -281,6 +295,8 @@ fn node_key(n: &Arc<Node>) -> usize {
 enum Sink<'a> {
     /// `backward()`: accumulate into leaves' `.grad`.
     Accumulate,
+    /// `backward_to(inputs)`: accumulate into these leaves' `.grad` only.
+    AccumulateInto(&'a [Tensor]),
     /// `grad()`: capture the gradients of these tensors, touch no `.grad`.
     Capture(&'a [Tensor], Vec<Option<Tensor>>),
 }
@@ -335,16 +351,42 @@ fn run_backward(
         }
     }
     let mut roots_nodes: Vec<Arc<Node>> = stack.clone();
+    let targets = match sink {
+        Sink::Accumulate => None,
+        Sink::AccumulateInto(t) | Sink::Capture(t, _) => Some(*t),
+    };
+    let mut order: Vec<Arc<Node>> = Vec::new();
     while let Some(node) = stack.pop() {
         for edge in node.inputs.iter().flatten() {
             if let Edge::Node(parent) = edge {
                 let k = node_key(parent);
-                *deps.entry(k).or_insert(0) += 1;
+                if targets.is_none() {
+                    *deps.entry(k).or_insert(0) += 1;
+                }
                 if seen.insert(k, ()).is_none() {
                     stack.push(parent.clone());
                 }
             }
         }
+        if targets.is_some() {
+            order.push(node);
+        }
+    }
+    // With requested inputs, only nodes from which one of them can be reached
+    // run, and each learns which of its inputs lead there (`needs`).
+    let masks = targets.map(|t| needed_inputs(&mut order, t));
+    if let Some(masks) = &masks {
+        for node in &order {
+            let Some(mask) = masks.get(&node_key(node)) else {
+                continue;
+            };
+            for (edge, &need) in node.inputs.iter().zip(mask) {
+                if let (Some(Edge::Node(parent)), true) = (edge, need) {
+                    *deps.entry(node_key(parent)).or_insert(0) += 1;
+                }
+            }
+        }
+        roots_nodes.retain(|n| masks.contains_key(&node_key(n)));
     }
     for n in roots_nodes.drain(..) {
         if deps.get(&node_key(&n)).copied().unwrap_or(0) == 0 {
@@ -355,6 +397,9 @@ fn run_backward(
     // 2. Execute nodes whose consumers have all delivered.
     while let Some(Ready(_, node)) = ready.pop() {
         let key = node_key(&node);
+        if masks.as_ref().is_some_and(|m| !m.contains_key(&key)) {
+            continue;
+        }
         let Some(mut grad) = pending.remove(&key) else {
             continue;
         };
@@ -390,6 +435,7 @@ fn run_backward(
             let ctx = BackwardCtx {
                 node: &node,
                 create_graph,
+                needs: masks.as_ref().and_then(|m| m.get(&key)).map(|m| m.as_slice()),
             };
             f(&ctx, &grad)?
         };
@@ -405,11 +451,16 @@ fn run_backward(
                 node.inputs.len()
             )));
         }
-        for (edge, g) in node.inputs.iter().zip(input_grads) {
+        let mask = masks.as_ref().and_then(|m| m.get(&key));
+        for (i, (edge, g)) in node.inputs.iter().zip(input_grads).enumerate() {
+            if mask.is_some_and(|m| !m[i]) {
+                // Leads to no requested input: not counted, not delivered.
+                continue;
+            }
             let (Some(edge), Some(g)) = (edge, g) else {
                 // An input that needs a gradient but got none still counts as delivered.
                 if let Some(Edge::Node(parent)) = edge {
-                    release(parent, &mut deps, &pending, &mut ready);
+                    release(parent, &mut deps, &pending, &mut ready, masks.as_ref());
                 }
                 continue;
             };
@@ -429,7 +480,7 @@ fn run_backward(
                     }
                     let old = pending.remove(&k);
                     pending.insert(k, accumulate(old, g)?);
-                    release(parent, &mut deps, &pending, &mut ready);
+                    release(parent, &mut deps, &pending, &mut ready, masks.as_ref());
                 }
                 Edge::Leaf(inner) => {
                     let leaf = Tensor(inner.clone());
@@ -441,24 +492,60 @@ fn run_backward(
     Ok(())
 }
 
+/// For requested `targets`, which nodes of `order` (every node reachable
+/// from the roots) can reach one of them, and through which inputs: node key
+/// → one flag per input. Nodes that reach none are left out.
+fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> HashMap<usize, Vec<bool>> {
+    // Parents are recorded before their consumers, so ascending seq visits
+    // every parent before any node that uses it.
+    order.sort_by_key(|n| n.seq);
+    let target_node = |n: &Arc<Node>| {
+        targets
+            .iter()
+            .any(|t| t.0.grad_fn.as_ref().is_some_and(|g| Arc::ptr_eq(g, n)))
+    };
+    let target_leaf = |l: &Arc<Inner>| targets.iter().any(|t| t.0.grad_fn.is_none() && Arc::ptr_eq(&t.0, l));
+    let mut masks: HashMap<usize, Vec<bool>> = HashMap::new();
+    for node in order.iter() {
+        let mask: Vec<bool> = node
+            .inputs
+            .iter()
+            .map(|e| match e {
+                Some(Edge::Leaf(l)) => target_leaf(l),
+                Some(Edge::Node(p)) => masks.contains_key(&node_key(p)),
+                None => false,
+            })
+            .collect();
+        if target_node(node) || mask.iter().any(|&m| m) {
+            masks.insert(node_key(node), mask);
+        }
+    }
+    masks
+}
+
 /// One consumer of `parent` has delivered; queue it when all have.
 fn release(
     parent: &Arc<Node>,
     deps: &mut HashMap<usize, usize>,
     pending: &HashMap<usize, Tensor>,
     ready: &mut BinaryHeap<Ready>,
+    masks: Option<&HashMap<usize, Vec<bool>>>,
 ) {
     let k = node_key(parent);
-    let d = deps.get_mut(&k).expect("parent counted");
+    let Some(d) = deps.get_mut(&k) else {
+        // Not counted: leads to no requested input.
+        return;
+    };
     *d -= 1;
     if *d == 0 {
         if pending.contains_key(&k) {
             ready.push(Ready(parent.seq, parent.clone()));
         } else {
             // No gradient reached this node: its own inputs will get none from it.
-            for edge in parent.inputs.iter().flatten() {
-                if let Edge::Node(grandparent) = edge {
-                    release(grandparent, deps, pending, ready);
+            let mask = masks.and_then(|m| m.get(&k));
+            for (i, edge) in parent.inputs.iter().enumerate() {
+                if let (Some(Edge::Node(grandparent)), true) = (edge, mask.is_none_or(|m| m[i])) {
+                    release(grandparent, deps, pending, ready, masks);
                 }
             }
         }
@@ -472,7 +559,8 @@ fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sin
         }
     }
     match sink {
-        Sink::Accumulate => {
+        Sink::AccumulateInto(targets) if !targets.iter().any(|t| Arc::ptr_eq(&t.0, inner)) => {}
+        Sink::Accumulate | Sink::AccumulateInto(_) => {
             let g = if create_graph { g } else { g.contiguous_data()? };
             let mut slot = inner.grad.lock().unwrap();
             let old = slot.take();
@@ -497,6 +585,37 @@ pub fn backward(outputs: &[Tensor], grad_outputs: &[Tensor], retain_graph: bool,
         retain_graph || create_graph,
         create_graph,
         &mut Sink::Accumulate,
+    )
+}
+
+/// `backward` restricted to `inputs`: gradients accumulate into the
+/// `.grad` of these leaves only, and only the part of the graph that leads
+/// to them runs (PyTorch's `backward(inputs=...)`). A GAN's generator step
+/// uses it to skip the discriminator's weight gradients.
+pub fn backward_to(
+    outputs: &[Tensor],
+    grad_outputs: &[Tensor],
+    inputs: &[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<()> {
+    if let Some(t) = inputs.iter().find(|t| t.0.grad_fn.is_some() || !t.0.requires_grad) {
+        return Err(Error::Autograd(format!(
+            "backward_to: inputs must be leaves that require grad (got a tensor of shape {:?} that {})",
+            t.shape(),
+            if t.0.grad_fn.is_some() {
+                "is not a leaf"
+            } else {
+                "does not require grad"
+            }
+        )));
+    }
+    run_backward(
+        outputs,
+        grad_outputs,
+        retain_graph || create_graph,
+        create_graph,
+        &mut Sink::AccumulateInto(inputs),
     )
 }
 

@@ -533,6 +533,21 @@ impl Tensor {
         autograd::backward(std::slice::from_ref(self), &[one], false, false)
     }
 
+    /// Backpropagates from this scalar into the `.grad` of `inputs` only
+    /// (leaves that require grad), running just the part of the graph that
+    /// leads to them — PyTorch's `backward(inputs=...)`. Other leaves'
+    /// gradients are neither computed nor touched.
+    pub fn backward_to(&self, inputs: &[Tensor]) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::Autograd(format!(
+                "backward_to() needs a scalar output, got shape {:?}",
+                self.shape()
+            )));
+        }
+        let one = Tensor::ones(self.shape(), self.dtype(), self.device())?;
+        autograd::backward_to(std::slice::from_ref(self), &[one], inputs, false, false)
+    }
+
     /// Backpropagates with an explicit output gradient (any shape).
     pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
         autograd::backward(std::slice::from_ref(self), std::slice::from_ref(grad), false, false)

@@ -40,6 +40,58 @@ fn accumulation_never_changes_a_gradient_someone_holds() {
 }
 
 #[test]
+fn backward_to_fills_only_the_requested_leaves_with_the_full_backward_values() {
+    // A two-layer "D(G(z))": G's weight gets the same gradient as a full
+    // backward; D's weight and bias, not requested, get nothing.
+    let z = t64(&[0.5, -1.0, 2.0, 0.25, -0.75, 1.5], &[2, 3]);
+    let wg = t64(&[0.1, -0.2, 0.3, 0.4, 0.5, -0.6], &[2, 3]).requires_grad(true);
+    let wd = t64(&[0.7, -0.8], &[1, 2]).requires_grad(true);
+    let bd = t64(&[0.05], &[1]).requires_grad(true);
+    let loss = || {
+        z.linear(&wg, None)
+            .unwrap()
+            .tanh()
+            .unwrap()
+            .linear(&wd, Some(&bd))
+            .unwrap()
+            .sigmoid()
+            .unwrap()
+            .sum()
+            .unwrap()
+    };
+    loss().backward().unwrap();
+    let want = wg.grad().unwrap().to_vec::<f64>().unwrap();
+    for t in [&wg, &wd, &bd] {
+        t.zero_grad();
+    }
+    loss().backward_to(std::slice::from_ref(&wg)).unwrap();
+    assert!(close(&wg.grad().unwrap().to_vec::<f64>().unwrap(), &want, 1e-15));
+    assert!(wd.grad().is_none() && bd.grad().is_none());
+    // Requesting the middle weight only also works, and a non-leaf or a
+    // tensor without requires_grad is refused with a clear error.
+    loss().backward_to(std::slice::from_ref(&wd)).unwrap();
+    assert!(wd.grad().is_some() && bd.grad().is_none());
+    let err = loss().backward_to(&[z.clone()]).unwrap_err().to_string();
+    assert!(err.contains("require grad"), "{err}");
+}
+
+#[test]
+fn grad_runs_only_the_part_of_the_graph_that_reaches_its_inputs() {
+    // d/dx of x·w + e·e with e = exp(v): the branch through e is never
+    // executed, so a failing rule there (a modified saved tensor) does not matter.
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let w = t64(&[3.0, 4.0], &[2]).requires_grad(true);
+    let v = t64(&[0.5, 0.5], &[2]).requires_grad(true);
+    let e = v.exp().unwrap();
+    let y = x.mul(&w).unwrap().add(&e.mul(&e).unwrap()).unwrap().sum().unwrap();
+    no_grad(|| e.mul_scalar_(2.0).unwrap());
+    let gx = grad(&[y.clone()], &[x.clone()], None, true, false).unwrap();
+    assert_eq!(gx[0].to_vec::<f64>().unwrap(), vec![3.0, 4.0]);
+    // The full backward does run that branch and reports the change.
+    assert!(y.backward().is_err());
+}
+
+#[test]
 fn shared_subexpression_gets_summed_gradient() {
     // y = a·b + a, used twice: dy/da = b + 1
     let a = t64(&[3.0], &[1]).requires_grad(true);

@@ -406,7 +406,9 @@ impl Trainer {
         let packed = fake.reshape(&[b / self.config.pack, self.dim * self.config.pack])?;
         let loss = g_loss(loss_kind, &self.d.forward(&packed)?, sig)?;
         self.opt_g.zero_grad();
-        loss.backward()?;
+        // Only G's gradients: D's weight gradients (a GEMM per D layer) are
+        // never computed, only the input gradients that flow through D.
+        loss.backward_to(self.opt_g.params())?;
         stats.grad_norm_g = self.check_finite("loss_g", &loss, self.opt_g.params(), || Ok(()))?;
         self.opt_g.step()?;
         self.opt_d.zero_grad();

@@ -95,8 +95,16 @@ impl Tensor {
         let (ra, rb) = (self.0.requires_grad, other.0.requires_grad);
         Ok(record("matmul", out, &[self, other], move |ctx, g| {
             let (a, b) = (ctx.unpack(&a)?, ctx.unpack(&b)?);
-            let ga = if ra { Some(g.matmul(&b.t()?)?) } else { None };
-            let gb = if rb { Some(a.t()?.matmul(g)?) } else { None };
+            let ga = if ra && ctx.needs_input_grad(0) {
+                Some(g.matmul(&b.t()?)?)
+            } else {
+                None
+            };
+            let gb = if rb && ctx.needs_input_grad(1) {
+                Some(a.t()?.matmul(g)?)
+            } else {
+                None
+            };
             Ok(vec![ga, gb])
         }))
     }
@@ -146,11 +154,21 @@ impl Tensor {
         let has_bias = bias.is_some();
         Ok(record("linear", out, &inputs, move |ctx, g| {
             let (x, w) = (ctx.unpack(&x)?, ctx.unpack(&w)?);
-            let gx = if rx { Some(g.matmul(&w)?) } else { None };
-            let gw = if rw { Some(g.t()?.matmul(&x)?) } else { None };
+            let gx = if rx && ctx.needs_input_grad(0) {
+                Some(g.matmul(&w)?)
+            } else {
+                None
+            };
+            let gw = if rw && ctx.needs_input_grad(1) {
+                Some(g.t()?.matmul(&x)?)
+            } else {
+                None
+            };
             let mut grads = vec![gx, gw];
-            if has_bias {
+            if has_bias && ctx.needs_input_grad(2) {
                 grads.push(Some(g.sum_dims(&[0], false)?));
+            } else if has_bias {
+                grads.push(None);
             }
             Ok(grads)
         }))
