@@ -2,7 +2,7 @@
 //! parameter, its gradient and the optimizer state once and writes them once.
 //! Semantics follow PyTorch's `torch.optim` exactly.
 
-use crate::{Float, CHUNK, PAR_THRESHOLD};
+use crate::{simd, Float, CHUNK, PAR_THRESHOLD};
 use rayon::prelude::*;
 
 /// Hyper-parameters of one Adam/AdamW step, with the bias corrections for
@@ -63,13 +63,13 @@ pub fn adam_step<T: Float>(h: &AdamStep, p: &mut [T], g: &[T], m: &mut [T], v: &
         }
     };
     if n < PAR_THRESHOLD {
-        body(0, p, m, v);
+        simd(|| body(0, p, m, v));
     } else {
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .enumerate()
-            .for_each(|(i, ((pc, mc), vc))| body(i * CHUNK, pc, mc, vc));
+            .for_each(|(i, ((pc, mc), vc))| simd(|| body(i * CHUNK, pc, mc, vc)));
     }
 }
 
@@ -122,15 +122,15 @@ pub fn sgd_step<T: Float>(h: &SgdStep, p: &mut [T], g: &[T], buf: &mut [T]) {
         }
     };
     if !use_buf {
-        body(0, p, &mut []);
+        simd(|| body(0, p, &mut []));
         return;
     }
     if n < PAR_THRESHOLD {
-        body(0, p, buf);
+        simd(|| body(0, p, buf));
     } else {
         p.par_chunks_mut(CHUNK)
             .zip(buf.par_chunks_mut(CHUNK))
             .enumerate()
-            .for_each(|(i, (pc, bc))| body(i * CHUNK, pc, bc));
+            .for_each(|(i, (pc, bc))| simd(|| body(i * CHUNK, pc, bc)));
     }
 }
