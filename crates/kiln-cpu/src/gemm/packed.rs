@@ -283,6 +283,46 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
             let beta_blk = if pc == 0 { beta } else { 1.0 };
             // SAFETY: (pc, jc) is inside B.
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
+            if !parallel && m <= blk.mc {
+                // Small m (a batch of ≤ MC rows): A is packed once and stays in
+                // L2; each B micro-panel is packed just before the row panels
+                // use it, so it goes from memory straight to L1 instead of
+                // through a block-sized buffer. Same tiles, same k order, so
+                // the same bits as the path below.
+                let m_panels = m.div_ceil(MR);
+                with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
+                    // SAFETY: (0, pc) and the m×kc block are inside A.
+                    unsafe { (pack.a)(m, kc, a.get().offset(pc as isize * acs), a_strides, a_pack) };
+                    with_buffer(&PACK_B, NR * kc, |panel| {
+                        for jp in 0..n_panels {
+                            // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
+                            unsafe { (pack.b)(jp, kc, nc, b_blk.get(), b_strides, panel) };
+                            let nr = NR.min(nc - jp * NR);
+                            for ip in 0..m_panels {
+                                let mr = MR.min(m - ip * MR);
+                                let (row, col) = (ip * MR, jc + jp * NR);
+                                // SAFETY: the mr×nr tile at (row, col) is inside C
+                                // and both panels hold kc groups.
+                                unsafe {
+                                    kernel(
+                                        kc,
+                                        a_pack.as_ptr().add(ip * MR * kc),
+                                        panel.as_ptr(),
+                                        c.get().offset(row as isize * crs + col as isize * ccs),
+                                        crs,
+                                        ccs,
+                                        alpha,
+                                        beta_blk,
+                                        mr,
+                                        nr,
+                                    )
+                                }
+                            }
+                        }
+                    })
+                });
+                continue;
+            }
             with_buffer(&PACK_B, n_panels * NR * kc, |b_pack| {
                 if parallel {
                     b_pack.par_chunks_mut(NR * kc).enumerate().for_each(|(jp, panel)| {
