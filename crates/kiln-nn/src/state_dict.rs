@@ -32,6 +32,7 @@ use crate::Module;
 use kiln_core::{no_grad, DType, Device, Error, Result, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
@@ -106,44 +107,44 @@ fn copy_into(module: &dyn Module, tensors: &[(String, Tensor)], source: &str) ->
     })
 }
 
-/// Raw little-endian bytes of one tensor, in the form the safetensors writer takes.
-struct RawTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
+/// One tensor as the safetensors writer takes it. Its bytes are produced
+/// only when the writer reaches it and dropped once written, so saving a
+/// checkpoint holds one tensor's bytes at a time, not a copy of the file.
+struct LazyTensor<'a> {
+    tensor: &'a Tensor,
+    /// The first error met while reading a tensor (the writer cannot take one).
+    failed: &'a RefCell<Option<Error>>,
 }
 
-impl View for &RawTensor {
+impl View for LazyTensor<'_> {
     fn dtype(&self) -> Dtype {
-        self.dtype
+        match self.tensor.dtype() {
+            DType::F32 => Dtype::F32,
+            DType::F64 => Dtype::F64,
+        }
     }
     fn shape(&self) -> &[usize] {
-        &self.shape
+        self.tensor.shape()
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
+        let bytes = match self.tensor.dtype() {
+            DType::F32 => self
+                .tensor
+                .to_vec::<f32>()
+                .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+            DType::F64 => self
+                .tensor
+                .to_vec::<f64>()
+                .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+        };
+        Cow::Owned(bytes.unwrap_or_else(|e| {
+            self.failed.borrow_mut().get_or_insert(e);
+            vec![0; self.data_len()]
+        }))
     }
     fn data_len(&self) -> usize {
-        self.bytes.len()
+        self.tensor.numel() * self.tensor.dtype().size_in_bytes()
     }
-}
-
-fn raw_tensor(t: &Tensor) -> Result<RawTensor> {
-    let (dtype, bytes) = match t.dtype() {
-        DType::F32 => (
-            Dtype::F32,
-            t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ),
-        DType::F64 => (
-            Dtype::F64,
-            t.to_vec::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ),
-    };
-    Ok(RawTensor {
-        dtype,
-        shape: t.shape().to_vec(),
-        bytes,
-    })
 }
 
 /// Saves named tensors (in their own dtype) and string metadata to a
@@ -162,19 +163,39 @@ pub fn save_tensors(
             path.display()
         )));
     }
-    let raws: Vec<(String, RawTensor)> = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), raw_tensor(t)?)))
-        .collect::<Result<_>>()?;
+    let failed = RefCell::new(None);
+    let views = tensors.iter().map(|(n, t)| {
+        (
+            n.as_str(),
+            LazyTensor {
+                tensor: t,
+                failed: &failed,
+            },
+        )
+    });
     let info = if metadata.is_empty() { None } else { Some(metadata) };
-    let bytes = safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), &info)
-        .map_err(|e| Error::Invalid(format!("save_tensors {}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+    write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(views, &info, tmp).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(io) => io,
+            other => std::io::Error::other(other.to_string()),
+        })?;
+        match failed.borrow_mut().take() {
+            Some(e) => Err(std::io::Error::other(e.to_string())),
+            None => Ok(()),
+        }
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory:
 /// write, fsync, rename (and fsync the directory where the OS allows it).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
+}
+
+/// [`write_atomic`] for a writer that creates the temporary file itself:
+/// `write(tmp)` fills it, then it is fsynced and renamed over `path`. On any
+/// error the temporary file is removed and `path` is untouched.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -190,10 +211,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
+        write(&tmp)?;
+        std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = written {
