@@ -75,7 +75,7 @@ fn gan_step(c: &mut Criterion) {
                 opt_d.step().unwrap();
                 opt_g.zero_grad();
                 let lg = g_loss(GanLoss::Ns, &disc.forward(&fake).unwrap(), d_sig).unwrap();
-                lg.backward().unwrap();
+                lg.backward_to(opt_g.params()).unwrap();
                 opt_g.step().unwrap();
             })
         });
@@ -83,5 +83,48 @@ fn gan_step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ops, gan_step);
+/// Graph bookkeeping: a chain of 100 ops on one-element tensors, forward
+/// (recording) and backward, so the arithmetic is negligible and the time is
+/// the engine's own cost. Criterion's "elements" are ops: its throughput
+/// line reads as ops per second (its inverse is the cost per op, forward and
+/// backward together).
+fn autograd_overhead(c: &mut Criterion) {
+    let x = Tensor::from_vec(vec![0.5f32], &[1], Device::Cpu)
+        .unwrap()
+        .requires_grad(true);
+    let mut g = c.benchmark_group("autograd");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("100-op chain fwd+bwd (1 element)", |bench| {
+        bench.iter(|| {
+            let mut y = x.clone();
+            for i in 0..100 {
+                y = if i % 2 == 0 {
+                    y.mul(&x).unwrap()
+                } else {
+                    y.add(&x).unwrap()
+                };
+            }
+            y.sum().unwrap().backward().unwrap();
+            x.zero_grad();
+        })
+    });
+    g.bench_function("100-op chain fwd only, no_grad (1 element)", |bench| {
+        bench.iter(|| {
+            kiln::no_grad(|| {
+                let mut y = x.clone();
+                for i in 0..100 {
+                    y = if i % 2 == 0 {
+                        y.mul(&x).unwrap()
+                    } else {
+                        y.add(&x).unwrap()
+                    };
+                }
+                y
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ops, gan_step, autograd_overhead);
 criterion_main!(benches);

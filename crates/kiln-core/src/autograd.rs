@@ -13,6 +13,31 @@ use crate::tensor::Inner;
 use crate::{Error, Result, Tensor};
 use std::cell::Cell;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hasher for node keys (addresses of `Arc<Node>`): one multiply (Fibonacci
+/// hashing), which spreads aligned pointers over the high bits the table
+/// uses. The engine does a few map operations per node; SipHash made them a
+/// visible share of the per-op cost.
+#[derive(Default)]
+struct NodeKeyHasher(u64);
+
+impl Hasher for NodeKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, k: usize) {
+        self.0 = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Map keyed by node address.
+type NodeMap<V> = HashMap<usize, V, BuildHasherDefault<NodeKeyHasher>>;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -320,10 +345,10 @@ fn run_backward(
     let anomaly = is_anomaly_enabled();
 
     // 1. Dependency counts: how many consumers will send a gradient to each node.
-    let mut deps: HashMap<usize, usize> = HashMap::new();
+    let mut deps: NodeMap<usize> = NodeMap::default();
     let mut stack: Vec<Arc<Node>> = Vec::new();
-    let mut seen: HashMap<usize, ()> = HashMap::new();
-    let mut pending: HashMap<usize, Tensor> = HashMap::new();
+    let mut seen: NodeMap<()> = NodeMap::default();
+    let mut pending: NodeMap<Tensor> = NodeMap::default();
     let mut ready = BinaryHeap::new();
     for (root, g) in roots.iter().zip(grads) {
         if !root.0.requires_grad {
@@ -495,7 +520,7 @@ fn run_backward(
 /// For requested `targets`, which nodes of `order` (every node reachable
 /// from the roots) can reach one of them, and through which inputs: node key
 /// → one flag per input. Nodes that reach none are left out.
-fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> HashMap<usize, Vec<bool>> {
+fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> NodeMap<Vec<bool>> {
     // Parents are recorded before their consumers, so ascending seq visits
     // every parent before any node that uses it.
     order.sort_by_key(|n| n.seq);
@@ -505,7 +530,7 @@ fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> HashMap<usize, 
             .any(|t| t.0.grad_fn.as_ref().is_some_and(|g| Arc::ptr_eq(g, n)))
     };
     let target_leaf = |l: &Arc<Inner>| targets.iter().any(|t| t.0.grad_fn.is_none() && Arc::ptr_eq(&t.0, l));
-    let mut masks: HashMap<usize, Vec<bool>> = HashMap::new();
+    let mut masks: NodeMap<Vec<bool>> = NodeMap::default();
     for node in order.iter() {
         let mask: Vec<bool> = node
             .inputs
@@ -526,10 +551,10 @@ fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> HashMap<usize, 
 /// One consumer of `parent` has delivered; queue it when all have.
 fn release(
     parent: &Arc<Node>,
-    deps: &mut HashMap<usize, usize>,
-    pending: &HashMap<usize, Tensor>,
+    deps: &mut NodeMap<usize>,
+    pending: &NodeMap<Tensor>,
     ready: &mut BinaryHeap<Ready>,
-    masks: Option<&HashMap<usize, Vec<bool>>>,
+    masks: Option<&NodeMap<Vec<bool>>>,
 ) {
     let k = node_key(parent);
     let Some(d) = deps.get_mut(&k) else {
