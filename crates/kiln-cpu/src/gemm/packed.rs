@@ -274,6 +274,33 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     let [brs, bcs] = b_strides;
     let [crs, ccs] = c_strides;
 
+    // One column of tiles: every MR-row panel of the packed A block (rows
+    // ic..ic+mc of C) against one packed B panel (columns col..col+nr).
+    //
+    // Not an `unsafe fn` only because closures cannot be: every call site
+    // must pass rows and columns inside C, packs that hold kc groups, and
+    // tiles no other thread writes.
+    #[allow(clippy::too_many_arguments)]
+    let column =
+        |a_pack: &[f32], ic: usize, mc: usize, b_panel: *const f32, col: usize, nr: usize, kc: usize, beta_blk: f32| {
+            for ip in 0..mc.div_ceil(MR) {
+                // SAFETY: the call-site contract above.
+                unsafe {
+                    kernel(
+                        kc,
+                        a_pack.as_ptr().add(ip * MR * kc),
+                        b_panel,
+                        c.get().offset((ic + ip * MR) as isize * crs + col as isize * ccs),
+                        crs,
+                        ccs,
+                        alpha,
+                        beta_blk,
+                        MR.min(mc - ip * MR),
+                        nr,
+                    )
+                }
+            }
+        };
     for jc in (0..n).step_by(blk.nc) {
         let nc = blk.nc.min(n - jc);
         let n_panels = nc.div_ceil(NR);
@@ -297,27 +324,17 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                         for jp in 0..n_panels {
                             // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
                             unsafe { (pack.b)(jp, kc, nc, b_blk.get(), b_strides, panel) };
-                            let nr = NR.min(nc - jp * NR);
-                            for ip in 0..m_panels {
-                                let mr = MR.min(m - ip * MR);
-                                let (row, col) = (ip * MR, jc + jp * NR);
-                                // SAFETY: the mr×nr tile at (row, col) is inside C
-                                // and both panels hold kc groups.
-                                unsafe {
-                                    kernel(
-                                        kc,
-                                        a_pack.as_ptr().add(ip * MR * kc),
-                                        panel.as_ptr(),
-                                        c.get().offset(row as isize * crs + col as isize * ccs),
-                                        crs,
-                                        ccs,
-                                        alpha,
-                                        beta_blk,
-                                        mr,
-                                        nr,
-                                    )
-                                }
-                            }
+                            // Rows 0..m, columns jc + jp·NR.., both packs of depth kc.
+                            column(
+                                a_pack,
+                                0,
+                                m,
+                                panel.as_ptr(),
+                                jc + jp * NR,
+                                NR.min(nc - jp * NR),
+                                kc,
+                                beta_blk,
+                            );
                         }
                     })
                 });
@@ -347,30 +364,19 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                             (pack.a)(mc, kc, a_blk, a_strides, a_pack);
                         }
                         for jp in jp0..jp1 {
-                            let nr = NR.min(nc - jp * NR);
                             // SAFETY: jp < n_panels: the panel is inside b_pack.
                             let b_panel = unsafe { b_pack.get().add(jp * NR * kc) };
-                            for ip in 0..m_panels {
-                                let mr = MR.min(mc - ip * MR);
-                                let (row, col) = (ic + ip * MR, jc + jp * NR);
-                                // SAFETY: the mr×nr tile at (row, col) is inside C,
-                                // both panels hold kc groups, and this item is the
-                                // only writer of the tile.
-                                unsafe {
-                                    kernel(
-                                        kc,
-                                        a_pack.as_ptr().add(ip * MR * kc),
-                                        b_panel,
-                                        c.get().offset(row as isize * crs + col as isize * ccs),
-                                        crs,
-                                        ccs,
-                                        alpha,
-                                        beta_blk,
-                                        mr,
-                                        nr,
-                                    )
-                                }
-                            }
+                            // This item is the only writer of these tiles.
+                            column(
+                                a_pack,
+                                ic,
+                                mc,
+                                b_panel,
+                                jc + jp * NR,
+                                NR.min(nc - jp * NR),
+                                kc,
+                                beta_blk,
+                            );
                         }
                     })
                 };
