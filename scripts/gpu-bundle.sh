@@ -3,6 +3,7 @@
 #   - the `kiln` CLI (release, --features cuda), if the workspace builds one yet
 #   - every kiln-cuda test executable (release)
 #   - the CPU-vs-CUDA parity tests of kiln-core ops and of GAN training steps (release)
+#   - scripts/pytorch_gan_step.py, the PyTorch reference for `kiln bench gan-step`
 #   - run-all.sh, which runs the tests with KILN_REQUIRE_GPU=1 and then the benchmarks.
 #
 # The GPU machine has no Rust toolchain and no network; the binaries load libcuda/libnvrtc/
@@ -80,6 +81,8 @@ for line in sys.stdin:
 }
 bundle_test -p kiln-core --test cuda_parity kiln_cuda_core_parity
 bundle_test -p kiln --test cuda_gan_parity kiln_cuda_gan_parity
+# The PyTorch side of the GAN-step comparison (the GPU machine has torch).
+cp scripts/pytorch_gan_step.py "$out/"
 
 cat >"$out/run-all.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -97,10 +100,15 @@ for t in ./kiln_cuda_*; do
     "$t" --nocapture --test-threads=1 || status=1
 done
 if [ -x ./kiln ]; then
-    for what in gemm layers elementwise adam; do
+    for what in gemm layers elementwise reduce adam gan-step; do
         echo "=== kiln bench $what"
         ./kiln bench "$what" --device cuda --json "bench-$what.json" || status=1
     done
+    # The same GAN steps in PyTorch eager on the same GPU (the issue's reference).
+    if [ -f ./pytorch_gan_step.py ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+        echo "=== PyTorch gan-step --device cuda"
+        python3 ./pytorch_gan_step.py --device cuda --configs seed,article,toy | tee bench-gan-step-torch.jsonl || status=1
+    fi
     # Every preset trains on the GPU (short runs; the summary line shows the speed).
     for preset in "toy" "toy --data grid25" "seed" "mlp --data shapes64"; do
         echo "=== kiln train --device cuda --preset $preset"

@@ -6,6 +6,9 @@ JSON object per config.
 One step: noise, fake = G(z); D step on a real batch and fake.detach() (two D
 forwards, one backward, Adam); G step through D on the same fake (one D
 forward, backward, Adam). Real data is random (timing does not depend on it).
+With --device cuda everything lives on the GPU and each step ends with a
+synchronize, as `kiln bench gan-step --device cuda` ends each step by reading
+the G loss.
 """
 import argparse
 import json
@@ -34,9 +37,11 @@ def mlp(widths, out_act):
     return nn.Sequential(*layers)
 
 
-def bench(name, steps, repeats, warmup):
+def bench(name, steps, repeats, warmup, device):
     g_w, d_w, g_out, d_sig, loss, batch = CONFIGS[name]
     torch.manual_seed(0)
+    torch.set_default_device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     G = mlp(g_w, g_out)
     D = mlp(d_w, nn.Sigmoid if d_sig else None)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
@@ -59,6 +64,7 @@ def bench(name, steps, repeats, warmup):
         lg = crit(D(fake), ones)
         lg.backward()
         opt_g.step()
+        sync()
 
     for i in range(warmup):
         step(i)
@@ -70,7 +76,7 @@ def bench(name, steps, repeats, warmup):
         meds.append((time.perf_counter() - t0) / steps)
     med = statistics.median(meds)
     return {"config": name, "batch": batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)}
 
 
 def main():
@@ -80,10 +86,11 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     for name in a.configs.split(","):
-        print(json.dumps(bench(name, a.steps, a.repeats, a.warmup)), flush=True)
+        print(json.dumps(bench(name, a.steps, a.repeats, a.warmup, torch.device(a.device))), flush=True)
 
 
 if __name__ == "__main__":

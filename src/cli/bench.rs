@@ -55,10 +55,10 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let device: Device = a.device.parse()?;
     if device != Device::Cpu {
-        return cuda_bench(&a);
+        return cuda_bench(&a, device);
     }
     if a.kernel == "gan-step" {
-        return gan_step(&a);
+        return gan_step(&a, Device::Cpu);
     }
     let cfg = BenchConfig {
         kernel: a.kernel.clone(),
@@ -76,15 +76,18 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_bench(a: &BenchArgs) -> Result<ExitCode> {
+fn cuda_bench(a: &BenchArgs, device: Device) -> Result<ExitCode> {
     use kiln_cuda::backend::CudaBackend;
-    use kiln_cuda::bench::{bench_adam, bench_elementwise, bench_gemm, device_info, BenchOptions};
+    use kiln_cuda::bench::{bench_adam, bench_elementwise, bench_gemm, bench_reduce, device_info, BenchOptions};
     use kiln_cuda::gemm::GemmLayout;
     let cuda = |e: kiln_cuda::error::CudaError| match e {
         kiln_cuda::error::CudaError::NoDevice(m) => Error::NoDevice(m),
         other => Error::Cuda(other.to_string()),
     };
     let gpu = CudaBackend::global().map_err(cuda)?;
+    if a.kernel == "gan-step" {
+        return gan_step(a, device);
+    }
     let info = device_info(gpu).map_err(cuda)?;
     println!(
         "kiln bench {} --device cuda: {} (sm_{}{}, {} SMs), peak {:.0} GFLOP/s FP32, {:.0} GB/s",
@@ -140,9 +143,17 @@ fn cuda_bench(a: &BenchArgs) -> Result<ExitCode> {
             };
             bench_adam(gpu, &sizes, &opts).map_err(cuda)?
         }
+        "reduce" => {
+            let sizes = if a.sizes.is_empty() {
+                vec![1 << 20, 1 << 24, 1 << 26]
+            } else {
+                a.sizes.clone()
+            };
+            bench_reduce(gpu, &sizes, &opts).map_err(cuda)?
+        }
         other => {
             return Err(Error::Invalid(format!(
-                "kiln bench {other} --device cuda: expected gemm, layers, elementwise or adam"
+                "kiln bench {other} --device cuda: expected gemm, layers, elementwise, reduce, adam or gan-step"
             )))
         }
     };
@@ -182,7 +193,7 @@ fn cuda_bench(a: &BenchArgs) -> Result<ExitCode> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_bench(_: &BenchArgs) -> Result<ExitCode> {
+fn cuda_bench(_: &BenchArgs, _: Device) -> Result<ExitCode> {
     Err(Error::NoDevice(
         "this kiln was built without CUDA; rebuild with --features cuda".into(),
     ))
@@ -238,11 +249,14 @@ fn step_config(name: &str) -> Result<StepConfig> {
 
 /// Times full GAN steps: noise, G forward, D step on real + detached fake, G
 /// step (as kiln's trainer does it: gradients for G's parameters only, unless
-/// `--full-g-backward`).
-fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
+/// `--full-g-backward`). On a GPU the models and data live on the device, noise
+/// is drawn on the host and copied (as the trainer does), and every step ends
+/// with reading the G loss, which waits for the device (the PyTorch script
+/// synchronises once per step too).
+fn gan_step(a: &BenchArgs, device: Device) -> Result<ExitCode> {
     crate::cli::set_threads(a.threads)?;
     println!(
-        "kiln bench gan-step: {} threads; median over {} repeats of {} steps",
+        "kiln bench gan-step --device {device}: {} threads; median over {} repeats of {} steps",
         rayon::current_num_threads(),
         a.repeats,
         a.steps
@@ -253,14 +267,16 @@ fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
     for p in &a.preset {
         let c = step_config(p)?;
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let g = mlp(&c.g, Act::Relu, c.g_out, &mut rng)?;
-        let d = mlp(&c.d, Act::Relu, c.d_sigmoid.then_some(Activation::Sigmoid), &mut rng)?;
+        let mut g = mlp(&c.g, Act::Relu, c.g_out, &mut rng)?;
+        let mut d = mlp(&c.d, Act::Relu, c.d_sigmoid.then_some(Activation::Sigmoid), &mut rng)?;
+        g.to_device(device)?;
+        d.to_device(device)?;
         let mut opt_g = Adam::new(g.parameters(), AdamConfig::default());
         let mut opt_d = Adam::new(d.parameters(), AdamConfig::default());
-        let real_pool = Tensor::rand(&[4 * c.batch, c.d[0]], DType::F32, Device::Cpu, &mut rng)?;
-        let mut step = |i: usize, rng: &mut ChaCha8Rng| -> Result<(f64, f64)> {
+        let real_pool = Tensor::rand(&[4 * c.batch, c.d[0]], DType::F32, Device::Cpu, &mut rng)?.to(device)?;
+        let mut step = |i: usize, rng: &mut ChaCha8Rng| -> Result<(Tensor, f64)> {
             let real = real_pool.narrow(0, (i % 4) * c.batch, c.batch)?;
-            let z = Tensor::randn(&[c.batch, c.g[0]], DType::F32, Device::Cpu, rng)?;
+            let z = Tensor::randn(&[c.batch, c.g[0]], DType::F32, Device::Cpu, rng)?.to(device)?;
             let fake = g.forward(&z)?;
             opt_d.zero_grad();
             let ld = d_loss(c.loss, &d.forward(&real)?, &d.forward(&fake.detach())?, c.d_sigmoid)?;
@@ -274,19 +290,26 @@ fn gan_step(a: &BenchArgs) -> Result<ExitCode> {
                 lg.backward_to(opt_g.params())?;
             }
             opt_g.step()?;
-            Ok((ld.item()?, lg.item()?))
+            let lg = lg.item()?;
+            Ok((ld, lg))
         };
         for i in 0..10 {
             step(i, &mut rng)?;
         }
         let mut meds = Vec::new();
         let mut last = (0.0, 0.0);
+        let mut last_d = None;
         for _ in 0..a.repeats.max(1) {
             let t0 = Instant::now();
             for i in 0..a.steps {
-                last = step(i, &mut rng)?;
+                let (ld, lg) = step(i, &mut rng)?;
+                last_d = Some(ld);
+                last.1 = lg;
             }
             meds.push(t0.elapsed().as_secs_f64() / a.steps as f64);
+        }
+        if let Some(ld) = &last_d {
+            last.0 = ld.item()?;
         }
         meds.sort_by(f64::total_cmp);
         let med = meds[meds.len() / 2];

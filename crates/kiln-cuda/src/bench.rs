@@ -17,6 +17,7 @@ use crate::error::{CudaError, Result};
 use crate::gemm::{GemmLayout, GemmVariant};
 use crate::optim::AdamConfig;
 use crate::pool::DeviceBuffer;
+use crate::reduce::ReduceOp;
 use crate::reference;
 
 /// How many runs to make.
@@ -372,6 +373,51 @@ pub fn bench_elementwise(gpu: &CudaBackend, sizes: &[usize], opts: &BenchOptions
                 peak,
                 ok,
             ));
+        }
+        rows.push(memcpy);
+    }
+    Ok(rows)
+}
+
+/// Benchmarks the deterministic reductions on `n` elements (4 bytes read per element) against
+/// a device memcpy measured in the same run: the sum of everything (two passes: fixed
+/// per-block partials, then their sum) and the sums of the rows and of the columns of the
+/// elements viewed as a `[n / 1024, 1024]` matrix (the shapes of a bias gradient and of a
+/// per-sample loss).
+pub fn bench_reduce(gpu: &CudaBackend, sizes: &[usize], opts: &BenchOptions) -> Result<Vec<BenchResult>> {
+    let peak = device_info(gpu)?.peak_gbps;
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let memcpy = bench_memcpy(gpu, n, opts, peak)?;
+        let x_host = reference::uniform(n, 7, -1.0, 1.0);
+        let x = gpu.htod(&x_host)?;
+        // Sums of n values in [-1, 1): compared with the f64 reference to 1e-6·√n.
+        let tol = 1e-6 * (n as f64).sqrt().max(1.0);
+        let mut one = gpu.alloc(1)?;
+        gpu.reduce_all(ReduceOp::Sum, &x, &mut one)?;
+        let ok = reference::max_violation(
+            &gpu.dtoh(&one)?,
+            &[reference::reduce_all(ReduceOp::Sum, &x_host)],
+            tol,
+            1e-5,
+        )
+        .0 <= 1.0;
+        let samples = time_ms(gpu, opts, || gpu.reduce_all(ReduceOp::Sum, &x, &mut one))?;
+        rows.push(bandwidth_row("reduce_sum_all", n, 4.0, samples, &memcpy, peak, ok));
+        let cols = 1024;
+        if n % cols == 0 {
+            let r = n / cols;
+            for (name, outer, len, inner) in [("reduce_sum_rows", r, cols, 1), ("reduce_sum_cols", 1, r, cols)] {
+                let mut out = gpu.alloc(outer * inner)?;
+                gpu.reduce_dim(ReduceOp::Sum, &x, outer, len, inner, &mut out)?;
+                let want = reference::reduce_dim(ReduceOp::Sum, &x_host, outer, len, inner);
+                let tol = 1e-6 * (len as f64).sqrt();
+                let ok = reference::max_violation(&gpu.dtoh(&out)?, &want, tol, 1e-5).0 <= 1.0;
+                let samples = time_ms(gpu, opts, || {
+                    gpu.reduce_dim(ReduceOp::Sum, &x, outer, len, inner, &mut out)
+                })?;
+                rows.push(bandwidth_row(name, n, 4.0, samples, &memcpy, peak, ok));
+            }
         }
         rows.push(memcpy);
     }
