@@ -88,12 +88,12 @@ pub fn unary_scalar<T: Float>(op: UnaryOp, x: T) -> T {
             }
         }
         UnaryOp::Sigmoid => sigmoid(x),
-        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Tanh => x.tanh_fast(),
         UnaryOp::Softplus => x.max_val(T::ZERO) + (-x.abs()).exp().ln_1p(),
         UnaryOp::Gelu => {
             let half = T::from_f64(0.5);
             let inner = T::from_f64(GELU_K) * (x + T::from_f64(GELU_C) * x * x * x);
-            half * x * (T::ONE + inner.tanh())
+            half * x * (T::ONE + inner.tanh_fast())
         }
         UnaryOp::Powf(p) => x.powf(T::from_f64(p)),
         UnaryOp::AddScalar(c) => x + T::from_f64(c),
@@ -449,6 +449,39 @@ pub fn copy_strided<T: Float>(src: Strided<T>, shape: &[usize], out: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_tanh_is_within_a_few_ulp_of_the_exact_one() {
+        // Every 2^-12 over [-12, 12], plus the tails, the signed zeros and NaN.
+        let mut worst = 0.0f64;
+        for i in -49_152..=49_152 {
+            let x = i as f32 / 4096.0;
+            let (got, want) = (x.tanh_fast() as f64, (x as f64).tanh());
+            let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE) as f64 * f32::EPSILON as f64;
+            worst = worst.max((got - want).abs() / ulp);
+        }
+        assert!(worst <= 4.0, "worst error {worst} ulp");
+        for x in [
+            1e-30f32,
+            -1e-30,
+            1e-6,
+            -3e-4,
+            50.0,
+            -50.0,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ] {
+            let want = (x as f64).tanh();
+            assert!(
+                (x.tanh_fast() as f64 - want).abs() <= 2.0 * f32::EPSILON as f64 * want.abs().max(1e-38),
+                "{x}"
+            );
+        }
+        assert!(f32::NAN.tanh_fast().is_nan());
+        assert_eq!(0.0f32.tanh_fast().to_bits(), 0.0f32.to_bits());
+        assert_eq!((-0.0f32).tanh_fast().to_bits(), (-0.0f32).to_bits());
+    }
 
     #[test]
     fn vectorised_loops_round_exactly_like_the_scalar_formulas() {

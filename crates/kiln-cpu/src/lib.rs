@@ -45,6 +45,9 @@ pub trait Float:
     /// eˣ in a branch-free form the compiler can vectorise (f32: a Cephes-style
     /// polynomial, relative error < 3e-7; f64: `exp`).
     fn exp_fast(self) -> Self;
+    /// tanh x in a branch-free form the compiler can vectorise (f32: an odd
+    /// polynomial below |x| = 0.625, 1 − 2/(e^{2|x|} + 1) above; f64: `tanh`).
+    fn tanh_fast(self) -> Self;
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
@@ -77,6 +80,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn exp_fast(self) -> Self {
                 exp_fast_impl(self)
+            }
+            #[inline(always)]
+            fn tanh_fast(self) -> Self {
+                self.tanh_fast_impl()
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -134,6 +141,7 @@ impl_float!(f64);
 
 trait ExpFast {
     fn exp_fast_impl(self) -> Self;
+    fn tanh_fast_impl(self) -> Self;
 }
 
 #[inline(always)]
@@ -145,6 +153,10 @@ impl ExpFast for f64 {
     #[inline(always)]
     fn exp_fast_impl(self) -> Self {
         self.exp()
+    }
+    #[inline(always)]
+    fn tanh_fast_impl(self) -> Self {
+        self.tanh()
     }
 }
 
@@ -177,6 +189,32 @@ impl ExpFast for f32 {
             0.0 // below the smallest subnormal
         } else {
             e * s1 * s2
+        }
+    }
+
+    /// Near 0, 1 − 2/(e^{2|x|} + 1) cancels, so |x| < 0.625 uses the odd
+    /// minimax polynomial x + x³·P(x²) (the classic single-precision one);
+    /// above, the exp form, whose error is then a few ulp. Both are computed
+    /// and one is selected, so the loop stays branch-free. |x| ≥ 44 gives
+    /// e^{2|x|} = +inf (clamped in exp_fast) and so exactly ±1.
+    #[inline(always)]
+    fn tanh_fast_impl(self) -> Self {
+        let ax = self.abs();
+        let z = self * self;
+        // x·(1 + z·P(z)) rather than x + x·z·P(z): keeps the sign of −0.
+        let poly = self
+            * (1.0
+                + ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+                    - 3.333_328e-1)
+                    * z);
+        let t = (2.0 * ax).min(88.0).exp_fast_impl();
+        let big = 1.0 - 2.0 / (t + 1.0);
+        if ax < 0.625 {
+            poly
+        } else if self.is_nan() {
+            self
+        } else {
+            big.copysign(self)
         }
     }
 }
