@@ -30,10 +30,9 @@
 
 use crate::Module;
 use kiln_core::{no_grad, DType, Device, Error, Result, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, View};
-use std::borrow::Cow;
+use safetensors::tensor::{Dtype, SafeTensors};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,49 +106,53 @@ fn copy_into(module: &dyn Module, tensors: &[(String, Tensor)], source: &str) ->
     })
 }
 
-/// One tensor as the safetensors writer takes it. Its bytes are produced
-/// only when the writer reaches it and dropped once written, so saving a
-/// checkpoint holds one tensor's bytes at a time, not a copy of the file.
-struct LazyTensor<'a> {
-    tensor: &'a Tensor,
-    /// The first error met while reading a tensor (the writer cannot take one).
-    failed: &'a RefCell<Option<Error>>,
+/// Little-endian bytes of one tensor (f32 or f64), as stored in the file.
+fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    Ok(match t.dtype() {
+        DType::F32 => t.to_vec::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::F64 => t.to_vec::<f64>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    })
 }
 
-impl View for LazyTensor<'_> {
-    fn dtype(&self) -> Dtype {
-        match self.tensor.dtype() {
-            DType::F32 => Dtype::F32,
-            DType::F64 => Dtype::F64,
-        }
+/// The safetensors header for `tensors` (in this order, data back to back)
+/// and `metadata`: JSON with `__metadata__` first, keys in sorted order,
+/// padded with spaces to a multiple of 8 bytes. Built by hand rather than by
+/// the safetensors crate, whose metadata map is a `HashMap`: the same
+/// checkpoint must give the same bytes.
+fn safetensors_header(tensors: &[(&str, &Tensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut parts = Vec::new();
+    if !metadata.is_empty() {
+        let kv: Vec<String> = metadata.iter().map(|(k, v)| format!("{}:{}", q(k), q(v))).collect();
+        parts.push(format!("\"__metadata__\":{{{}}}", kv.join(",")));
     }
-    fn shape(&self) -> &[usize] {
-        self.tensor.shape()
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        let bytes = match self.tensor.dtype() {
-            DType::F32 => self
-                .tensor
-                .to_vec::<f32>()
-                .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
-            DType::F64 => self
-                .tensor
-                .to_vec::<f64>()
-                .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+    let mut offset = 0;
+    for (name, t) in tensors {
+        let len = t.numel() * t.dtype().size_in_bytes();
+        let dtype = match t.dtype() {
+            DType::F32 => "F32",
+            DType::F64 => "F64",
         };
-        Cow::Owned(bytes.unwrap_or_else(|e| {
-            self.failed.borrow_mut().get_or_insert(e);
-            vec![0; self.data_len()]
-        }))
+        let shape: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
+        parts.push(format!(
+            "{}:{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+            q(name),
+            shape.join(","),
+            offset + len
+        ));
+        offset += len;
     }
-    fn data_len(&self) -> usize {
-        self.tensor.numel() * self.tensor.dtype().size_in_bytes()
-    }
+    let mut header = format!("{{{}}}", parts.join(",")).into_bytes();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    header
 }
 
 /// Saves named tensors (in their own dtype) and string metadata to a
 /// safetensors file, atomically. Used for checkpoints: optimizer state, step
-/// counts and RNG positions go into `tensors` and `metadata`.
+/// counts and RNG positions go into `tensors` and `metadata`. Tensors are
+/// written f64 before f32, each group in name order, one at a time (a checkpoint never holds a second
+/// copy of itself in memory), and the same tensors and metadata always give
+/// the same bytes.
 pub fn save_tensors(
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
@@ -163,27 +166,32 @@ pub fn save_tensors(
             path.display()
         )));
     }
+    let mut sorted: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    // Wider dtypes first, then by name: every tensor's data starts at a
+    // multiple of its element size (readers may map it in place).
+    sorted.sort_by_key(|(n, t)| (std::cmp::Reverse(t.dtype().size_in_bytes()), *n));
+    let header = safetensors_header(&sorted, &metadata.into_iter().collect());
     let failed = RefCell::new(None);
-    let views = tensors.iter().map(|(n, t)| {
-        (
-            n.as_str(),
-            LazyTensor {
-                tensor: t,
-                failed: &failed,
-            },
-        )
-    });
-    let info = if metadata.is_empty() { None } else { Some(metadata) };
-    write_atomic_with(path, |tmp| {
-        safetensors::serialize_to_file(views, &info, tmp).map_err(|e| match e {
-            safetensors::SafeTensorError::IoError(io) => io,
-            other => std::io::Error::other(other.to_string()),
-        })?;
-        match failed.borrow_mut().take() {
-            Some(e) => Err(std::io::Error::other(e.to_string())),
-            None => Ok(()),
+    let written = write_atomic_with(path, |tmp| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(&header)?;
+        for (_, t) in &sorted {
+            match tensor_bytes(t) {
+                Ok(b) => f.write_all(&b)?,
+                Err(e) => {
+                    let msg = e.to_string();
+                    failed.borrow_mut().get_or_insert(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
         }
-    })
+        f.flush()
+    });
+    match failed.into_inner() {
+        Some(e) => Err(e),
+        None => written,
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory:

@@ -72,6 +72,38 @@ fn tensors_and_metadata_round_trip_exactly() -> Result<()> {
 }
 
 #[test]
+fn the_same_checkpoint_gives_the_same_bytes() -> Result<()> {
+    // Metadata arrives in a HashMap (random iteration order per map); the
+    // file must not depend on it. Names and values that need JSON escaping
+    // round-trip, and the safetensors crate accepts the file.
+    let dir = temp_dir("samebytes");
+    let meta = || {
+        (0..20)
+            .map(|i| (format!("key {i} \"quoted\" ü"), format!("value\\{i}\n")))
+            .collect::<HashMap<String, String>>()
+    };
+    let mut tensors = sample_tensors();
+    tensors.reverse();
+    tensors.push(("e.\"odd\" name".into(), Tensor::scalar(1.5, DType::F64, Device::Cpu)?));
+    let (p1, p2) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
+    save_tensors(&tensors, meta(), &p1)?;
+    save_tensors(&tensors, meta(), &p2)?;
+    let bytes = std::fs::read(&p1).unwrap();
+    assert_eq!(bytes, std::fs::read(&p2).unwrap());
+    assert!(safetensors::SafeTensors::deserialize(&bytes).is_ok());
+    let (loaded, loaded_meta) = load_tensors(&p1)?;
+    assert_eq!(loaded_meta, meta());
+    let names: Vec<&str> = loaded.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a.weight", "b.exp_avg", "c.scalar", "d.empty", "e.\"odd\" name"]
+    );
+    assert_eq!(loaded[4].1.to_vec_f64()?, vec![1.5]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    Ok(())
+}
+
+#[test]
 fn saving_overwrites_atomically_and_leaves_no_temporary_files() -> Result<()> {
     let dir = temp_dir("atomic");
     let path = dir.join("model.safetensors");
