@@ -103,6 +103,10 @@ unsafe fn copy_rows(r: usize, c: usize, x: *const f32, [rs, cs]: [isize; 2], out
 }
 
 /// Small k: `C[i,:] = alpha·Σ_p A[i,p]·B[p,:] + beta·C[i,:]`.
+///
+/// # Safety
+/// AVX2+FMA available; the pointers cover the extents implied by the sizes
+/// and strides; C does not alias A or B; m, n, k > 0.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn small_k(
@@ -204,6 +208,10 @@ fn hsum(v: __m256) -> f32 {
 /// Small n: C (m×n, n < [`SKINNY`]) as dot products (A rows contiguous) or
 /// as column axpys (A columns contiguous). A with neither unit stride is
 /// copied row-major first.
+///
+/// # Safety
+/// AVX2+FMA available; the pointers cover the extents implied by the sizes
+/// and strides; C does not alias A or B; m, n, k > 0.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn small_n(
@@ -243,6 +251,10 @@ unsafe fn small_n(
 
 /// Dot-product form: `C[i][j] = alpha·⟨A[i,:], Bᵀ[j,:]⟩ + beta·C[i][j]`
 /// with A rows `lda` apart and unit-stride along k.
+///
+/// # Safety
+/// AVX2+FMA available; the pointers cover the extents implied by the sizes
+/// and strides; C does not alias A or B; m, n, k > 0.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn small_n_dots(
@@ -338,6 +350,10 @@ unsafe fn dot_block<const R: usize, const J: usize>(a: [*const f32; R], b: [*con
 /// Column form for an A whose columns are contiguous (`A[i][p]` at
 /// `a + i + p·acs`): 16 rows of C at a time, all n < 8 columns in
 /// registers, `acc[j] += A[i.., p] · B[p][j]` for each p.
+///
+/// # Safety
+/// AVX2+FMA available; the pointers cover the extents implied by the sizes
+/// and strides; C does not alias A or B; m, n, k > 0.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn small_n_columns(
@@ -365,6 +381,10 @@ unsafe fn small_n_columns(
 }
 
 /// [`small_n_columns`] for a fixed n = N.
+///
+/// # Safety
+/// AVX2+FMA available; the pointers cover the extents implied by the sizes
+/// and strides; C does not alias A or B; m, n, k > 0.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn columns<const N: usize>(
