@@ -140,11 +140,12 @@ fn best_packed() -> Variant {
 /// The choice depends on the shape only, never on the thread count, so the
 /// engine's results are bit-identical however many threads run them.
 /// Measured on an AMD EPYC (Zen 3, AVX2, 1 thread; see docs/benchmarks.md):
-/// the packed AVX2 kernel ties or beats matrixmultiply from about 512³ up,
-/// while on the GAN's layer shapes (up to ~2²⁸ multiply-adds) matrixmultiply's
-/// vectorised packing makes it ~10 % faster, so those stay with it. CPUs
-/// without AVX2 keep matrixmultiply throughout (its SSE kernels beat the
-/// portable v3).
+/// with vectorised packing and the small-m loop order, v4 is 1.0–1.2× matrixmultiply
+/// on the GAN's layer shapes and at 256³–1024³ (it still loses ~10–20 % on the
+/// smallest seed products, under 2 MFLOP); any dimension below 8 goes to v6,
+/// 1.5–6× matrixmultiply there; tiny products (< 4096 multiply-adds) to
+/// matrixmultiply. CPUs without AVX2 keep matrixmultiply for everything but
+/// skinny shapes (its SSE kernels beat the portable v3).
 pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
     let best = best_packed();
     if k < SMALL_DIM || n < SMALL_DIM || m < SMALL_DIM {
