@@ -15,7 +15,9 @@ pub trait Optimizer {
     /// Applies one update to every parameter that has a gradient.
     fn step(&mut self) -> Result<()>;
     /// Clears the gradients of all parameters.
-    fn zero_grad(&self);
+    fn zero_grad(&self) {
+        self.params().iter().for_each(Tensor::zero_grad);
+    }
     /// Current learning rate.
     fn lr(&self) -> f64;
     /// Sets the learning rate (schedules).
@@ -169,9 +171,6 @@ impl Optimizer for Adam {
             }
             Ok(())
         })
-    }
-    fn zero_grad(&self) {
-        self.params.iter().for_each(Tensor::zero_grad);
     }
     fn lr(&self) -> f64 {
         self.config.lr
@@ -342,9 +341,6 @@ impl Optimizer for Sgd {
             }
             Ok(())
         })
-    }
-    fn zero_grad(&self) {
-        self.params.iter().for_each(Tensor::zero_grad);
     }
     fn lr(&self) -> f64 {
         self.config.lr
