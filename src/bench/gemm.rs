@@ -1,9 +1,9 @@
 //! GEMM benchmarks: every SGEMM variant of `kiln_cpu::gemm` and the engine's
 //! dispatch, validated and compared with matrixmultiply in the same run.
 
-use super::fill;
 use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
 use kiln_cpu::gemm::{sgemm_variant, Variant};
+use kiln_cpu::probe::bench_data;
 
 /// Name of the engine's entry point in reports.
 const DISPATCH: &str = "dispatch (matmul::gemm)";
@@ -46,8 +46,8 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
     let (m, n, k) = (p.m, p.n, p.k);
     let flops = 2.0 * (m * n * k) as f64;
     let extent = |rows: usize, cols: usize, s: [isize; 2]| (rows - 1) * s[0] as usize + (cols - 1) * s[1] as usize + 1;
-    let a = fill(extent(m, k, p.a_strides), 1, 1.0);
-    let b = fill(extent(k, n, p.b_strides), 2, 1.0);
+    let a = bench_data(extent(m, k, p.a_strides), 1, 1.0);
+    let b = bench_data(extent(k, n, p.b_strides), 2, 1.0);
     let c_strides = [n as isize, 1];
     // Reference result and the error bound per element: |A|·|B| scales the
     // rounding error of a k-term dot product.

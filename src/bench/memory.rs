@@ -5,11 +5,11 @@
 //! once, the bytes one call moves, and a check against a plain f64 reference,
 //! so adding a kernel is adding one entry.
 
-use super::fill;
 use super::timing::time_interleaved;
 use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
 use kiln_cpu::elementwise::{self, ActBackward, BinaryOp, Strided, UnaryOp};
 use kiln_cpu::optim::{adam_step, AdamStep};
+use kiln_cpu::probe::bench_data;
 use kiln_cpu::reduce::{reduce_all, reduce_dim, ReduceOp};
 
 /// Name of the same-run reference case.
@@ -83,34 +83,10 @@ fn elementwise_cases<'a>(x: &'a [f32], y: &'a [f32]) -> Vec<Case<'a>> {
             name: "add (binary, 12 B/elem)".into(),
             bytes: 12.0 * n as f64,
             run: Box::new(move || {
-                let (a, b) = (
-                    Strided {
-                        data: x,
-                        offset: 0,
-                        strides: &[1],
-                    },
-                    Strided {
-                        data: y,
-                        offset: 0,
-                        strides: &[1],
-                    },
-                );
-                elementwise::binary(BinaryOp::Add, a, b, &shape, &mut out)
+                elementwise::binary(BinaryOp::Add, Strided::vector(x), Strided::vector(y), &shape, &mut out)
             }),
             check: Box::new(move || {
-                let (a, b) = (
-                    Strided {
-                        data: x,
-                        offset: 0,
-                        strides: &[1],
-                    },
-                    Strided {
-                        data: y,
-                        offset: 0,
-                        strides: &[1],
-                    },
-                );
-                elementwise::binary(BinaryOp::Add, a, b, &shape, &mut out2);
+                elementwise::binary(BinaryOp::Add, Strided::vector(x), Strided::vector(y), &shape, &mut out2);
                 compare(&out2, |i| x[i] as f64 + y[i] as f64, 1e-6, 1e-6)
             }),
         },
@@ -225,8 +201,8 @@ pub(super) fn bench(kernel: &str, cfg: &BenchConfig, report: &mut BenchReport) -
         return Err(format!("{kernel} sizes must be at least 256 elements"));
     }
     for n in sizes {
-        let x = fill(n, 11, 2.0);
-        let y = fill(n, 12, 2.0);
+        let x = bench_data(n, 11, 2.0);
+        let y = bench_data(n, 12, 2.0);
         let mut cases = {
             let mut dst = vec![0.0f32; n];
             let x = &x;

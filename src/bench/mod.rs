@@ -25,20 +25,6 @@ use serde_json::json;
 use std::fmt;
 use std::path::PathBuf;
 
-/// Deterministic test data in [−amplitude, amplitude) (xorshift, so the
-/// inputs are the same on every machine without an RNG dependency).
-fn fill(len: usize, seed: u64, amplitude: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 * amplitude - amplitude
-        })
-        .collect()
-}
-
 /// What to benchmark; plain fields so a CLI can fill them directly.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {

@@ -273,7 +273,16 @@ pub struct Strided<'a, T> {
     pub strides: &'a [isize],
 }
 
-impl<T> Strided<'_, T> {
+impl<'a, T> Strided<'a, T> {
+    /// A whole contiguous 1-D slice.
+    pub fn vector(data: &'a [T]) -> Self {
+        Strided {
+            data,
+            offset: 0,
+            strides: &[1],
+        }
+    }
+
     fn is_contiguous(&self, shape: &[usize]) -> bool {
         let mut expect = 1isize;
         for (&d, &s) in shape.iter().zip(self.strides).rev() {
@@ -507,12 +516,7 @@ mod tests {
             );
         }
         for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Div] {
-            let st = |d| Strided {
-                data: d,
-                offset: 0,
-                strides: &[1],
-            };
-            binary(op, st(&x), st(&y), &[n], &mut out);
+            binary(op, Strided::vector(&x), Strided::vector(&y), &[n], &mut out);
             let want = x.iter().zip(&y).map(|(&u, &v)| binary_scalar(op, u, v));
             assert!(out.iter().zip(want).all(|(o, w)| o.to_bits() == w.to_bits()), "{op:?}");
         }

@@ -6,6 +6,7 @@
 //!   independent accumulator chains to hide FMA latency on every pipe.
 //! - [`copy_bandwidth_gbs`]: a large `memcpy`, counting bytes read + written.
 //! - [`cpu_features`], [`cpu_model`]: what to print next to the numbers.
+//! - [`bench_data`]: deterministic inputs for benchmarks and kernel tests.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -260,6 +261,21 @@ pub fn copy_bandwidth(bytes: usize, threads: usize, repeats: usize) -> f64 {
 /// [`copy_bandwidth`] of a 256 MiB buffer, best of 5.
 pub fn copy_bandwidth_gbs(threads: usize) -> f64 {
     copy_bandwidth(256 << 20, threads, 5)
+}
+
+/// Deterministic data in [−amplitude, amplitude) (xorshift), the same on
+/// every machine and without an RNG dependency: the inputs of `kiln bench`
+/// and of the GEMM tests.
+pub fn bench_data(len: usize, seed: u64, amplitude: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 * amplitude - amplitude
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,17 +1,9 @@
 use super::*;
 use proptest::prelude::*;
 
-/// Deterministic pseudo-random floats in [-1, 1) (xorshift; no rand dep).
+/// Deterministic floats in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    crate::probe::bench_data(len, seed, 1.0)
 }
 
 /// A strided operand: storage, strides, and the element accessor.
