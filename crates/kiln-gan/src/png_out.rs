@@ -2,38 +2,13 @@
 //! goes through (a temp file in the same directory, then a rename), so a crash never leaves a
 //! half-written file under the final name.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use kiln_core::{Error, Result};
 
-/// Write `bytes` to `path` atomically: write a temp file beside it, flush it to disk, then
-/// rename it over `path`. Readers see either the old file or the complete new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
-    let temp: PathBuf = path.with_file_name(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })()
-    .map_err(|e| Error::io(temp.display(), e))
-    .and_then(|_| std::fs::rename(&temp, path).map_err(|e| Error::io(path.display(), e)));
-    if result.is_err() {
-        // Best effort: the temp file is garbage now, and the error that matters is `result`.
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
+/// Write `bytes` to `path` atomically: a temp file beside it, fsynced, then renamed over
+/// `path` (the same writer the state dicts and checkpoints use).
+pub use kiln_nn::state_dict::write_atomic;
 
 /// Encode an 8-bit RGB image (`width · height · 3` bytes, row-major, interleaved) as PNG.
 pub fn encode_png_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<Vec<u8>> {
