@@ -193,50 +193,29 @@ fn sample_refuses_bad_runs_and_outputs() {
     let cwd = tmp.path();
     let dir = tiny_run(cwd, "run");
     let run = dir.to_str().unwrap();
-    let line = fails(
-        cwd,
-        &["sample", "--run", run, "--out", "x.txt"],
-        &[],
-        Some(&cwd.join("x.txt")),
-    );
+    // `kiln sample --run RUN EXTRA… --out OUT` fails and leaves no OUT.
+    let sample_fails = |run: &str, extra: &[&str], out: &str| {
+        fails(
+            cwd,
+            &[&["sample", "--run", run], extra, &["--out", out]].concat(),
+            &[],
+            Some(&cwd.join(out)),
+        )
+    };
+    let line = sample_fails(run, &[], "x.txt");
     assert!(line.contains("x.txt"), "{line}");
-    fails(cwd, &["sample", "--run", run, "--out", "x"], &[], Some(&cwd.join("x")));
-    fails(
-        cwd,
-        &["sample", "--run", run, "--n", "0", "--out", "x.npy"],
-        &[],
-        Some(&cwd.join("x.npy")),
-    );
-    fails(
-        cwd,
-        &["sample", "--run", run, "--noise", "none.npy", "--out", "x.npy"],
-        &[],
-        Some(&cwd.join("x.npy")),
-    );
+    sample_fails(run, &[], "x");
+    sample_fails(run, &["--n", "0"], "x.npy");
+    sample_fails(run, &["--noise", "none.npy"], "x.npy");
     std::fs::write(cwd.join("notnpy.npy"), b"hello").unwrap();
-    fails(
-        cwd,
-        &["sample", "--run", run, "--noise", "notnpy.npy", "--out", "x.npy"],
-        &[],
-        Some(&cwd.join("x.npy")),
-    );
-    fails(
-        cwd,
-        &["sample", "--run", "nope", "--out", "x.npy"],
-        &[],
-        Some(&cwd.join("x.npy")),
-    );
+    sample_fails(run, &["--noise", "notnpy.npy"], "x.npy");
+    sample_fails("nope", &[], "x.npy");
 
     let gen = dir.join("generator.safetensors");
     let good = std::fs::read(&gen).unwrap();
     for bytes in [good[..good.len() - 7].to_vec(), vec![1, 2, 3], b"{}".to_vec()] {
         std::fs::write(&gen, &bytes).unwrap();
-        let line = fails(
-            cwd,
-            &["sample", "--run", run, "--out", "x.npy"],
-            &[],
-            Some(&cwd.join("x.npy")),
-        );
+        let line = sample_fails(run, &[], "x.npy");
         assert!(line.contains("generator.safetensors"), "{line}");
         assert_eq!(std::fs::read(&gen).unwrap(), bytes);
     }
@@ -247,11 +226,6 @@ fn sample_refuses_bad_runs_and_outputs() {
         .filter_map(|(n, t)| n.strip_prefix("D.").map(|n| (n.to_string(), t)))
         .collect();
     kiln_nn::save_tensors(&d, Default::default(), &gen).unwrap();
-    let line = fails(
-        cwd,
-        &["sample", "--run", run, "--out", "x.npy"],
-        &[],
-        Some(&cwd.join("x.npy")),
-    );
+    let line = sample_fails(run, &[], "x.npy");
     assert!(line.contains("generator.safetensors"), "{line}");
 }

@@ -205,27 +205,19 @@ fn train_idx_mlp_preset() {
     let dir = tmp.path().join("mlp");
     let data = format!("idx:{}", idx.display());
     let args = [
-        "train",
-        "--preset",
-        "mlp",
-        "--data",
-        &data,
-        "--steps",
-        "20",
-        "--batch",
-        "32",
-        "--g-hidden",
-        "16",
-        "--d-hidden",
-        "16",
-        "--sample-every",
-        "10",
-        "--log-every",
-        "10",
-        "--quiet",
-        "--out",
-        dir.to_str().unwrap(),
-    ];
+        &[
+            "train",
+            "--preset",
+            "mlp",
+            "--data",
+            &data,
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        TINY,
+        &["--sample-every", "10", "--log-every", "10"],
+    ]
+    .concat();
     kiln_ok(tmp.path(), &args);
     let c = config_of(&dir);
     assert_eq!(
