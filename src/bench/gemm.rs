@@ -190,10 +190,11 @@ pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
 
 /// The GAN's linear layers as (config, batch, in, out); the same list as
 /// the PyTorch reference script, plus the article's 12288-wide layer.
-pub const GAN_LAYERS: [(&str, usize, usize, usize); 12] = [
+pub const GAN_LAYERS: [(&str, usize, usize, usize); 13] = [
     ("seed", 64, 100, 128),
     ("seed", 64, 128, 784),
     ("seed", 64, 784, 128),
+    ("article", 100, 128, 12288),
     ("article", 100, 12288, 128),
     ("mlp-large", 256, 100, 256),
     ("mlp-large", 256, 256, 512),

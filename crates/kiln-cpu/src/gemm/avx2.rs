@@ -1,21 +1,20 @@
 //! v4: the AVX2 + FMA micro-kernel, 6×16.
 //!
 //! Register budget (16 ymm registers of 8 floats): the 6×16 tile of C is 12
-//! accumulators, one step of p needs 2 registers for the 16 values of B and 1
-//! for the broadcast value of A — 15 in all. Per step the kernel issues 12
+//! accumulators, one step of p needs 2 registers for the 16 values of B and 2
+//! for broadcast values of A — all 16. Per step the kernel issues 12
 //! independent FMAs against 2 vector loads and 6 broadcasts, enough
 //! independent chains (12 > 2 FMA pipes × 4 cycles latency) to keep both FMA
-//! pipes busy every cycle.
+//! pipes busy every cycle. The k loop is inline assembly ([`k_loop`]) so that
+//! this register plan is the one that runs.
 
-use super::packed::{pack_a, pack_b_panel, store_tile, Blocking, Packers};
+use super::packed::{pack_a, pack_b_panel, pack_b_panels, store_tile, Blocking, Packers};
 use std::arch::x86_64::*;
 
 /// Rows of the v4 tile.
 pub(super) const MR: usize = 6;
 /// Columns of the v4 tile (two ymm registers).
 pub(super) const NR: usize = 16;
-/// Steps of p per trip of the unrolled k loop.
-const UNROLL: usize = 4;
 
 /// v4 blocking: A block 144×256 (144 KiB, in a 512 KiB L2), B micro-panel
 /// 256×16 (16 KiB, in L1), B block 256×3072 (3 MiB, in L3).
@@ -72,42 +71,8 @@ unsafe fn kernel_impl(
             _mm_prefetch::<_MM_HINT_T0>(cp.offset((nr as isize - 1) * cs_c * 4));
         }
     }
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    // One step of p: a rank-1 update of the tile with 6 values of A and 16 of B.
-    let step = |acc: &mut [[__m256; 2]; MR], a: *const f32, b: *const f32| {
-        // SAFETY: the caller passes pointers to a whole step of each panel.
-        unsafe {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*a.add(i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-    };
-    let (mut a, mut b) = (a, b);
-    // Unrolled by UNROLL so the loop counter and pointer updates are paid
-    // once per UNROLL steps.
-    for _ in 0..kc / UNROLL {
-        for u in 0..UNROLL {
-            // SAFETY: step u of this group is inside both panels.
-            unsafe { step(&mut acc, a.add(u * MR), b.add(u * NR)) };
-        }
-        // SAFETY: advancing by whole steps stays inside (or one past) the panels.
-        unsafe {
-            a = a.add(UNROLL * MR);
-            b = b.add(UNROLL * NR);
-        }
-    }
-    for _ in 0..kc % UNROLL {
-        step(&mut acc, a, b);
-        // SAFETY: as above.
-        unsafe {
-            a = a.add(MR);
-            b = b.add(NR);
-        }
-    }
+    // SAFETY: the panels hold kc steps of MR and NR floats.
+    let acc = unsafe { k_loop(kc, a, b) };
     let va = _mm256_set1_ps(alpha);
     if mr == MR && nr == NR && cs_c == 1 {
         // Full tile with contiguous rows: vector read-modify-write of C.
@@ -137,6 +102,119 @@ unsafe fn kernel_impl(
         // SAFETY: forwarded from the caller's contract.
         unsafe { store_tile(&tile, NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
     }
+}
+
+/// The k loop of the v4 kernel: the 6×16 tile `Σ_p a[p]·b[p]ᵀ` in 12
+/// accumulators, returned as `[row][half]`.
+///
+/// Written in assembly because the compiler, given the same loop as
+/// intrinsics, rotates the twelve accumulators through spare registers (18
+/// register moves per four steps) once it hoists the next step's loads. Here
+/// the registers are fixed: ymm4–ymm15 accumulate, ymm0/ymm1 hold the 16
+/// values of B, ymm2/ymm3 the broadcast values of A. Every accumulator is
+/// updated with one FMA per step in increasing p, the same arithmetic as the
+/// portable kernels' `acc += a·b`, so the bits match theirs.
+///
+/// # Safety
+/// AVX2 and FMA; `a` must hold `kc·MR` floats and `b` `kc·NR`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn k_loop(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
+    // One step: two B loads, then the six rows in pairs of broadcasts.
+    macro_rules! step {
+        ($a:literal, $b:literal) => {
+            concat!(
+                "vmovups ymm0, [{b} + ",
+                $b,
+                "]\n",
+                "vmovups ymm1, [{b} + ",
+                $b,
+                " + 32]\n",
+                "vbroadcastss ymm2, [{a} + ",
+                $a,
+                "]\n",
+                "vbroadcastss ymm3, [{a} + ",
+                $a,
+                " + 4]\n",
+                "vfmadd231ps ymm4, ymm2, ymm0\n",
+                "vfmadd231ps ymm5, ymm2, ymm1\n",
+                "vfmadd231ps ymm6, ymm3, ymm0\n",
+                "vfmadd231ps ymm7, ymm3, ymm1\n",
+                "vbroadcastss ymm2, [{a} + ",
+                $a,
+                " + 8]\n",
+                "vbroadcastss ymm3, [{a} + ",
+                $a,
+                " + 12]\n",
+                "vfmadd231ps ymm8, ymm2, ymm0\n",
+                "vfmadd231ps ymm9, ymm2, ymm1\n",
+                "vfmadd231ps ymm10, ymm3, ymm0\n",
+                "vfmadd231ps ymm11, ymm3, ymm1\n",
+                "vbroadcastss ymm2, [{a} + ",
+                $a,
+                " + 16]\n",
+                "vbroadcastss ymm3, [{a} + ",
+                $a,
+                " + 20]\n",
+                "vfmadd231ps ymm12, ymm2, ymm0\n",
+                "vfmadd231ps ymm13, ymm2, ymm1\n",
+                "vfmadd231ps ymm14, ymm3, ymm0\n",
+                "vfmadd231ps ymm15, ymm3, ymm1\n",
+            )
+        };
+    }
+    let z = _mm256_setzero_ps();
+    let [mut c00, mut c01, mut c10, mut c11, mut c20, mut c21] = [z; 6];
+    let [mut c30, mut c31, mut c40, mut c41, mut c50, mut c51] = [z; 6];
+    // SAFETY: reads kc steps of both panels (caller's contract); touches no
+    // other memory and no stack.
+    unsafe {
+        std::arch::asm!(
+            "test {n4}, {n4}",
+            "jz 3f",
+            "2:",
+            step!("0", "0"),
+            step!("24", "64"),
+            step!("48", "128"),
+            step!("72", "192"),
+            "add {a}, 96",
+            "add {b}, 256",
+            "dec {n4}",
+            "jnz 2b",
+            "3:",
+            "test {n1}, {n1}",
+            "jz 5f",
+            "4:",
+            step!("0", "0"),
+            "add {a}, 24",
+            "add {b}, 64",
+            "dec {n1}",
+            "jnz 4b",
+            "5:",
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            n4 = inout(reg) kc / 4 => _,
+            n1 = inout(reg) kc % 4 => _,
+            out("ymm0") _,
+            out("ymm1") _,
+            out("ymm2") _,
+            out("ymm3") _,
+            inout("ymm4") c00,
+            inout("ymm5") c01,
+            inout("ymm6") c10,
+            inout("ymm7") c11,
+            inout("ymm8") c20,
+            inout("ymm9") c21,
+            inout("ymm10") c30,
+            inout("ymm11") c31,
+            inout("ymm12") c40,
+            inout("ymm13") c41,
+            inout("ymm14") c50,
+            inout("ymm15") c51,
+            options(nostack, readonly),
+        );
+    }
+    [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
 }
 
 /// v4's packers: the portable ones with the common layouts vectorised.
@@ -198,6 +276,33 @@ unsafe fn pack_a_6(mc: usize, kc: usize, a: *const f32, strides: [isize; 2], out
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize; 2], out: &mut [f32]) {
     let full = mc / MR;
+    if ars == 1 && acs != 1 {
+        // Column-major A (a transposed operand such as dyᵀ): walk A in its
+        // memory order, one column of the block (mc contiguous floats) at a
+        // time, and deal it out to the panels. Panel by panel instead, each
+        // column would be revisited once per panel, 6 floats at a time, and
+        // with a large column stride its cache lines are evicted in between.
+        for p in 0..kc {
+            // SAFETY: column p < kc of the block; rows 0..mc are contiguous.
+            let col = unsafe { std::slice::from_raw_parts(a.offset(p as isize * acs), mc) };
+            for (ip, src) in col.chunks_exact(MR).enumerate() {
+                out[ip * MR * kc + p * MR..][..MR].copy_from_slice(src);
+            }
+        }
+        if full * MR < mc {
+            // SAFETY: the partial last panel; forwarded.
+            unsafe {
+                pack_a::<MR>(
+                    mc - full * MR,
+                    kc,
+                    a.add(full * MR),
+                    [ars, acs],
+                    &mut out[full * MR * kc..],
+                )
+            };
+        }
+        return;
+    }
     for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate().take(full) {
         // SAFETY: row ip·MR + MR - 1 < mc is inside A.
         let a0 = unsafe { a.offset((ip * MR) as isize * ars) };
@@ -255,50 +360,84 @@ unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize;
     }
 }
 
-/// [`pack_b_panel`] for NR = 16 (see [`PACKERS`]).
+/// [`pack_b_panels`] for NR = 16 (see [`PACKERS`]).
 ///
 /// # Safety
-/// As for [`pack_b_panel`]; the CPU must support AVX2.
+/// As for [`pack_b_panels`]; the CPU must support AVX2.
 unsafe fn pack_b_16(jp: usize, kc: usize, nc: usize, b: *const f32, strides: [isize; 2], panel: &mut [f32]) {
     // SAFETY: AVX2 is checked before v4 is selected; the rest is forwarded.
     unsafe { pack_b_16_impl(jp, kc, nc, b, strides, panel) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_b_16_impl(jp: usize, kc: usize, nc: usize, b: *const f32, [brs, bcs]: [isize; 2], panel: &mut [f32]) {
-    if nc - jp * NR < NR || (bcs != 1 && brs != 1) {
-        // SAFETY: forwarded (edge panel or unusual strides).
+unsafe fn pack_b_16_impl(jp: usize, kc: usize, nc: usize, b: *const f32, [brs, bcs]: [isize; 2], panels: &mut [f32]) {
+    let count = panels.len() / (NR * kc);
+    let full = count.min((nc / NR).saturating_sub(jp));
+    if bcs == 1 && full > 0 {
+        // Row-major B: row by row, 16·full contiguous floats each, dealt out
+        // to the panels (whole cache lines per row instead of 64 bytes).
+        // SAFETY: column jp·NR + full·NR - 1 < nc is inside B.
+        let b0 = unsafe { b.add(jp * NR) };
+        for p in 0..kc {
+            // SAFETY: row p < kc of the block.
+            let row = unsafe { b0.offset(p as isize * brs) };
+            for q in 0..full {
+                // SAFETY: columns q·16..q·16+16 of this row are inside the
+                // block; panel q has kc groups of 16.
+                unsafe {
+                    let dst = panels.as_mut_ptr().add(q * NR * kc + p * NR);
+                    _mm256_storeu_ps(dst, _mm256_loadu_ps(row.add(q * NR)));
+                    _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(row.add(q * NR + 8)));
+                }
+            }
+        }
+        // SAFETY: forwarded: the edge panel, if any, after the full ones.
+        return unsafe { pack_b_panels::<NR>(jp + full, kc, nc, b, [brs, bcs], &mut panels[full * NR * kc..]) };
+    }
+    for (i, panel) in panels.chunks_exact_mut(NR * kc).enumerate() {
+        // SAFETY: forwarded; panel jp + i is inside the block.
+        unsafe { pack_b_16_panel(jp + i, kc, nc, b, [brs, bcs], panel) };
+    }
+}
+
+/// One panel of [`pack_b_16_impl`] that is not a full row-major one.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b_16_panel(jp: usize, kc: usize, nc: usize, b: *const f32, [brs, bcs]: [isize; 2], panel: &mut [f32]) {
+    if nc - jp * NR < NR || brs != 1 {
+        // SAFETY: forwarded (edge panel or not column-major).
         return unsafe { pack_b_panel::<NR>(jp, kc, nc, b, [brs, bcs], panel) };
     }
     // SAFETY: column jp·NR + NR - 1 < nc is inside B.
     let b0 = unsafe { b.offset((jp * NR) as isize * bcs) };
-    if bcs == 1 {
-        // Row-major B: each p is 16 contiguous floats.
-        for (p, dst) in panel.chunks_exact_mut(NR).enumerate().take(kc) {
-            // SAFETY: row p < kc, 16 columns inside the block.
-            unsafe {
-                let row = b0.offset(p as isize * brs);
-                _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_loadu_ps(row));
-                _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_loadu_ps(row.add(8)));
-            }
+    // Column-major B (Wᵀ of a linear layer): 8 columns × 8 rows in, one
+    // 8×8 transpose, 8 half-rows of the panel out. The p loop runs in steps
+    // of 16 with the column halves outside, so the 8 columns' cache lines
+    // (which a large column stride maps to one cache set) are used up by two
+    // consecutive transposes rather than fetched again after the other half.
+    // SAFETY (closure): callers pass p + 8 ≤ kc and half < 2.
+    let out = panel.as_mut_ptr();
+    let block = |p: usize, half: usize| {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (j, rj) in r.iter_mut().enumerate() {
+            // SAFETY: column 8·half + j < 16, rows p..p+8 ≤ kc.
+            *rj = unsafe { _mm256_loadu_ps(b0.offset((8 * half + j) as isize * bcs).add(p)) };
         }
-        return;
-    }
-    // Column-major B (Wᵀ of a linear layer): 16 columns × 8 rows in, two
-    // 8×8 transposes, 8 rows of 16 out.
+        for (q, row) in transpose8(r).iter().enumerate() {
+            // SAFETY: row p + q < kc of the panel, 8 floats at 8·half.
+            unsafe { _mm256_storeu_ps(out.add((p + q) * NR + 8 * half), *row) };
+        }
+    };
     let mut p = 0;
-    while p + 8 <= kc {
+    while p + 16 <= kc {
         for half in 0..2 {
-            let mut r = [_mm256_setzero_ps(); 8];
-            for (j, rj) in r.iter_mut().enumerate() {
-                // SAFETY: column 8·half + j < 16, rows p..p+8 ≤ kc.
-                *rj = unsafe { _mm256_loadu_ps(b0.offset((8 * half + j) as isize * bcs).add(p)) };
-            }
-            for (q, row) in transpose8(r).iter().enumerate() {
-                // SAFETY: row p + q < kc of the panel, 8 floats at 8·half.
-                unsafe { _mm256_storeu_ps(panel.as_mut_ptr().add((p + q) * NR + 8 * half), *row) };
-            }
+            block(p, half);
+            block(p + 8, half);
         }
+        p += 16;
+    }
+    while p + 8 <= kc {
+        block(p, 0);
+        block(p, 1);
         p += 8;
     }
     for p in p..kc {

@@ -57,7 +57,8 @@ pub(super) type MicroKernel = unsafe fn(
 pub(super) struct Packers {
     /// Packs an mc×kc block of A (see [`pack_a`]).
     pub a: unsafe fn(usize, usize, *const f32, [isize; 2], &mut [f32]),
-    /// Packs one micro-panel of a kc×nc block of B (see [`pack_b_panel`]).
+    /// Packs consecutive micro-panels of a kc×nc block of B, as many as
+    /// the output holds (see [`pack_b_panels`]).
     pub b: unsafe fn(usize, usize, usize, *const f32, [isize; 2], &mut [f32]),
 }
 
@@ -66,7 +67,7 @@ impl Packers {
     pub const fn portable<const MR: usize, const NR: usize>() -> Packers {
         Packers {
             a: pack_a::<MR>,
-            b: pack_b_panel::<NR>,
+            b: pack_b_panels::<NR>,
         }
     }
 }
@@ -212,6 +213,32 @@ pub(super) unsafe fn pack_b_panel<const NR: usize>(
     }
 }
 
+/// Packs micro-panels `jp, jp+1, …` of the `kc×nc` block of B into
+/// `panels` (`NR·kc` floats each, as many as it holds), one at a time with
+/// [`pack_b_panel`].
+///
+/// # Safety
+/// As for [`pack_b_panel`], for every panel; `panels.len()` must be a
+/// multiple of `NR·kc`.
+pub(super) unsafe fn pack_b_panels<const NR: usize>(
+    jp: usize,
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    strides: [isize; 2],
+    panels: &mut [f32],
+) {
+    for (i, panel) in panels.chunks_exact_mut(NR * kc).enumerate() {
+        // SAFETY: forwarded; panel jp + i is inside the block.
+        unsafe { pack_b_panel::<NR>(jp + i, kc, nc, b, strides, panel) };
+    }
+}
+
+/// Micro-panels of a row-major B packed together: one pass then reads
+/// `B_GROUP·NR` contiguous floats of each row (whole cache lines, which the
+/// adjacent-line prefetcher pairs up) instead of NR.
+const B_GROUP: usize = 4;
+
 /// A raw pointer that may cross to rayon workers: each worker writes a
 /// disjoint set of output tiles.
 #[derive(Clone, Copy)]
@@ -320,21 +347,31 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                 with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
                     // SAFETY: (0, pc) and the m×kc block are inside A.
                     unsafe { (pack.a)(m, kc, a.get().offset(pc as isize * acs), a_strides, a_pack) };
-                    with_buffer(&PACK_B, NR * kc, |panel| {
-                        for jp in 0..n_panels {
-                            // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
-                            unsafe { (pack.b)(jp, kc, nc, b_blk.get(), b_strides, panel) };
-                            // Rows 0..m, columns jc + jp·NR.., both packs of depth kc.
-                            column(
-                                a_pack,
-                                0,
-                                m,
-                                panel.as_ptr(),
-                                jc + jp * NR,
-                                NR.min(nc - jp * NR),
-                                kc,
-                                beta_blk,
-                            );
+                    // A column-major B panel reads NR contiguous columns,
+                    // one panel at a time is enough; a row-major one reads NR
+                    // floats per row, so group panels to read whole lines.
+                    let group = if bcs == 1 { B_GROUP } else { 1 };
+                    with_buffer(&PACK_B, group * NR * kc, |panels| {
+                        for jp0 in (0..n_panels).step_by(group) {
+                            let count = group.min(n_panels - jp0);
+                            let panels = &mut panels[..count * NR * kc];
+                            // SAFETY: the kc×nc block is inside B; `panels`
+                            // holds `count` panels, the last of them jp0 + count - 1 < n_panels.
+                            unsafe { (pack.b)(jp0, kc, nc, b_blk.get(), b_strides, panels) };
+                            for (i, panel) in panels.chunks_exact(NR * kc).enumerate() {
+                                let jp = jp0 + i;
+                                // Rows 0..m, columns jc + jp·NR.., both packs of depth kc.
+                                column(
+                                    a_pack,
+                                    0,
+                                    m,
+                                    panel.as_ptr(),
+                                    jc + jp * NR,
+                                    NR.min(nc - jp * NR),
+                                    kc,
+                                    beta_blk,
+                                );
+                            }
                         }
                     })
                 });
@@ -342,15 +379,17 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
             }
             with_buffer(&PACK_B, n_panels * NR * kc, |b_pack| {
                 if parallel {
-                    b_pack.par_chunks_mut(NR * kc).enumerate().for_each(|(jp, panel)| {
-                        // SAFETY: the kc×nc block is inside B; panel has NR·kc floats.
-                        unsafe { (pack.b)(jp, kc, nc, b_blk.get(), b_strides, panel) }
-                    });
+                    b_pack
+                        .par_chunks_mut(B_GROUP * NR * kc)
+                        .enumerate()
+                        .for_each(|(g, panels)| {
+                            // SAFETY: the kc×nc block is inside B; `panels` holds
+                            // whole panels, starting with panel g·B_GROUP.
+                            unsafe { (pack.b)(g * B_GROUP, kc, nc, b_blk.get(), b_strides, panels) }
+                        });
                 } else {
-                    for (jp, panel) in b_pack.chunks_exact_mut(NR * kc).enumerate() {
-                        // SAFETY: as above.
-                        unsafe { (pack.b)(jp, kc, nc, b_blk.get(), b_strides, panel) }
-                    }
+                    // SAFETY: as above, every panel of the block in one call.
+                    unsafe { (pack.b)(0, kc, nc, b_blk.get(), b_strides, b_pack) }
                 }
                 let b_pack = Shared(b_pack.as_ptr());
                 // One work item: rows ic.. of A against B panels jp0..jp1.

@@ -93,6 +93,10 @@ fn every_variant_matches_f64_reference_on_odd_shapes() {
         (13, 33, 300),
         (65, 47, 129),
         (150, 70, 520),
+        // Many B panels in groups, with a short last group and an edge panel,
+        // and a second NC block that is not a whole number of groups.
+        (100, 600, 300),
+        (7, 3100, 20),
     ];
     for &v in &Variant::available() {
         for &(m, n, k) in &shapes {
