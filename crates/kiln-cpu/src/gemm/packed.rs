@@ -239,6 +239,84 @@ pub(super) unsafe fn pack_b_panels<const NR: usize>(
 /// adjacent-line prefetcher pairs up) instead of NR.
 const B_GROUP: usize = 4;
 
+/// Prefetches the cache lines of a strided region of an operand a few at a
+/// time, so that the next block arrives from memory while the micro-kernel
+/// works on this one and the packing routine then reads it from cache.
+///
+/// The region is `runs` contiguous runs of `len` floats, `stride` floats
+/// apart (the rows of a row-major block or the columns of a column-major
+/// one). Prefetching never faults, so addresses are computed with wrapping
+/// arithmetic and may touch a line just past the region.
+struct Prefetch {
+    /// Start of the current run.
+    run_at: *const u8,
+    /// Bytes between runs.
+    stride: isize,
+    /// Runs left, the current one included.
+    runs_left: usize,
+    lines_per_run: usize,
+    /// Next line of the current run.
+    line: usize,
+    /// Lines issued per call of [`Prefetch::some`].
+    quota: usize,
+}
+
+impl Prefetch {
+    /// Nothing to prefetch.
+    const NONE: Prefetch = Prefetch {
+        run_at: std::ptr::null(),
+        stride: 0,
+        runs_left: 0,
+        lines_per_run: 0,
+        line: 0,
+        quota: 0,
+    };
+
+    /// The `rows×cols` block at `base` with strides `[rs, cs]`, spread over
+    /// `calls` calls of [`Prefetch::some`]; nothing when neither stride is 1.
+    fn block(base: *const f32, [rs, cs]: [isize; 2], rows: usize, cols: usize, calls: usize) -> Prefetch {
+        let (runs, len, stride) = match (rs, cs) {
+            (_, 1) => (rows, cols, rs),
+            (1, _) => (cols, rows, cs),
+            _ => return Prefetch::NONE,
+        };
+        // A run of len floats touches at most len/16 + 2 lines.
+        let lines_per_run = len / 16 + 2;
+        Prefetch {
+            run_at: base.cast(),
+            stride: stride * 4,
+            runs_left: runs,
+            lines_per_run,
+            line: 0,
+            quota: (runs * lines_per_run).div_ceil(calls.max(1)),
+        }
+    }
+
+    /// Issues the next `quota` prefetches.
+    #[inline]
+    fn some(&mut self) {
+        for _ in 0..self.quota {
+            if self.runs_left == 0 {
+                return;
+            }
+            let addr = self.run_at.wrapping_add(64 * self.line);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr.cast())
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = addr;
+            self.line += 1;
+            if self.line == self.lines_per_run {
+                self.line = 0;
+                self.runs_left -= 1;
+                self.run_at = self.run_at.wrapping_offset(self.stride);
+            }
+        }
+    }
+}
+
 /// A raw pointer that may cross to rayon workers: each worker writes a
 /// disjoint set of output tiles.
 #[derive(Clone, Copy)]
@@ -308,26 +386,35 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     // must pass rows and columns inside C, packs that hold kc groups, and
     // tiles no other thread writes.
     #[allow(clippy::too_many_arguments)]
-    let column =
-        |a_pack: &[f32], ic: usize, mc: usize, b_panel: *const f32, col: usize, nr: usize, kc: usize, beta_blk: f32| {
-            for ip in 0..mc.div_ceil(MR) {
-                // SAFETY: the call-site contract above.
-                unsafe {
-                    kernel(
-                        kc,
-                        a_pack.as_ptr().add(ip * MR * kc),
-                        b_panel,
-                        c.get().offset((ic + ip * MR) as isize * crs + col as isize * ccs),
-                        crs,
-                        ccs,
-                        alpha,
-                        beta_blk,
-                        MR.min(mc - ip * MR),
-                        nr,
-                    )
-                }
+    // `pf` are prefetches to interleave with the tiles, a share before each.
+    let column = |a_pack: &[f32],
+                  ic: usize,
+                  mc: usize,
+                  b_panel: *const f32,
+                  col: usize,
+                  nr: usize,
+                  kc: usize,
+                  beta_blk: f32,
+                  pf: &mut [Prefetch]| {
+        for ip in 0..mc.div_ceil(MR) {
+            pf.iter_mut().for_each(Prefetch::some);
+            // SAFETY: the call-site contract above.
+            unsafe {
+                kernel(
+                    kc,
+                    a_pack.as_ptr().add(ip * MR * kc),
+                    b_panel,
+                    c.get().offset((ic + ip * MR) as isize * crs + col as isize * ccs),
+                    crs,
+                    ccs,
+                    alpha,
+                    beta_blk,
+                    MR.min(mc - ip * MR),
+                    nr,
+                )
             }
-        };
+        }
+    };
     for jc in (0..n).step_by(blk.nc) {
         let nc = blk.nc.min(n - jc);
         let n_panels = nc.div_ceil(NR);
@@ -343,14 +430,31 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                 // use it, so it goes from memory straight to L1 instead of
                 // through a block-sized buffer. Same tiles, same k order, so
                 // the same bits as the path below.
+                //
+                // The operands stream from memory exactly once here, so while
+                // the tiles of one B group run, the source of the next group
+                // and of the next k block of A are prefetched, a few lines
+                // per tile.
                 let m_panels = m.div_ceil(MR);
+                // A column-major B panel reads NR contiguous columns,
+                // one panel at a time is enough; a row-major one reads NR
+                // floats per row, so group panels to read whole lines.
+                let group = if bcs == 1 { B_GROUP } else { 1 };
+                let next_a = match (pc + kc < k).then(|| blk.kc.min(k - pc - kc)) {
+                    // SAFETY (pointer arithmetic): column pc + kc < k is inside A.
+                    Some(kn) => Prefetch::block(
+                        unsafe { a.get().offset((pc + kc) as isize * acs) },
+                        a_strides,
+                        m,
+                        kn,
+                        m_panels * n_panels,
+                    ),
+                    None => Prefetch::NONE,
+                };
+                let mut pf = [next_a, Prefetch::NONE];
                 with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
                     // SAFETY: (0, pc) and the m×kc block are inside A.
                     unsafe { (pack.a)(m, kc, a.get().offset(pc as isize * acs), a_strides, a_pack) };
-                    // A column-major B panel reads NR contiguous columns,
-                    // one panel at a time is enough; a row-major one reads NR
-                    // floats per row, so group panels to read whole lines.
-                    let group = if bcs == 1 { B_GROUP } else { 1 };
                     with_buffer(&PACK_B, group * NR * kc, |panels| {
                         for jp0 in (0..n_panels).step_by(group) {
                             let count = group.min(n_panels - jp0);
@@ -358,6 +462,15 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                             // SAFETY: the kc×nc block is inside B; `panels`
                             // holds `count` panels, the last of them jp0 + count - 1 < n_panels.
                             unsafe { (pack.b)(jp0, kc, nc, b_blk.get(), b_strides, panels) };
+                            let jn = jp0 + count;
+                            pf[1] = if jn < n_panels {
+                                let cols = (group * NR).min(nc - jn * NR);
+                                // SAFETY (pointer arithmetic): column jn·NR < nc of the block.
+                                let at = unsafe { b_blk.get().offset((jn * NR) as isize * bcs) };
+                                Prefetch::block(at, b_strides, kc, cols, count * m_panels)
+                            } else {
+                                Prefetch::NONE
+                            };
                             for (i, panel) in panels.chunks_exact(NR * kc).enumerate() {
                                 let jp = jp0 + i;
                                 // Rows 0..m, columns jc + jp·NR.., both packs of depth kc.
@@ -370,6 +483,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                                     NR.min(nc - jp * NR),
                                     kc,
                                     beta_blk,
+                                    &mut pf,
                                 );
                             }
                         }
@@ -415,6 +529,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                                 NR.min(nc - jp * NR),
                                 kc,
                                 beta_blk,
+                                &mut [],
                             );
                         }
                     })
