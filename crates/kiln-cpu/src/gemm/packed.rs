@@ -374,6 +374,72 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     debug_assert!(blk.mc.is_multiple_of(MR) && blk.nc.is_multiple_of(NR));
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS;
+    let slab = (B_GROUP * NR) * n.div_ceil(threads * B_GROUP * NR);
+    if parallel && m <= blk.mc && slab < n {
+        // A small batch on several threads: each runs the single-threaded
+        // small-m order below on its own slab of columns (A is small or
+        // cheap to pack twice; B, the large operand, is split). Slabs start
+        // on panel boundaries, so the tiles and their k order, and hence the
+        // bits, are those of one thread.
+        let (a, b, c) = (Shared(a), Shared(b), SharedMut(c));
+        (0..n.div_ceil(slab)).into_par_iter().for_each(|s| {
+            let (j0, w) = (s * slab, slab.min(n - s * slab));
+            // SAFETY: columns j0..j0 + w of B and C are inside them; each
+            // slab writes only its own columns of C.
+            unsafe {
+                sgemm_packed_on::<MR, NR>(
+                    false,
+                    kernel,
+                    blk,
+                    pack,
+                    m,
+                    w,
+                    k,
+                    alpha,
+                    a.get(),
+                    a_strides,
+                    b.get().offset(j0 as isize * b_strides[1]),
+                    b_strides,
+                    beta,
+                    c.get().offset(j0 as isize * c_strides[1]),
+                    c_strides,
+                )
+            }
+        });
+        return;
+    }
+    // SAFETY: forwarded.
+    unsafe {
+        sgemm_packed_on::<MR, NR>(
+            parallel, kernel, blk, pack, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
+        )
+    }
+}
+
+/// [`sgemm_packed`] with the choice of threading made: on rayon's pool
+/// (`parallel`) or on the caller's thread alone.
+///
+/// # Safety
+/// As for [`sgemm_packed`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
+    parallel: bool,
+    kernel: MicroKernel,
+    blk: Blocking,
+    pack: Packers,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    beta: f32,
+    c: *mut f32,
+    c_strides: [isize; 2],
+) {
+    let threads = rayon::current_num_threads();
     let (a, b, c) = (Shared(a), Shared(b), SharedMut(c));
     let [ars, acs] = a_strides;
     let [brs, bcs] = b_strides;

@@ -217,9 +217,12 @@ fn run_in_pool(threads: usize, v: Variant, m: usize, n: usize, k: usize) -> Vec<
 
 #[test]
 fn results_are_bit_identical_across_thread_counts() {
-    // Above the parallel threshold, with edge tiles in both directions and
-    // several k blocks; a short-and-wide shape exercises the B-panel split.
-    for (m, n, k) in [(301, 203, 517), (64, 1000, 300)] {
+    // Above the parallel threshold (2·m·n·k ≥ PAR_MIN_FLOPS), with edge
+    // tiles in both directions and several k blocks: row blocks split over
+    // threads, a batch just above MC (the B-panel split), and a batch below
+    // MC (column slabs, each in the single-threaded small-m order).
+    for (m, n, k) in [(301, 603, 777), (150, 1000, 900), (100, 1100, 1300)] {
+        assert!(2 * m * n * k >= super::packed::PAR_MIN_FLOPS);
         for &v in Variant::available().iter().filter(|v| v.is_parallel()) {
             let one = run_in_pool(1, v, m, n, k);
             for threads in [2, 3] {
