@@ -317,6 +317,10 @@ impl Prefetch {
     }
 }
 
+/// B micro-panels packed and used together in the small-m order (8·16·KC
+/// floats, 128 KiB: in L2 next to the A block).
+const SMALL_M_GROUP: usize = 8;
+
 /// A raw pointer that may cross to rayon workers: each worker writes a
 /// disjoint set of output tiles.
 #[derive(Clone, Copy)]
@@ -492,20 +496,18 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
             if !parallel && m <= blk.mc {
                 // Small m (a batch of ≤ MC rows): A is packed once and stays in
-                // L2; each B micro-panel is packed just before the row panels
-                // use it, so it goes from memory straight to L1 instead of
-                // through a block-sized buffer. Same tiles, same k order, so
-                // the same bits as the path below.
+                // L2; B is packed a group of SMALL_M_GROUP micro-panels at a
+                // time just before the row panels use them, so it goes from
+                // memory to L2 once instead of through a block-sized buffer,
+                // and a row-major B is read in whole lines. Same tiles, same
+                // k order, so the same bits as the path below.
                 //
                 // The operands stream from memory exactly once here, so while
                 // the tiles of one B group run, the source of the next group
                 // and of the next k block of A are prefetched, a few lines
                 // per tile.
                 let m_panels = m.div_ceil(MR);
-                // A column-major B panel reads NR contiguous columns,
-                // one panel at a time is enough; a row-major one reads NR
-                // floats per row, so group panels to read whole lines.
-                let group = if bcs == 1 { B_GROUP } else { 1 };
+                let group = SMALL_M_GROUP;
                 let next_a = match (pc + kc < k).then(|| blk.kc.min(k - pc - kc)) {
                     // SAFETY (pointer arithmetic): column pc + kc < k is inside A.
                     Some(kn) => Prefetch::block(
@@ -537,20 +539,32 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             } else {
                                 Prefetch::NONE
                             };
-                            for (i, panel) in panels.chunks_exact(NR * kc).enumerate() {
-                                let jp = jp0 + i;
-                                // Rows 0..m, columns jc + jp·NR.., both packs of depth kc.
-                                column(
-                                    a_pack,
-                                    0,
-                                    m,
-                                    panel.as_ptr(),
-                                    jc + jp * NR,
-                                    NR.min(nc - jp * NR),
-                                    kc,
-                                    beta_blk,
-                                    &mut pf,
-                                );
+                            // Row panel by row panel across the group, so C
+                            // is written MR rows × count·NR columns at a time
+                            // (whole lines of each row) rather than down one
+                            // NR-wide column, whose rows all fall into one
+                            // cache set when C's row stride is a multiple of 4 KiB.
+                            for ip in 0..m_panels {
+                                for (i, panel) in panels.chunks_exact(NR * kc).enumerate() {
+                                    let col = jc + (jp0 + i) * NR;
+                                    pf.iter_mut().for_each(Prefetch::some);
+                                    // SAFETY: row panel ip and column panel jp0 + i are
+                                    // inside C and both packs; this thread alone writes C.
+                                    unsafe {
+                                        kernel(
+                                            kc,
+                                            a_pack.as_ptr().add(ip * MR * kc),
+                                            panel.as_ptr(),
+                                            c.get().offset((ip * MR) as isize * crs + col as isize * ccs),
+                                            crs,
+                                            ccs,
+                                            alpha,
+                                            beta_blk,
+                                            MR.min(m - ip * MR),
+                                            NR.min(jc + nc - col),
+                                        )
+                                    }
+                                }
                             }
                         }
                     })
