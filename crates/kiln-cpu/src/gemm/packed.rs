@@ -449,39 +449,46 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
     let [brs, bcs] = b_strides;
     let [crs, ccs] = c_strides;
 
-    // One column of tiles: every MR-row panel of the packed A block (rows
-    // ic..ic+mc of C) against one packed B panel (columns col..col+nr).
+    // The tiles of rows ic..ic+mc of C (the packed A block) against packed
+    // B panels (`b_panels`, consecutive, NR columns each, covering columns
+    // col0..col0+cols): row panel by row panel across the B panels, so C is
+    // written MR rows × `cols` columns at a time, whole cache lines of each
+    // row, rather than down one NR-wide column whose rows all fall into one
+    // cache set when C's row stride is a multiple of 4 KiB (1024 floats).
+    // `pf` are prefetches to interleave with the tiles, a share before each.
     //
     // Not an `unsafe fn` only because closures cannot be: every call site
     // must pass rows and columns inside C, packs that hold kc groups, and
     // tiles no other thread writes.
     #[allow(clippy::too_many_arguments)]
-    // `pf` are prefetches to interleave with the tiles, a share before each.
-    let column = |a_pack: &[f32],
-                  ic: usize,
-                  mc: usize,
-                  b_panel: *const f32,
-                  col: usize,
-                  nr: usize,
-                  kc: usize,
-                  beta_blk: f32,
-                  pf: &mut [Prefetch]| {
+    let tiles = |a_pack: &[f32],
+                 ic: usize,
+                 mc: usize,
+                 b_panels: *const f32,
+                 col0: usize,
+                 cols: usize,
+                 kc: usize,
+                 beta_blk: f32,
+                 pf: &mut [Prefetch]| {
         for ip in 0..mc.div_ceil(MR) {
-            pf.iter_mut().for_each(Prefetch::some);
-            // SAFETY: the call-site contract above.
-            unsafe {
-                kernel(
-                    kc,
-                    a_pack.as_ptr().add(ip * MR * kc),
-                    b_panel,
-                    c.get().offset((ic + ip * MR) as isize * crs + col as isize * ccs),
-                    crs,
-                    ccs,
-                    alpha,
-                    beta_blk,
-                    MR.min(mc - ip * MR),
-                    nr,
-                )
+            for q in 0..cols.div_ceil(NR) {
+                pf.iter_mut().for_each(Prefetch::some);
+                // SAFETY: the call-site contract above.
+                unsafe {
+                    kernel(
+                        kc,
+                        a_pack.as_ptr().add(ip * MR * kc),
+                        b_panels.add(q * NR * kc),
+                        c.get()
+                            .offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs),
+                        crs,
+                        ccs,
+                        alpha,
+                        beta_blk,
+                        MR.min(mc - ip * MR),
+                        NR.min(cols - q * NR),
+                    )
+                }
             }
         }
     };
@@ -539,33 +546,19 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             } else {
                                 Prefetch::NONE
                             };
-                            // Row panel by row panel across the group, so C
-                            // is written MR rows × count·NR columns at a time
-                            // (whole lines of each row) rather than down one
-                            // NR-wide column, whose rows all fall into one
-                            // cache set when C's row stride is a multiple of 4 KiB.
-                            for ip in 0..m_panels {
-                                for (i, panel) in panels.chunks_exact(NR * kc).enumerate() {
-                                    let col = jc + (jp0 + i) * NR;
-                                    pf.iter_mut().for_each(Prefetch::some);
-                                    // SAFETY: row panel ip and column panel jp0 + i are
-                                    // inside C and both packs; this thread alone writes C.
-                                    unsafe {
-                                        kernel(
-                                            kc,
-                                            a_pack.as_ptr().add(ip * MR * kc),
-                                            panel.as_ptr(),
-                                            c.get().offset((ip * MR) as isize * crs + col as isize * ccs),
-                                            crs,
-                                            ccs,
-                                            alpha,
-                                            beta_blk,
-                                            MR.min(m - ip * MR),
-                                            NR.min(jc + nc - col),
-                                        )
-                                    }
-                                }
-                            }
+                            // Rows 0..m against the group's columns.
+                            let col0 = jc + jp0 * NR;
+                            tiles(
+                                a_pack,
+                                0,
+                                m,
+                                panels.as_ptr(),
+                                col0,
+                                (count * NR).min(jc + nc - col0),
+                                kc,
+                                beta_blk,
+                                &mut pf,
+                            );
                         }
                     })
                 });
@@ -596,17 +589,21 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             let a_blk = a.get().offset(ic as isize * ars + pc as isize * acs);
                             (pack.a)(mc, kc, a_blk, a_strides, a_pack);
                         }
-                        for jp in jp0..jp1 {
-                            // SAFETY: jp < n_panels: the panel is inside b_pack.
-                            let b_panel = unsafe { b_pack.get().add(jp * NR * kc) };
+                        // B panels a group at a time (in L2 together), the
+                        // A block's row panels across each group.
+                        for jg in (jp0..jp1).step_by(SMALL_M_GROUP) {
+                            let count = SMALL_M_GROUP.min(jp1 - jg);
+                            // SAFETY: jg < n_panels: the panels are inside b_pack.
+                            let b_panels = unsafe { b_pack.get().add(jg * NR * kc) };
+                            let col0 = jc + jg * NR;
                             // This item is the only writer of these tiles.
-                            column(
+                            tiles(
                                 a_pack,
                                 ic,
                                 mc,
-                                b_panel,
-                                jc + jp * NR,
-                                NR.min(nc - jp * NR),
+                                b_panels,
+                                col0,
+                                (count * NR).min(jc + nc - col0),
                                 kc,
                                 beta_blk,
                                 &mut [],
