@@ -60,19 +60,44 @@ unsafe fn kernel_impl(
     mr: usize,
     nr: usize,
 ) {
-    // Start pulling the C tile into cache now; it is needed only after the
-    // k loop, so the misses overlap with the FMAs instead of stalling the
-    // stores.
-    for i in 0..mr {
-        // SAFETY: prefetch never faults; the address is inside the C tile.
-        unsafe {
-            let cp = c.offset(i as isize * rs_c) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(cp);
-            _mm_prefetch::<_MM_HINT_T0>(cp.offset((nr as isize - 1) * cs_c * 4));
-        }
-    }
+    prefetch_c(c, rs_c, cs_c, mr, nr);
     // SAFETY: the panels hold kc steps of MR and NR floats.
     let acc = unsafe { k_loop(kc, a, b) };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { store_acc(&acc, c, rs_c, cs_c, alpha, beta, mr, nr) };
+}
+
+/// Prefetches the lines of the `mr×nr` C tile at `c`: it is needed only after
+/// the k loop, so the misses overlap with the FMAs instead of stalling the
+/// stores.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn prefetch_c(c: *mut f32, rs_c: isize, cs_c: isize, mr: usize, nr: usize) {
+    for i in 0..mr {
+        let cp = c.wrapping_offset(i as isize * rs_c).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(cp);
+        _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_offset((nr as isize - 1) * cs_c * 4));
+    }
+}
+
+/// Writes the accumulators into the `mr×nr` corner of the C tile at `c`:
+/// `C = alpha·acc + beta·C` (C not read when `beta == 0`).
+///
+/// # Safety
+/// AVX2 and FMA; the tile must be writable.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_acc(
+    acc: &[[__m256; 2]; MR],
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
     let va = _mm256_set1_ps(alpha);
     if mr == MR && nr == NR && cs_c == 1 {
         // Full tile with contiguous rows: vector read-modify-write of C.
@@ -217,6 +242,164 @@ unsafe fn k_loop(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
     [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
 }
 
+/// The v4 kernel reading A in place (see [`super::packed::DirectAKernel`]):
+/// a full 6-row panel of a row-major A, rows `lda` floats apart, instead of
+/// a packed panel. For a small batch whose rows are long (`[100×12288]`),
+/// packing A costs about as much core time as the FMAs it feeds save, while
+/// the kernel can stream six rows itself: each broadcast reads the next float
+/// of its row, and every line it touches is used for 16 steps.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `a` must cover 6 rows × `kc` floats
+/// with row stride `lda`; otherwise as for `MicroKernel` with `mr = 6`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel_v4_direct_a(
+    kc: usize,
+    a: *const f32,
+    lda: isize,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    nr: usize,
+) {
+    // SAFETY: as for kernel_v4_avx2_6x16.
+    unsafe { kernel_direct_impl(kc, a, lda, b, c, rs_c, cs_c, alpha, beta, nr) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_direct_impl(
+    kc: usize,
+    a: *const f32,
+    lda: isize,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    nr: usize,
+) {
+    prefetch_c(c, rs_c, cs_c, MR, nr);
+    // SAFETY: the rows hold kc floats, the B panel kc steps of NR.
+    let acc = unsafe { k_loop_direct_a(kc, a, lda, b) };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { store_acc(&acc, c, rs_c, cs_c, alpha, beta, MR, nr) };
+}
+
+/// [`k_loop`] with A read in place: rows 0–2 addressed from `a`, rows 3–5
+/// from `a + 3·lda`, each as base + lda·{0, 1, 2}. Same FMAs in the same
+/// order as [`k_loop`], so the same bits as the packed kernel.
+///
+/// # Safety
+/// AVX2 and FMA; six rows of `kc` floats at `a` with row stride `lda`;
+/// `b` must hold `kc·NR` floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn k_loop_direct_a(kc: usize, a: *const f32, lda: isize, b: *const f32) -> [[__m256; 2]; MR] {
+    macro_rules! step {
+        ($a:literal, $b:literal) => {
+            concat!(
+                "vmovups ymm0, [{b} + ",
+                $b,
+                "]\n",
+                "vmovups ymm1, [{b} + ",
+                $b,
+                " + 32]\n",
+                "vbroadcastss ymm2, [{a} + ",
+                $a,
+                "]\n",
+                "vbroadcastss ymm3, [{a} + {lda} + ",
+                $a,
+                "]\n",
+                "vfmadd231ps ymm4, ymm2, ymm0\n",
+                "vfmadd231ps ymm5, ymm2, ymm1\n",
+                "vfmadd231ps ymm6, ymm3, ymm0\n",
+                "vfmadd231ps ymm7, ymm3, ymm1\n",
+                "vbroadcastss ymm2, [{a} + {lda}*2 + ",
+                $a,
+                "]\n",
+                "vbroadcastss ymm3, [{a3} + ",
+                $a,
+                "]\n",
+                "vfmadd231ps ymm8, ymm2, ymm0\n",
+                "vfmadd231ps ymm9, ymm2, ymm1\n",
+                "vfmadd231ps ymm10, ymm3, ymm0\n",
+                "vfmadd231ps ymm11, ymm3, ymm1\n",
+                "vbroadcastss ymm2, [{a3} + {lda} + ",
+                $a,
+                "]\n",
+                "vbroadcastss ymm3, [{a3} + {lda}*2 + ",
+                $a,
+                "]\n",
+                "vfmadd231ps ymm12, ymm2, ymm0\n",
+                "vfmadd231ps ymm13, ymm2, ymm1\n",
+                "vfmadd231ps ymm14, ymm3, ymm0\n",
+                "vfmadd231ps ymm15, ymm3, ymm1\n",
+            )
+        };
+    }
+    let z = _mm256_setzero_ps();
+    let [mut c00, mut c01, mut c10, mut c11, mut c20, mut c21] = [z; 6];
+    let [mut c30, mut c31, mut c40, mut c41, mut c50, mut c51] = [z; 6];
+    // SAFETY: reads kc floats of six rows and kc steps of the B panel
+    // (caller's contract); touches no other memory and no stack.
+    unsafe {
+        std::arch::asm!(
+            "test {n4}, {n4}",
+            "jz 3f",
+            "2:",
+            step!("0", "0"),
+            step!("4", "64"),
+            step!("8", "128"),
+            step!("12", "192"),
+            "add {a}, 16",
+            "add {a3}, 16",
+            "add {b}, 256",
+            "dec {n4}",
+            "jnz 2b",
+            "3:",
+            "test {n1}, {n1}",
+            "jz 5f",
+            "4:",
+            step!("0", "0"),
+            "add {a}, 4",
+            "add {a3}, 4",
+            "add {b}, 64",
+            "dec {n1}",
+            "jnz 4b",
+            "5:",
+            a = inout(reg) a => _,
+            a3 = inout(reg) a.wrapping_offset(3 * lda) => _,
+            lda = in(reg) lda * 4,
+            b = inout(reg) b => _,
+            n4 = inout(reg) kc / 4 => _,
+            n1 = inout(reg) kc % 4 => _,
+            out("ymm0") _,
+            out("ymm1") _,
+            out("ymm2") _,
+            out("ymm3") _,
+            inout("ymm4") c00,
+            inout("ymm5") c01,
+            inout("ymm6") c10,
+            inout("ymm7") c11,
+            inout("ymm8") c20,
+            inout("ymm9") c21,
+            inout("ymm10") c30,
+            inout("ymm11") c31,
+            inout("ymm12") c40,
+            inout("ymm13") c41,
+            inout("ymm14") c50,
+            inout("ymm15") c51,
+            options(nostack, readonly),
+        );
+    }
+    [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
+}
+
 /// v4's packers: the portable ones with the common layouts vectorised.
 ///
 /// Packing is pure data movement, but for the GAN's skinny layers
@@ -228,6 +411,7 @@ unsafe fn k_loop(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
 pub(super) const PACKERS: Packers = Packers {
     a: pack_a_6,
     b: pack_b_16,
+    direct_a: Some(kernel_v4_direct_a),
 };
 
 /// Transposes the 8×8 block in `r` (row i = `r[i]`) in registers.

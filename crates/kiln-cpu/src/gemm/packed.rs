@@ -51,8 +51,25 @@ pub(super) type MicroKernel = unsafe fn(
     nr: usize,
 );
 
+/// A micro-kernel that reads a full MR-row panel of a row-major A in place
+/// (rows `lda` floats apart, `kc` floats each) instead of a packed panel;
+/// otherwise as [`MicroKernel`] with `mr = MR`.
+pub(super) type DirectAKernel = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    lda: isize,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    nr: usize,
+);
+
 /// How a kernel's operands are packed: [`pack_a`] / [`pack_b_panel`]
-/// (portable, any MR/NR) or vectorised versions for one tile shape.
+/// (portable, any MR/NR) or vectorised versions for one tile shape, and
+/// optionally a kernel that needs no packed A.
 #[derive(Clone, Copy)]
 pub(super) struct Packers {
     /// Packs an mc×kc block of A (see [`pack_a`]).
@@ -60,6 +77,8 @@ pub(super) struct Packers {
     /// Packs consecutive micro-panels of a kc×nc block of B, as many as
     /// the output holds (see [`pack_b_panels`]).
     pub b: unsafe fn(usize, usize, usize, *const f32, [isize; 2], &mut [f32]),
+    /// The kernel for row-major A read in place, used in the small-m order.
+    pub direct_a: Option<DirectAKernel>,
 }
 
 impl Packers {
@@ -68,6 +87,7 @@ impl Packers {
         Packers {
             a: pack_a::<MR>,
             b: pack_b_panels::<NR>,
+            direct_a: None,
         }
     }
 }
@@ -456,12 +476,16 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
     // row, rather than down one NR-wide column whose rows all fall into one
     // cache set when C's row stride is a multiple of 4 KiB (1024 floats).
     // `pf` are prefetches to interleave with the tiles, a share before each.
+    // With `direct` (A at row ic, column pc of the block), full row panels
+    // read A in place with `pack.direct_a` and only a partial last panel
+    // comes from `a_pack`.
     //
     // Not an `unsafe fn` only because closures cannot be: every call site
     // must pass rows and columns inside C, packs that hold kc groups, and
     // tiles no other thread writes.
     #[allow(clippy::too_many_arguments)]
     let tiles = |a_pack: &[f32],
+                 direct: Option<(DirectAKernel, *const f32)>,
                  ic: usize,
                  mc: usize,
                  b_panels: *const f32,
@@ -471,8 +495,29 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                  beta_blk: f32,
                  pf: &mut [Prefetch]| {
         for ip in 0..mc.div_ceil(MR) {
+            let in_place = direct.filter(|_| mc - ip * MR >= MR);
             for q in 0..cols.div_ceil(NR) {
                 pf.iter_mut().for_each(Prefetch::some);
+                if let Some((kd, a_at)) = in_place {
+                    // SAFETY: the call-site contract above; rows ip·MR.. of
+                    // the block are MR full rows of A.
+                    unsafe {
+                        kd(
+                            kc,
+                            a_at.offset((ip * MR) as isize * ars),
+                            ars,
+                            b_panels.add(q * NR * kc),
+                            c.get()
+                                .offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs),
+                            crs,
+                            ccs,
+                            alpha,
+                            beta_blk,
+                            NR.min(cols - q * NR),
+                        )
+                    };
+                    continue;
+                }
                 // SAFETY: the call-site contract above.
                 unsafe {
                     kernel(
@@ -527,9 +572,32 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     None => Prefetch::NONE,
                 };
                 let mut pf = [next_a, Prefetch::NONE];
+                // A long row-major A (several k blocks: it streams from
+                // memory once, like B) is read in place when the kernel can,
+                // saving the core time of packing it; only a partial last row
+                // panel is packed. A short one is packed: its block is reused
+                // for every column block.
+                // SAFETY (pointer arithmetic): (0, pc) is inside A.
+                let a_blk = unsafe { a.get().offset(pc as isize * acs) };
+                let direct = pack
+                    .direct_a
+                    .filter(|_| acs == 1 && ars != 1 && k > blk.kc)
+                    .map(|kd| (kd, a_blk));
                 with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
-                    // SAFETY: (0, pc) and the m×kc block are inside A.
-                    unsafe { (pack.a)(m, kc, a.get().offset(pc as isize * acs), a_strides, a_pack) };
+                    let skip = if direct.is_some() { m / MR } else { 0 };
+                    if skip * MR < m {
+                        // SAFETY: rows skip·MR..m of the m×kc block are inside
+                        // A; a_pack holds their panels from panel `skip` on.
+                        unsafe {
+                            (pack.a)(
+                                m - skip * MR,
+                                kc,
+                                a_blk.offset((skip * MR) as isize * ars),
+                                a_strides,
+                                &mut a_pack[skip * MR * kc..],
+                            )
+                        };
+                    }
                     with_buffer(&PACK_B, group * NR * kc, |panels| {
                         for jp0 in (0..n_panels).step_by(group) {
                             let count = group.min(n_panels - jp0);
@@ -550,6 +618,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             let col0 = jc + jp0 * NR;
                             tiles(
                                 a_pack,
+                                direct,
                                 0,
                                 m,
                                 panels.as_ptr(),
@@ -599,6 +668,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             // This item is the only writer of these tiles.
                             tiles(
                                 a_pack,
+                                None,
                                 ic,
                                 mc,
                                 b_panels,

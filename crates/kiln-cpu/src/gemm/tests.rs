@@ -236,6 +236,38 @@ fn results_are_bit_identical_across_thread_counts() {
 }
 
 #[test]
+fn reading_a_in_place_gives_the_bits_of_packing_it() {
+    // A small batch with a long row-major A takes the in-place kernel; the
+    // same values stored column-major are packed. Same FMAs, same order.
+    if !Variant::V4Avx2.is_available() {
+        return;
+    }
+    let (m, n, k) = (100, 70, 700);
+    let a = fill(m * k, 21);
+    let a_cm: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
+    let b = fill(k * n, 22);
+    let run = |a: &[f32], strides: [isize; 2]| {
+        let mut c = fill(m * n, 23);
+        sgemm_variant(
+            Variant::V4Avx2,
+            m,
+            n,
+            k,
+            0.9,
+            a,
+            strides,
+            &b,
+            [n as isize, 1],
+            0.5,
+            &mut c,
+            [n as isize, 1],
+        );
+        c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    assert!(run(&a, [k as isize, 1]) == run(&a_cm, [1, m as isize]));
+}
+
+#[test]
 fn dispatch_runs_through_matmul_gemm() {
     let (m, n, k) = (33, 45, 70);
     let a = fill(m * k, 4);
