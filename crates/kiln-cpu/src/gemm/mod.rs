@@ -9,7 +9,8 @@
 //!   contiguous micro-panels with MC/KC/NC cache blocking and a portable 4×8
 //!   register-blocked micro-kernel.
 //! - v4 [`Variant::V4Avx2`]: the same driver with a 6×16 AVX2+FMA
-//!   micro-kernel written with `std::arch` intrinsics.
+//!   micro-kernel (its k loop in inline assembly, fixed registers), plus a
+//!   twin that reads a long row-major A in place instead of packing it.
 //! - v5 [`Variant::V5Avx512`]: a 12×32 AVX-512 micro-kernel.
 //! - v6 [`Variant::V6Skinny`]: products with a dimension below 8 (the first
 //!   and last layers of small MLPs) without padding or packing the large
@@ -140,9 +141,9 @@ fn best_packed() -> Variant {
 /// The choice depends on the shape only, never on the thread count, so the
 /// engine's results are bit-identical however many threads run them.
 /// Measured on an AMD EPYC (Zen 3, AVX2, 1 thread; see docs/benchmarks.md):
-/// with vectorised packing and the small-m loop order, v4 is 1.0–1.2× matrixmultiply
-/// on the GAN's layer shapes and at 256³–1024³ (it still loses ~10–20 % on the
-/// smallest seed products, under 2 MFLOP); any dimension below 8 goes to v6,
+/// v4 is 1.0–1.2× matrixmultiply on the GAN's layer shapes and 1.1–1.2× at
+/// 1024³, at parity with MKL's `torch.mm` on the seed layers; any dimension
+/// below 8 goes to v6,
 /// 1.5–6× matrixmultiply there; tiny products (< 4096 multiply-adds) to
 /// matrixmultiply. CPUs without AVX2 keep matrixmultiply for everything but
 /// skinny shapes (its SSE kernels beat the portable v3).

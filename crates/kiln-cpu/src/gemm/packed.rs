@@ -12,11 +12,17 @@
 //!           micro-kernel: MR×NR tile of C += A panel · B panel (registers)
 //! ```
 //!
+//! Inside a block the tiles run row panel by row panel across a group of 8 B
+//! panels, so C is written in whole lines of its rows. A batch of at most MC
+//! rows takes a different order (see the small-m branch): A packed once per k
+//! block (or read in place by a kernel that can), B packed a group at a time
+//! just before use, the next sources prefetched while the tiles run.
+//!
 //! Packing reads A and B through their strides, so transposed operands cost
 //! nothing extra, and lays them out so the micro-kernel reads both with unit
-//! stride. Threads only ever split the ic and jr loops (output tiles); k is
-//! always summed by one thread in the same order, so results are bit-identical
-//! whatever the thread count.
+//! stride. Threads only ever split output tiles (the ic and jr loops, or
+//! column slabs for a small batch); k is always summed by one thread in the
+//! same order, so results are bit-identical whatever the thread count.
 
 use rayon::prelude::*;
 use std::cell::RefCell;
