@@ -129,6 +129,107 @@ unsafe fn store_acc(
     }
 }
 
+/// One step of p of the 6×16 kernel as assembly text: the 16 values of B at
+/// byte offset `$b` from `{b}` into ymm0/ymm1, then the six values of A
+/// (addresses `$r0`…`$r5`) broadcast in pairs into ymm2/ymm3, each pair
+/// followed by its four FMAs into the accumulators ymm4–ymm15 (row i in
+/// ymm(4+2i), ymm(5+2i)).
+macro_rules! step_6x16 {
+    ($b:literal, $r0:literal, $r1:literal, $r2:literal, $r3:literal, $r4:literal, $r5:literal) => {
+        concat!(
+            "vmovups ymm0, [{b} + ",
+            $b,
+            "]\n",
+            "vmovups ymm1, [{b} + ",
+            $b,
+            " + 32]\n",
+            "vbroadcastss ymm2, [",
+            $r0,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r1,
+            "]\n",
+            "vfmadd231ps ymm4, ymm2, ymm0\n",
+            "vfmadd231ps ymm5, ymm2, ymm1\n",
+            "vfmadd231ps ymm6, ymm3, ymm0\n",
+            "vfmadd231ps ymm7, ymm3, ymm1\n",
+            "vbroadcastss ymm2, [",
+            $r2,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r3,
+            "]\n",
+            "vfmadd231ps ymm8, ymm2, ymm0\n",
+            "vfmadd231ps ymm9, ymm2, ymm1\n",
+            "vfmadd231ps ymm10, ymm3, ymm0\n",
+            "vfmadd231ps ymm11, ymm3, ymm1\n",
+            "vbroadcastss ymm2, [",
+            $r4,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r5,
+            "]\n",
+            "vfmadd231ps ymm12, ymm2, ymm0\n",
+            "vfmadd231ps ymm13, ymm2, ymm1\n",
+            "vfmadd231ps ymm14, ymm3, ymm0\n",
+            "vfmadd231ps ymm15, ymm3, ymm1\n",
+        )
+    };
+}
+
+/// The k loop shared by the v4 kernels: `four` is the text of four steps
+/// and the pointer updates after them, `one` of a single step (the kc % 4
+/// remainder), `operands` the kernel's own register operands (`{a}`, `{b}`,
+/// …). Returns the 12 accumulators as `[row][half]`.
+macro_rules! k_loop_6x16 {
+    (kc: $kc:expr, four: { $($four:tt)* }, one: { $($one:tt)* }, operands: { $($ops:tt)* }) => {{
+        let z = _mm256_setzero_ps();
+        let [mut c00, mut c01, mut c10, mut c11, mut c20, mut c21] = [z; 6];
+        let [mut c30, mut c31, mut c40, mut c41, mut c50, mut c51] = [z; 6];
+        // SAFETY: reads kc steps of A and of the B panel (the calling
+        // kernel's contract); touches no other memory and no stack.
+        unsafe {
+            std::arch::asm!(
+                "test {n4}, {n4}",
+                "jz 3f",
+                "2:",
+                $($four)*
+                "dec {n4}",
+                "jnz 2b",
+                "3:",
+                "test {n1}, {n1}",
+                "jz 5f",
+                "4:",
+                $($one)*
+                "dec {n1}",
+                "jnz 4b",
+                "5:",
+                $($ops)*
+                n4 = inout(reg) $kc / 4 => _,
+                n1 = inout(reg) $kc % 4 => _,
+                out("ymm0") _,
+                out("ymm1") _,
+                out("ymm2") _,
+                out("ymm3") _,
+                inout("ymm4") c00,
+                inout("ymm5") c01,
+                inout("ymm6") c10,
+                inout("ymm7") c11,
+                inout("ymm8") c20,
+                inout("ymm9") c21,
+                inout("ymm10") c30,
+                inout("ymm11") c31,
+                inout("ymm12") c40,
+                inout("ymm13") c41,
+                inout("ymm14") c50,
+                inout("ymm15") c51,
+                options(nostack, readonly),
+            );
+        }
+        [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
+    }};
+}
+
 /// The k loop of the v4 kernel: the 6×16 tile `Σ_p a[p]·b[p]ᵀ` in 12
 /// accumulators, returned as `[row][half]`.
 ///
@@ -145,101 +246,27 @@ unsafe fn store_acc(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k_loop(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
-    // One step: two B loads, then the six rows in pairs of broadcasts.
-    macro_rules! step {
-        ($a:literal, $b:literal) => {
-            concat!(
-                "vmovups ymm0, [{b} + ",
-                $b,
-                "]\n",
-                "vmovups ymm1, [{b} + ",
-                $b,
-                " + 32]\n",
-                "vbroadcastss ymm2, [{a} + ",
-                $a,
-                "]\n",
-                "vbroadcastss ymm3, [{a} + ",
-                $a,
-                " + 4]\n",
-                "vfmadd231ps ymm4, ymm2, ymm0\n",
-                "vfmadd231ps ymm5, ymm2, ymm1\n",
-                "vfmadd231ps ymm6, ymm3, ymm0\n",
-                "vfmadd231ps ymm7, ymm3, ymm1\n",
-                "vbroadcastss ymm2, [{a} + ",
-                $a,
-                " + 8]\n",
-                "vbroadcastss ymm3, [{a} + ",
-                $a,
-                " + 12]\n",
-                "vfmadd231ps ymm8, ymm2, ymm0\n",
-                "vfmadd231ps ymm9, ymm2, ymm1\n",
-                "vfmadd231ps ymm10, ymm3, ymm0\n",
-                "vfmadd231ps ymm11, ymm3, ymm1\n",
-                "vbroadcastss ymm2, [{a} + ",
-                $a,
-                " + 16]\n",
-                "vbroadcastss ymm3, [{a} + ",
-                $a,
-                " + 20]\n",
-                "vfmadd231ps ymm12, ymm2, ymm0\n",
-                "vfmadd231ps ymm13, ymm2, ymm1\n",
-                "vfmadd231ps ymm14, ymm3, ymm0\n",
-                "vfmadd231ps ymm15, ymm3, ymm1\n",
-            )
-        };
-    }
-    let z = _mm256_setzero_ps();
-    let [mut c00, mut c01, mut c10, mut c11, mut c20, mut c21] = [z; 6];
-    let [mut c30, mut c31, mut c40, mut c41, mut c50, mut c51] = [z; 6];
-    // SAFETY: reads kc steps of both panels (caller's contract); touches no
-    // other memory and no stack.
-    unsafe {
-        std::arch::asm!(
-            "test {n4}, {n4}",
-            "jz 3f",
-            "2:",
-            step!("0", "0"),
-            step!("24", "64"),
-            step!("48", "128"),
-            step!("72", "192"),
+    // The MR values of A for one step are consecutive in the panel.
+    k_loop_6x16!(
+        kc: kc,
+        four: {
+            step_6x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
+            step_6x16!("64", "{a} + 24", "{a} + 28", "{a} + 32", "{a} + 36", "{a} + 40", "{a} + 44"),
+            step_6x16!("128", "{a} + 48", "{a} + 52", "{a} + 56", "{a} + 60", "{a} + 64", "{a} + 68"),
+            step_6x16!("192", "{a} + 72", "{a} + 76", "{a} + 80", "{a} + 84", "{a} + 88", "{a} + 92"),
             "add {a}, 96",
             "add {b}, 256",
-            "dec {n4}",
-            "jnz 2b",
-            "3:",
-            "test {n1}, {n1}",
-            "jz 5f",
-            "4:",
-            step!("0", "0"),
+        },
+        one: {
+            step_6x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
             "add {a}, 24",
             "add {b}, 64",
-            "dec {n1}",
-            "jnz 4b",
-            "5:",
+        },
+        operands: {
             a = inout(reg) a => _,
             b = inout(reg) b => _,
-            n4 = inout(reg) kc / 4 => _,
-            n1 = inout(reg) kc % 4 => _,
-            out("ymm0") _,
-            out("ymm1") _,
-            out("ymm2") _,
-            out("ymm3") _,
-            inout("ymm4") c00,
-            inout("ymm5") c01,
-            inout("ymm6") c10,
-            inout("ymm7") c11,
-            inout("ymm8") c20,
-            inout("ymm9") c21,
-            inout("ymm10") c30,
-            inout("ymm11") c31,
-            inout("ymm12") c40,
-            inout("ymm13") c41,
-            inout("ymm14") c50,
-            inout("ymm15") c51,
-            options(nostack, readonly),
-        );
-    }
-    [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
+        }
+    )
 }
 
 /// The v4 kernel reading A in place (see [`super::packed::DirectAKernel`]):
@@ -300,104 +327,54 @@ unsafe fn kernel_direct_impl(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k_loop_direct_a(kc: usize, a: *const f32, lda: isize, b: *const f32) -> [[__m256; 2]; MR] {
-    macro_rules! step {
-        ($a:literal, $b:literal) => {
-            concat!(
-                "vmovups ymm0, [{b} + ",
-                $b,
-                "]\n",
-                "vmovups ymm1, [{b} + ",
-                $b,
-                " + 32]\n",
-                "vbroadcastss ymm2, [{a} + ",
-                $a,
-                "]\n",
-                "vbroadcastss ymm3, [{a} + {lda} + ",
-                $a,
-                "]\n",
-                "vfmadd231ps ymm4, ymm2, ymm0\n",
-                "vfmadd231ps ymm5, ymm2, ymm1\n",
-                "vfmadd231ps ymm6, ymm3, ymm0\n",
-                "vfmadd231ps ymm7, ymm3, ymm1\n",
-                "vbroadcastss ymm2, [{a} + {lda}*2 + ",
-                $a,
-                "]\n",
-                "vbroadcastss ymm3, [{a3} + ",
-                $a,
-                "]\n",
-                "vfmadd231ps ymm8, ymm2, ymm0\n",
-                "vfmadd231ps ymm9, ymm2, ymm1\n",
-                "vfmadd231ps ymm10, ymm3, ymm0\n",
-                "vfmadd231ps ymm11, ymm3, ymm1\n",
-                "vbroadcastss ymm2, [{a3} + {lda} + ",
-                $a,
-                "]\n",
-                "vbroadcastss ymm3, [{a3} + {lda}*2 + ",
-                $a,
-                "]\n",
-                "vfmadd231ps ymm12, ymm2, ymm0\n",
-                "vfmadd231ps ymm13, ymm2, ymm1\n",
-                "vfmadd231ps ymm14, ymm3, ymm0\n",
-                "vfmadd231ps ymm15, ymm3, ymm1\n",
-            )
-        };
-    }
-    let z = _mm256_setzero_ps();
-    let [mut c00, mut c01, mut c10, mut c11, mut c20, mut c21] = [z; 6];
-    let [mut c30, mut c31, mut c40, mut c41, mut c50, mut c51] = [z; 6];
-    // SAFETY: reads kc floats of six rows and kc steps of the B panel
-    // (caller's contract); touches no other memory and no stack.
-    unsafe {
-        std::arch::asm!(
-            "test {n4}, {n4}",
-            "jz 3f",
-            "2:",
-            step!("0", "0"),
-            step!("4", "64"),
-            step!("8", "128"),
-            step!("12", "192"),
+    k_loop_6x16!(
+        kc: kc,
+        four: {
+            step_6x16!("0", "{a}", "{a} + {lda}", "{a} + {lda}*2", "{a3}", "{a3} + {lda}", "{a3} + {lda}*2"),
+            step_6x16!(
+                "64",
+                "{a} + 4",
+                "{a} + {lda} + 4",
+                "{a} + {lda}*2 + 4",
+                "{a3} + 4",
+                "{a3} + {lda} + 4",
+                "{a3} + {lda}*2 + 4"
+            ),
+            step_6x16!(
+                "128",
+                "{a} + 8",
+                "{a} + {lda} + 8",
+                "{a} + {lda}*2 + 8",
+                "{a3} + 8",
+                "{a3} + {lda} + 8",
+                "{a3} + {lda}*2 + 8"
+            ),
+            step_6x16!(
+                "192",
+                "{a} + 12",
+                "{a} + {lda} + 12",
+                "{a} + {lda}*2 + 12",
+                "{a3} + 12",
+                "{a3} + {lda} + 12",
+                "{a3} + {lda}*2 + 12"
+            ),
             "add {a}, 16",
             "add {a3}, 16",
             "add {b}, 256",
-            "dec {n4}",
-            "jnz 2b",
-            "3:",
-            "test {n1}, {n1}",
-            "jz 5f",
-            "4:",
-            step!("0", "0"),
+        },
+        one: {
+            step_6x16!("0", "{a}", "{a} + {lda}", "{a} + {lda}*2", "{a3}", "{a3} + {lda}", "{a3} + {lda}*2"),
             "add {a}, 4",
             "add {a3}, 4",
             "add {b}, 64",
-            "dec {n1}",
-            "jnz 4b",
-            "5:",
+        },
+        operands: {
             a = inout(reg) a => _,
             a3 = inout(reg) a.wrapping_offset(3 * lda) => _,
             lda = in(reg) lda * 4,
             b = inout(reg) b => _,
-            n4 = inout(reg) kc / 4 => _,
-            n1 = inout(reg) kc % 4 => _,
-            out("ymm0") _,
-            out("ymm1") _,
-            out("ymm2") _,
-            out("ymm3") _,
-            inout("ymm4") c00,
-            inout("ymm5") c01,
-            inout("ymm6") c10,
-            inout("ymm7") c11,
-            inout("ymm8") c20,
-            inout("ymm9") c21,
-            inout("ymm10") c30,
-            inout("ymm11") c31,
-            inout("ymm12") c40,
-            inout("ymm13") c41,
-            inout("ymm14") c50,
-            inout("ymm15") c51,
-            options(nostack, readonly),
-        );
-    }
-    [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]]
+        }
+    )
 }
 
 /// v4's packers: the portable ones with the common layouts vectorised.
