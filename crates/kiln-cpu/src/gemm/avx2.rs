@@ -8,7 +8,7 @@
 //! pipes busy every cycle. The k loop is inline assembly ([`k_loop`]) so that
 //! this register plan is the one that runs.
 
-use super::packed::{pack_a, pack_b_panel, pack_b_panels, store_tile, Blocking, Packers};
+use super::packed::{pack_a, pack_b_panel, pack_b_panels, prefetch_c_tile, store_tile, Blocking, Packers};
 use std::arch::x86_64::*;
 
 /// Rows of the v4 tile.
@@ -60,24 +60,11 @@ unsafe fn kernel_impl(
     mr: usize,
     nr: usize,
 ) {
-    prefetch_c(c, rs_c, cs_c, mr, nr);
+    prefetch_c_tile(c, rs_c, cs_c, mr, nr);
     // SAFETY: the panels hold kc steps of MR and NR floats.
     let acc = unsafe { k_loop(kc, a, b) };
     // SAFETY: forwarded from the caller's contract.
     unsafe { store_acc(&acc, c, rs_c, cs_c, alpha, beta, mr, nr) };
-}
-
-/// Prefetches the lines of the `mr×nr` C tile at `c`: it is needed only after
-/// the k loop, so the misses overlap with the FMAs instead of stalling the
-/// stores.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn prefetch_c(c: *mut f32, rs_c: isize, cs_c: isize, mr: usize, nr: usize) {
-    for i in 0..mr {
-        let cp = c.wrapping_offset(i as isize * rs_c).cast::<i8>();
-        _mm_prefetch::<_MM_HINT_T0>(cp);
-        _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_offset((nr as isize - 1) * cs_c * 4));
-    }
 }
 
 /// Writes the accumulators into the `mr×nr` corner of the C tile at `c`:
@@ -310,7 +297,7 @@ unsafe fn kernel_direct_impl(
     beta: f32,
     nr: usize,
 ) {
-    prefetch_c(c, rs_c, cs_c, MR, nr);
+    prefetch_c_tile(c, rs_c, cs_c, MR, nr);
     // SAFETY: the rows hold kc floats, the B panel kc steps of NR.
     let acc = unsafe { k_loop_direct_a(kc, a, lda, b) };
     // SAFETY: forwarded from the caller's contract.

@@ -6,7 +6,7 @@
 //! loads and 12 broadcasts, so the kernel stays FMA-bound; a taller tile than
 //! v4 also halves how often each B value is reloaded per flop.
 
-use super::packed::{store_tile, Blocking};
+use super::packed::{prefetch_c_tile, store_tile, Blocking};
 use std::arch::x86_64::*;
 
 /// Rows of the v5 tile.
@@ -57,15 +57,7 @@ unsafe fn kernel_impl(
     mr: usize,
     nr: usize,
 ) {
-    // Pull the C tile towards L1 while the k loop runs (as in v4).
-    for i in 0..mr {
-        // SAFETY: prefetch never faults; the address is inside the C tile.
-        unsafe {
-            let cp = c.offset(i as isize * rs_c) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(cp);
-            _mm_prefetch::<_MM_HINT_T0>(cp.offset((nr as isize - 1) * cs_c * 4));
-        }
-    }
+    prefetch_c_tile(c, rs_c, cs_c, mr, nr);
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {

@@ -265,6 +265,32 @@ pub(super) unsafe fn pack_b_panels<const NR: usize>(
 /// adjacent-line prefetcher pairs up) instead of NR.
 const B_GROUP: usize = 4;
 
+/// Prefetches the cache line holding `addr` into L1. A hint: it never
+/// faults, whatever the address, so callers may compute it with wrapping
+/// arithmetic. A no-op off x86-64.
+#[inline(always)]
+pub(super) fn prefetch_line<T>(addr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
+/// Prefetches the `mr×nr` C tile at `c` (the lines of each row's first and
+/// last element): a micro-kernel needs it only after its k loop, so the
+/// misses overlap with the FMAs instead of stalling the stores.
+#[inline(always)]
+pub(super) fn prefetch_c_tile(c: *mut f32, rs_c: isize, cs_c: isize, mr: usize, nr: usize) {
+    for i in 0..mr {
+        let row = c.wrapping_offset(i as isize * rs_c);
+        prefetch_line(row);
+        prefetch_line(row.wrapping_offset((nr as isize - 1) * cs_c));
+    }
+}
+
 /// Prefetches the cache lines of a strided region of an operand a few at a
 /// time, so that the next block arrives from memory while the micro-kernel
 /// works on this one and the packing routine then reads it from cache.
@@ -325,14 +351,7 @@ impl Prefetch {
             if self.runs_left == 0 {
                 return;
             }
-            let addr = self.run_at.wrapping_add(64 * self.line);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch is a hint: it never faults, whatever the address.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr.cast())
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = addr;
+            prefetch_line(self.run_at.wrapping_add(64 * self.line));
             self.line += 1;
             if self.line == self.lines_per_run {
                 self.line = 0;
