@@ -362,9 +362,10 @@ impl Prefetch {
     }
 }
 
-/// B micro-panels packed and used together in the small-m order (8·16·KC
-/// floats, 128 KiB: in L2 next to the A block).
-const SMALL_M_GROUP: usize = 8;
+/// B micro-panels whose tiles run together, row panel by row panel (both
+/// orders), and which the small-m order packs together (8·16·KC floats,
+/// 128 KiB: in L2 next to the A block).
+const TILE_GROUP: usize = 8;
 
 /// A raw pointer that may cross to rayon workers: each worker writes a
 /// disjoint set of output tiles.
@@ -523,41 +524,45 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             let in_place = direct.filter(|_| mc - ip * MR >= MR);
             for q in 0..cols.div_ceil(NR) {
                 pf.iter_mut().for_each(Prefetch::some);
-                if let Some((kd, a_at)) = in_place {
+                // Pointer arithmetic only; the call-site contract keeps both
+                // inside their buffers.
+                let b_q = b_panels.wrapping_add(q * NR * kc);
+                let c_q = c
+                    .get()
+                    .wrapping_offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs);
+                let nr = NR.min(cols - q * NR);
+                match in_place {
                     // SAFETY: the call-site contract above; rows ip·MR.. of
                     // the block are MR full rows of A.
-                    unsafe {
+                    Some((kd, a_at)) => unsafe {
                         kd(
                             kc,
                             a_at.offset((ip * MR) as isize * ars),
                             ars,
-                            b_panels.add(q * NR * kc),
-                            c.get()
-                                .offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs),
+                            b_q,
+                            c_q,
                             crs,
                             ccs,
                             alpha,
                             beta_blk,
-                            NR.min(cols - q * NR),
+                            nr,
                         )
-                    };
-                    continue;
-                }
-                // SAFETY: the call-site contract above.
-                unsafe {
-                    kernel(
-                        kc,
-                        a_pack.as_ptr().add(ip * MR * kc),
-                        b_panels.add(q * NR * kc),
-                        c.get()
-                            .offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs),
-                        crs,
-                        ccs,
-                        alpha,
-                        beta_blk,
-                        MR.min(mc - ip * MR),
-                        NR.min(cols - q * NR),
-                    )
+                    },
+                    // SAFETY: the call-site contract above.
+                    None => unsafe {
+                        kernel(
+                            kc,
+                            a_pack.as_ptr().add(ip * MR * kc),
+                            b_q,
+                            c_q,
+                            crs,
+                            ccs,
+                            alpha,
+                            beta_blk,
+                            MR.min(mc - ip * MR),
+                            nr,
+                        )
+                    },
                 }
             }
         }
@@ -573,7 +578,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
             if !parallel && m <= blk.mc {
                 // Small m (a batch of ≤ MC rows): A is packed once and stays in
-                // L2; B is packed a group of SMALL_M_GROUP micro-panels at a
+                // L2; B is packed a group of TILE_GROUP micro-panels at a
                 // time just before the row panels use them, so it goes from
                 // memory to L2 once instead of through a block-sized buffer,
                 // and a row-major B is read in whole lines. Same tiles, same
@@ -584,7 +589,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                 // and of the next k block of A are prefetched, a few lines
                 // per tile.
                 let m_panels = m.div_ceil(MR);
-                let group = SMALL_M_GROUP;
+                let group = TILE_GROUP;
                 let next_a = match (pc + kc < k).then(|| blk.kc.min(k - pc - kc)) {
                     // SAFETY (pointer arithmetic): column pc + kc < k is inside A.
                     Some(kn) => Prefetch::block(
@@ -685,8 +690,8 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                         }
                         // B panels a group at a time (in L2 together), the
                         // A block's row panels across each group.
-                        for jg in (jp0..jp1).step_by(SMALL_M_GROUP) {
-                            let count = SMALL_M_GROUP.min(jp1 - jg);
+                        for jg in (jp0..jp1).step_by(TILE_GROUP) {
+                            let count = TILE_GROUP.min(jp1 - jg);
                             // SAFETY: jg < n_panels: the panels are inside b_pack.
                             let b_panels = unsafe { b_pack.get().add(jg * NR * kc) };
                             let col0 = jc + jg * NR;
