@@ -189,7 +189,7 @@ pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
 }
 
 /// The GAN's linear layers as (config, batch, in, out); the same list as
-/// the PyTorch reference script, plus the article's 12288-wide layer.
+/// the PyTorch reference script, plus the article's two 12288-wide layers.
 pub const GAN_LAYERS: [(&str, usize, usize, usize); 13] = [
     ("seed", 64, 100, 128),
     ("seed", 64, 128, 784),
