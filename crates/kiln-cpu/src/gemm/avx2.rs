@@ -60,22 +60,71 @@ unsafe fn kernel_impl(
     mr: usize,
     nr: usize,
 ) {
-    prefetch_c_tile(c, rs_c, cs_c, mr, nr);
-    // SAFETY: the panels hold kc steps of MR and NR floats.
-    let acc = unsafe { k_loop(kc, a, b) };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { store_acc(&acc, c, rs_c, cs_c, alpha, beta, mr, nr) };
+    if mr == MR && nr == NR && cs_c == 1 {
+        prefetch_full_tile(c, rs_c);
+        // SAFETY: the panels hold kc steps of MR and NR floats.
+        let acc = unsafe { k_loop(kc, a, b) };
+        // SAFETY: a full tile with unit column stride (caller's contract).
+        unsafe { store_full(&acc, c, rs_c, alpha, beta) };
+    } else {
+        prefetch_c_tile(c, rs_c, cs_c, mr, nr);
+        // SAFETY: as above.
+        let acc = unsafe { k_loop(kc, a, b) };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { store_edge(&acc, c, rs_c, cs_c, alpha, beta, mr, nr) };
+    }
 }
 
-/// Writes the accumulators into the `mr×nr` corner of the C tile at `c`:
-/// `C = alpha·acc + beta·C` (C not read when `beta == 0`).
+/// [`prefetch_c_tile`] for a full tile with unit column stride (each row's
+/// 16 floats span at most two lines), with a constant trip count.
+#[inline(always)]
+fn prefetch_full_tile(c: *mut f32, rs_c: isize) {
+    for i in 0..MR {
+        let row = c.wrapping_offset(i as isize * rs_c);
+        super::packed::prefetch_line(row);
+        super::packed::prefetch_line(row.wrapping_add(NR - 1));
+    }
+}
+
+/// Writes the accumulators into a full 6×16 tile whose rows are contiguous:
+/// `C = alpha·acc + beta·C` (C not read when `beta == 0`). Inlined into the
+/// kernels, so the accumulators go from registers straight to C; the edge
+/// path ([`store_edge`]) is a call that spills them.
+///
+/// # Safety
+/// AVX2 and FMA; the full tile at `c` (row stride `rs_c`, unit column
+/// stride) must be writable.
+#[inline(always)]
+unsafe fn store_full(acc: &[[__m256; 2]; MR], c: *mut f32, rs_c: isize, alpha: f32, beta: f32) {
+    // SAFETY: the caller runs with AVX2 + FMA (these intrinsics are inlined
+    // into a `target_feature` function).
+    unsafe {
+        let va = _mm256_set1_ps(alpha);
+        let vb = _mm256_set1_ps(beta);
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: full tile, unit column stride: 16 floats per row.
+            let cp = c.offset(i as isize * rs_c);
+            let (mut r0, mut r1) = (_mm256_mul_ps(row[0], va), _mm256_mul_ps(row[1], va));
+            if beta != 0.0 {
+                r0 = _mm256_fmadd_ps(_mm256_loadu_ps(cp), vb, r0);
+                r1 = _mm256_fmadd_ps(_mm256_loadu_ps(cp.add(8)), vb, r1);
+            }
+            _mm256_storeu_ps(cp, r0);
+            _mm256_storeu_ps(cp.add(8), r1);
+        }
+    }
+}
+
+/// Writes the accumulators into the `mr×nr` corner of the C tile at `c`
+/// (an edge tile, or one with a column stride): `C = alpha·acc + beta·C`
+/// (C not read when `beta == 0`). Out of line: edge tiles are few.
 ///
 /// # Safety
 /// AVX2 and FMA; the tile must be writable.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(never)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store_acc(
+unsafe fn store_edge(
     acc: &[[__m256; 2]; MR],
     c: *mut f32,
     rs_c: isize,
@@ -85,35 +134,16 @@ unsafe fn store_acc(
     mr: usize,
     nr: usize,
 ) {
-    let va = _mm256_set1_ps(alpha);
-    if mr == MR && nr == NR && cs_c == 1 {
-        // Full tile with contiguous rows: vector read-modify-write of C.
-        let vb = _mm256_set1_ps(beta);
-        for (i, row) in acc.iter().enumerate() {
-            // SAFETY: full tile, unit column stride: 16 floats per row.
-            unsafe {
-                let cp = c.offset(i as isize * rs_c);
-                let (mut r0, mut r1) = (_mm256_mul_ps(row[0], va), _mm256_mul_ps(row[1], va));
-                if beta != 0.0 {
-                    r0 = _mm256_fmadd_ps(_mm256_loadu_ps(cp), vb, r0);
-                    r1 = _mm256_fmadd_ps(_mm256_loadu_ps(cp.add(8)), vb, r1);
-                }
-                _mm256_storeu_ps(cp, r0);
-                _mm256_storeu_ps(cp.add(8), r1);
-            }
+    let mut tile = [0.0f32; MR * NR];
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i of `tile` has NR = 16 floats.
+        unsafe {
+            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), row[1]);
         }
-    } else {
-        let mut tile = [0.0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            // SAFETY: row i of `tile` has NR = 16 floats.
-            unsafe {
-                _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
-                _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), row[1]);
-            }
-        }
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { store_tile(&tile, NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
     }
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { store_tile(&tile, NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
 }
 
 /// One step of p of the 6×16 kernel as assembly text: the 16 values of B at
@@ -297,11 +327,19 @@ unsafe fn kernel_direct_impl(
     beta: f32,
     nr: usize,
 ) {
-    prefetch_c_tile(c, rs_c, cs_c, MR, nr);
-    // SAFETY: the rows hold kc floats, the B panel kc steps of NR.
-    let acc = unsafe { k_loop_direct_a(kc, a, lda, b) };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { store_acc(&acc, c, rs_c, cs_c, alpha, beta, MR, nr) };
+    if nr == NR && cs_c == 1 {
+        prefetch_full_tile(c, rs_c);
+        // SAFETY: the rows hold kc floats, the B panel kc steps of NR.
+        let acc = unsafe { k_loop_direct_a(kc, a, lda, b) };
+        // SAFETY: a full tile with unit column stride (caller's contract).
+        unsafe { store_full(&acc, c, rs_c, alpha, beta) };
+    } else {
+        prefetch_c_tile(c, rs_c, cs_c, MR, nr);
+        // SAFETY: as above.
+        let acc = unsafe { k_loop_direct_a(kc, a, lda, b) };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { store_edge(&acc, c, rs_c, cs_c, alpha, beta, MR, nr) };
+    }
 }
 
 /// [`k_loop`] with A read in place: rows 0–2 addressed from `a`, rows 3–5
