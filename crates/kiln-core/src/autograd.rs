@@ -155,6 +155,18 @@ pub struct BackwardCtx<'a> {
     pub create_graph: bool,
     /// Per input: whether this backward pass wants its gradient (None: all).
     needs: Option<&'a [bool]>,
+    /// Which leaves' `.grad` this pass adds to.
+    leaf_grads: LeafGrads<'a>,
+    anomaly: bool,
+}
+
+/// Which leaves' `.grad` a backward pass adds to (see [`Sink`]).
+#[derive(Clone, Copy)]
+enum LeafGrads<'a> {
+    All,
+    Only(&'a [Tensor]),
+    /// `grad()`: gradients are captured, no `.grad` is touched.
+    None,
 }
 
 impl BackwardCtx<'_> {
@@ -168,6 +180,46 @@ impl BackwardCtx<'_> {
     pub fn needs_input_grad(&self, i: usize) -> bool {
         matches!(self.node.inputs.get(i), Some(Some(_)))
             && self.needs.is_none_or(|m| m.get(i).copied().unwrap_or(false))
+    }
+
+    /// Lets a rule add its gradient for input `i` straight into that
+    /// leaf's existing `.grad` instead of returning a fresh tensor for the
+    /// engine to add: `f` gets the gradient held so far and must add this
+    /// rule's contribution to it in place (a weight-gradient GEMM with
+    /// beta = 1, for instance). Returns whether `f` ran; when it did, the rule
+    /// returns `None` for input `i`.
+    ///
+    /// Only when the engine would add in place anyway: input `i` is a leaf
+    /// whose `.grad` this pass accumulates into, that `.grad` is an unshared
+    /// dense CPU tensor nobody else holds, no hook is registered on the leaf
+    /// (a hook must see the incoming gradient alone), and neither
+    /// create_graph nor anomaly mode is on (anomaly mode checks each
+    /// incoming gradient). `f` runs with the leaf's gradient slot locked.
+    pub fn accumulate_into_grad(&self, i: usize, f: impl FnOnce(&Tensor) -> Result<()>) -> Result<bool> {
+        let Some(Some(Edge::Leaf(inner))) = self.node.inputs.get(i) else {
+            return Ok(false);
+        };
+        let wanted = match self.leaf_grads {
+            LeafGrads::All => true,
+            LeafGrads::Only(t) => t.iter().any(|t| Arc::ptr_eq(&t.0, inner)),
+            LeafGrads::None => false,
+        };
+        if !wanted || self.create_graph || self.anomaly || !self.needs_input_grad(i) {
+            return Ok(false);
+        }
+        if !inner.hooks.lock().unwrap().is_empty() {
+            return Ok(false);
+        }
+        let slot = inner.grad.lock().unwrap();
+        match slot.as_ref() {
+            Some(held)
+                if held.is_exclusive_cpu() && held.shape() == inner.shape.as_slice() && held.dtype() == inner.dtype =>
+            {
+                f(held)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Unpacks a saved input, failing if it was modified in place since.
@@ -461,6 +513,12 @@ fn run_backward(
                 node: &node,
                 create_graph,
                 needs: masks.as_ref().and_then(|m| m.get(&key)).map(|m| m.as_slice()),
+                leaf_grads: match sink {
+                    Sink::Accumulate => LeafGrads::All,
+                    Sink::AccumulateInto(t) => LeafGrads::Only(t),
+                    Sink::Capture(..) => LeafGrads::None,
+                },
+                anomaly,
             };
             f(&ctx, &grad)?
         };

@@ -39,6 +39,97 @@ fn accumulation_never_changes_a_gradient_someone_holds() {
     assert_eq!(w.grad().unwrap().to_vec::<f64>().unwrap(), vec![3.0, 6.0]);
 }
 
+/// A weight used by two linear layers (a discriminator on real and on fake
+/// data), f32, shapes whose GEMMs take the packed kernels.
+fn shared_weight_loss(w: &Tensor, b: &Tensor, x1: &Tensor, x2: &Tensor) -> Tensor {
+    let y1 = x1.linear(w, Some(b)).unwrap().sigmoid().unwrap().sum().unwrap();
+    let y2 = x2.linear(w, Some(b)).unwrap().tanh().unwrap().sum().unwrap();
+    y1.add(&y2).unwrap()
+}
+
+fn shared_weight_case() -> (Tensor, Tensor, Tensor, Tensor) {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut r = |s: &[usize]| Tensor::randn(s, DType::F32, Device::Cpu, &mut rng).unwrap();
+    let w = r(&[37, 300]).requires_grad(true);
+    let b = r(&[37]).requires_grad(true);
+    (w, b, r(&[50, 300]), r(&[23, 300]))
+}
+
+#[test]
+fn a_weight_gradient_added_into_the_held_grad_has_the_bits_of_a_separate_sum() {
+    // backward() lets the second linear add its weight gradient straight into
+    // w.grad (a GEMM with beta = 1); grad() captures each contribution and
+    // adds them as tensors. Same sums, so the same bits.
+    let (w, b, x1, x2) = shared_weight_case();
+    shared_weight_loss(&w, &b, &x1, &x2).backward().unwrap();
+    let fused = w.grad().unwrap().to_vec::<f32>().unwrap();
+    let captured = grad(
+        &[shared_weight_loss(&w, &b, &x1, &x2)],
+        &[w.clone()],
+        None,
+        false,
+        false,
+    )
+    .unwrap();
+    let separate = captured[0].to_vec::<f32>().unwrap();
+    assert!(fused.iter().zip(&separate).all(|(a, b)| a.to_bits() == b.to_bits()));
+    // A held gradient is never written into: the next backward makes a new one.
+    let held = w.grad().unwrap();
+    shared_weight_loss(&w, &b, &x1, &x2).backward().unwrap();
+    assert_eq!(held.to_vec::<f32>().unwrap(), fused);
+    let twice = w.grad().unwrap().to_vec::<f32>().unwrap();
+    assert!(twice
+        .iter()
+        .zip(&fused)
+        .all(|(t, f)| (t - 2.0 * f).abs() <= 1e-4 * (1.0 + f.abs())));
+}
+
+#[test]
+fn a_leaf_hook_sees_each_weight_gradient_on_its_own() {
+    use std::sync::{Arc, Mutex};
+    let (w, b, x1, x2) = shared_weight_case();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    w.register_hook(move |g| {
+        s2.lock().unwrap().push(g.to_vec::<f32>().unwrap());
+        None
+    });
+    shared_weight_loss(&w, &b, &x1, &x2).backward().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "one call per use of w");
+    let total = w.grad().unwrap().to_vec::<f32>().unwrap();
+    let sum: Vec<f32> = seen[0].iter().zip(&seen[1]).map(|(a, b)| a + b).collect();
+    assert!(total.iter().zip(&sum).all(|(t, s)| t.to_bits() == s.to_bits()));
+}
+
+#[test]
+fn anomaly_mode_checks_a_weight_gradient_that_would_be_added_in_place() {
+    // The second use of w gets a non-finite gradient: anomaly mode must see
+    // it as an incoming gradient and name the op, not find it added into w.grad.
+    let w = Tensor::from_vec(vec![0.5f32; 6], &[2, 3], Device::Cpu)
+        .unwrap()
+        .requires_grad(true);
+    let x1 = Tensor::from_vec(vec![1.0f32; 12], &[4, 3], Device::Cpu).unwrap();
+    let x2 = Tensor::from_vec(vec![f32::INFINITY; 12], &[4, 3], Device::Cpu).unwrap();
+    // The later op runs first in backward, so x2's linear (recorded first)
+    // is the one whose gradient would be added in place.
+    let loss = x2
+        .linear(&w, None)
+        .unwrap()
+        .sum()
+        .unwrap()
+        .add(&x1.linear(&w, None).unwrap().sum().unwrap())
+        .unwrap();
+    kiln_core::set_anomaly_enabled(true);
+    let err = loss.backward().unwrap_err();
+    kiln_core::set_anomaly_enabled(false);
+    match &err {
+        Error::Anomaly { op, .. } => assert_eq!(*op, "linear"),
+        other => panic!("expected Anomaly, got {other}"),
+    }
+}
+
 #[test]
 fn backward_to_fills_only_the_requested_leaves_with_the_full_backward_values() {
     // A two-layer "D(G(z))": G's weight gets the same gradient as a full

@@ -39,6 +39,48 @@ fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
     }
 }
 
+/// acc += A·B in place on the CPU (A, B read through their strides; `acc`
+/// a contiguous [M, N] of their dtype): a weight gradient added straight
+/// into the `.grad` it accumulates in (see `BackwardCtx::accumulate_into_grad`).
+/// The GEMM adds each finished dot product to acc once, `acc + Σ`, as adding
+/// a fresh product would (for K up to one k block of the packed driver;
+/// beyond, it adds the partial sums of each block in turn).
+fn gemm_acc(a: &Tensor, b: &Tensor, acc: &Tensor) -> Result<()> {
+    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+    if a.device() != Device::Cpu || b.device() != Device::Cpu || acc.shape() != [m, n] {
+        return Err(Error::Invalid(format!(
+            "gemm_acc: [{m}, {k}]·[{k}, {n}] into {:?} on {}",
+            acc.shape(),
+            acc.device()
+        )));
+    }
+    let sa = [a.strides()[0], a.strides()[1]];
+    let sb = [b.strides()[0], b.strides()[1]];
+    let (oa, ob) = (a.0.offset, b.0.offset);
+    let ga = a.0.storage.read();
+    let gb = b.0.storage.read();
+    match (&*ga, &*gb) {
+        (Data::F32(x), Data::F32(y)) => {
+            acc.update::<f32, _>(|c| gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, 1.0, c, [n as isize, 1]))
+        }
+        (Data::F64(x), Data::F64(y)) => {
+            acc.update::<f64, _>(|c| gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, 1.0, c, [n as isize, 1]))
+        }
+        _ => Err(Error::Invalid("gemm_acc: operands of different dtypes".into())),
+    }
+}
+
+/// A rule's weight gradient `at`·`b` (`at` a transposed view): added
+/// in place into the leaf's held `.grad` when the engine allows it (input
+/// `i`), else returned as a fresh tensor.
+fn weight_grad(ctx: &crate::autograd::BackwardCtx, i: usize, at: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    if ctx.accumulate_into_grad(i, |acc| gemm_acc(at, b, acc))? {
+        Ok(None)
+    } else {
+        Ok(Some(at.matmul(b)?))
+    }
+}
+
 /// x·Wᵀ (+ b) on the CPU: the bias rows are written first and the GEMM accumulates onto them.
 fn linear_cpu(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, n: usize, o: usize) -> Result<Tensor> {
     let mut data = match bias {
@@ -101,7 +143,7 @@ impl Tensor {
                 None
             };
             let gb = if rb && ctx.needs_input_grad(1) {
-                Some(a.t()?.matmul(g)?)
+                weight_grad(ctx, 1, &a.t()?, g)?
             } else {
                 None
             };
@@ -160,7 +202,7 @@ impl Tensor {
                 None
             };
             let gw = if rw && ctx.needs_input_grad(1) {
-                Some(g.t()?.matmul(&x)?)
+                weight_grad(ctx, 1, &g.t()?, &x)?
             } else {
                 None
             };
