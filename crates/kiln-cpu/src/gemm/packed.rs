@@ -688,6 +688,20 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             let a_blk = a.get().offset(ic as isize * ars + pc as isize * acs);
                             (pack.a)(mc, kc, a_blk, a_strides, a_pack);
                         }
+                        // On one thread the next block of a column-major A
+                        // (dyᵀ of a weight gradient) is prefetched while this
+                        // one's tiles run: it is read in short runs (mc
+                        // floats) a whole row of dy apart, which the hardware
+                        // prefetchers do not follow. A row-major A's runs are
+                        // KC long, and they do.
+                        let next = ic + mc;
+                        let mut pf = [if !parallel && ars == 1 && acs != 1 && next < m && jp1 > jp0 {
+                            // SAFETY (pointer arithmetic): row next < m of A.
+                            let at = unsafe { a.get().offset(next as isize * ars + pc as isize * acs) };
+                            Prefetch::block(at, a_strides, blk.mc.min(m - next), kc, m_panels * (jp1 - jp0))
+                        } else {
+                            Prefetch::NONE
+                        }];
                         // B panels a group at a time (in L2 together), the
                         // A block's row panels across each group.
                         for jg in (jp0..jp1).step_by(TILE_GROUP) {
@@ -706,7 +720,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                                 (count * NR).min(jc + nc - col0),
                                 kc,
                                 beta_blk,
-                                &mut [],
+                                &mut pf,
                             );
                         }
                     })
