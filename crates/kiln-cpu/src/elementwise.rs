@@ -168,6 +168,24 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
     }
 }
 
+/// x[i] = op(x[i]) in place on the caller's thread (the same formulas and
+/// bits as [`unary`]): the activation a fused linear layer applies to each
+/// finished row of its output while it is in cache.
+pub fn unary_in_place<T: Float>(op: UnaryOp, xs: &mut [T]) {
+    macro_rules! run {
+        ($op:expr) => {
+            simd(|| xs.iter_mut().for_each(|v| *v = unary_scalar($op, *v)))
+        };
+    }
+    match op {
+        UnaryOp::Relu => run!(UnaryOp::Relu),
+        UnaryOp::Sigmoid => run!(UnaryOp::Sigmoid),
+        UnaryOp::Tanh => run!(UnaryOp::Tanh),
+        UnaryOp::LeakyRelu(s) => run!(UnaryOp::LeakyRelu(s)),
+        other => run!(other),
+    }
+}
+
 /// Fused activation backward: dx[i] = dy[i]·f'(·) where f' is computed from
 /// the saved value `s` (the input for relu/leaky relu, the output for sigmoid
 /// and tanh). Only the ops listed have a fused backward.

@@ -7,6 +7,7 @@
 //! otherwise — matrixmultiply is also the reference every variant is tested
 //! against).
 
+use crate::elementwise::{unary_in_place, UnaryOp};
 use crate::Float;
 use std::any::TypeId;
 
@@ -72,6 +73,66 @@ pub fn gemm<T: Float>(
             )
         }
     }
+}
+
+/// A linear layer's forward into a contiguous row-major `c` of m×n:
+/// `c = x·wt + bias` (bias n values broadcast down the rows), then `act` on
+/// every element. f32 goes through [`crate::gemm::sgemm_fused`], which
+/// writes the bias and applies `act` row panel by row panel inside the
+/// GEMM's own pass over C; f64 prefills, multiplies and maps. The bits are
+/// those of the separate steps either way.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_fused<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &[T],
+    x_strides: [isize; 2],
+    wt: &[T],
+    wt_strides: [isize; 2],
+    bias: Option<&[T]>,
+    act: Option<UnaryOp>,
+    c: &mut [T],
+) {
+    if let (Some(x), Some(wt), Some(c)) = (as_f32(x), as_f32(wt), as_f32_mut(c)) {
+        let f = move |row: &mut [f32]| {
+            if let Some(op) = act {
+                unary_in_place(op, row)
+            }
+        };
+        let epi = crate::gemm::Epilogue {
+            bias: bias.and_then(as_f32),
+            act: act.map(|_| &f as &(dyn Fn(&mut [f32]) + Sync)),
+        };
+        return crate::gemm::sgemm_fused(m, n, k, x, x_strides, wt, wt_strides, epi, c);
+    }
+    assert!(c.len() >= m * n, "linear_fused: output shorter than {m}×{n}");
+    let c = &mut c[..m * n];
+    let beta = match bias {
+        Some(b) => {
+            c.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b));
+            T::ONE
+        }
+        None => T::ZERO,
+    };
+    gemm(m, n, k, T::ONE, x, x_strides, wt, wt_strides, beta, c, [n as isize, 1]);
+    if let Some(op) = act {
+        unary_in_place(op, c);
+    }
+}
+
+/// `s` as f32s when T is f32.
+fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (checked by TypeId): an identity reinterpretation.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as f32s when T is f32.
+fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as for `as_f32`.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
 /// Reference SGEMM through matrixmultiply (the baseline every variant is

@@ -25,6 +25,7 @@
 
 mod naive;
 mod packed;
+pub use packed::Epilogue;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -309,6 +310,55 @@ pub unsafe fn sgemm_variant_raw(
             Variant::V2Blocked => {
                 naive::sgemm_v2_blocked(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
             }
+            Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512 => run_packed(
+                variant,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                a_strides,
+                b,
+                b_strides,
+                beta,
+                c,
+                c_strides,
+                packed::Epilogue::NONE,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Variant::V6Skinny => {
+                skinny::sgemm_v6_skinny(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
+            }
+            _ => unreachable!("unavailable variants were rejected above"),
+        }
+    }
+}
+
+/// The packed variants (v3, v4, v5) through the shared driver, with an
+/// epilogue around the tiles.
+///
+/// # Safety
+/// As for [`sgemm_variant_raw`], with m, n, k > 0; `variant` is one of the
+/// three; with an epilogue, C has unit column stride and a bias n values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_packed(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    beta: f32,
+    c: *mut f32,
+    c_strides: [isize; 2],
+    epi: Epilogue,
+) {
+    // SAFETY (all arms): forwarded from the caller's contract.
+    unsafe {
+        match variant {
             Variant::V3PackedScalar => packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
                 packed::kernel_v3_scalar_4x8,
                 packed::V3_BLOCKING,
@@ -324,6 +374,7 @@ pub unsafe fn sgemm_variant_raw(
                 beta,
                 c,
                 c_strides,
+                epi,
             ),
             #[cfg(target_arch = "x86_64")]
             Variant::V4Avx2 => packed::sgemm_packed::<{ avx2::MR }, { avx2::NR }>(
@@ -341,6 +392,7 @@ pub unsafe fn sgemm_variant_raw(
                 beta,
                 c,
                 c_strides,
+                epi,
             ),
             #[cfg(target_arch = "x86_64")]
             Variant::V5Avx512 => packed::sgemm_packed::<{ avx512::MR }, { avx512::NR }>(
@@ -358,13 +410,87 @@ pub unsafe fn sgemm_variant_raw(
                 beta,
                 c,
                 c_strides,
+                epi,
             ),
-            #[cfg(target_arch = "x86_64")]
-            Variant::V6Skinny => {
-                skinny::sgemm_v6_skinny(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
-            }
-            _ => unreachable!("unavailable variants were rejected above"),
+            _ => unreachable!("run_packed is only called for the packed variants"),
         }
+    }
+}
+
+/// A linear layer's forward in one pass over C: `C = A·B + bias` (bias a
+/// row of n values broadcast down the rows; zeros without one), then `act`
+/// applied to every element, for a contiguous row-major C of m×n. The
+/// packed variants write the bias into each row panel of C just before its
+/// first tiles and apply `act` right after its last, while those lines are
+/// in L1; other shapes prefill C, multiply, then apply `act`. Either way the
+/// bits are those of prefill + `sgemm(beta = 1)` + a separate `act` pass.
+///
+/// # Panics
+/// As for [`sgemm_variant`], and if the bias is not n long or C is shorter than m·n.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_fused(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_strides: [isize; 2],
+    b: &[f32],
+    b_strides: [isize; 2],
+    epi: Epilogue,
+    c: &mut [f32],
+) {
+    check_extent("A", a.len(), m, k, a_strides);
+    check_extent("B", b.len(), k, n, b_strides);
+    check_extent("C", c.len(), m, n, [n as isize, 1]);
+    assert!(epi.bias.is_none_or(|b| b.len() == n), "bias of the wrong length");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let variant = choose_variant(m, n, k);
+    if k > 0 && matches!(variant, Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512) {
+        // SAFETY: extents checked above; unit column stride; k > 0.
+        return unsafe {
+            run_packed(
+                variant,
+                m,
+                n,
+                k,
+                1.0,
+                a.as_ptr(),
+                a_strides,
+                b.as_ptr(),
+                b_strides,
+                0.0,
+                c.as_mut_ptr(),
+                [n as isize, 1],
+                epi,
+            )
+        };
+    }
+    let c = &mut c[..m * n];
+    let beta = match epi.bias {
+        Some(bias) => {
+            c.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias));
+            1.0
+        }
+        None => 0.0,
+    };
+    sgemm_variant(
+        variant,
+        m,
+        n,
+        k,
+        1.0,
+        a,
+        a_strides,
+        b,
+        b_strides,
+        beta,
+        c,
+        [n as isize, 1],
+    );
+    if let Some(act) = epi.act {
+        c.chunks_exact_mut(n).for_each(act);
     }
 }
 

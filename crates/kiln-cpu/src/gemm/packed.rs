@@ -101,6 +101,24 @@ impl Packers {
 /// Below this many flops (2·m·n·k) the driver stays on the caller's thread.
 pub(super) const PAR_MIN_FLOPS: usize = 1 << 28;
 
+/// Work the driver does on C around the tiles, while each row panel's
+/// columns are in L1 (a linear layer's bias and activation, fused), for a C
+/// with unit column stride.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// A row of n values C starts from (written into each row just before
+    /// the first k block's tiles, which then add onto it), instead of beta·C.
+    pub bias: Option<&'a [f32]>,
+    /// Applied in place to each row's finished columns after the last k
+    /// block's tiles.
+    pub act: Option<&'a (dyn Fn(&mut [f32]) + Sync)>,
+}
+
+impl Epilogue<'_> {
+    /// Nothing around the tiles.
+    pub const NONE: Epilogue<'static> = Epilogue { bias: None, act: None };
+}
+
 /// 64-byte aligned storage for packed panels, so vector loads never split a
 /// cache line.
 #[derive(Clone, Copy)]
@@ -420,8 +438,11 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     beta: f32,
     c: *mut f32,
     c_strides: [isize; 2],
+    epi: Epilogue,
 ) {
     debug_assert!(blk.mc.is_multiple_of(MR) && blk.nc.is_multiple_of(NR));
+    debug_assert!((epi.bias.is_none() && epi.act.is_none()) || c_strides[1] == 1);
+    debug_assert!(epi.bias.is_none_or(|b| b.len() >= n));
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS;
     let slab = (B_GROUP * NR) * n.div_ceil(threads * B_GROUP * NR);
@@ -453,6 +474,10 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                     beta,
                     c.get().offset(j0 as isize * c_strides[1]),
                     c_strides,
+                    Epilogue {
+                        bias: epi.bias.map(|b| &b[j0..j0 + w]),
+                        act: epi.act,
+                    },
                 )
             }
         });
@@ -461,7 +486,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     // SAFETY: forwarded.
     unsafe {
         sgemm_packed_on::<MR, NR>(
-            parallel, kernel, blk, pack, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides,
+            parallel, kernel, blk, pack, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides, epi,
         )
     }
 }
@@ -488,6 +513,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
     beta: f32,
     c: *mut f32,
     c_strides: [isize; 2],
+    epi: Epilogue,
 ) {
     let threads = rayon::current_num_threads();
     let (a, b, c) = (Shared(a), Shared(b), SharedMut(c));
@@ -519,8 +545,35 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                  cols: usize,
                  kc: usize,
                  beta_blk: f32,
+                 (first, last): (bool, bool),
                  pf: &mut [Prefetch]| {
-        for ip in 0..mc.div_ceil(MR) {
+        // A row of the tile row panel at `r`, columns col0..col0 + cols
+        // (unit column stride whenever there is an epilogue).
+        // SAFETY (for callers): row r and these columns are inside C, and
+        // this call is their only writer.
+        let row = |r: usize| unsafe {
+            std::slice::from_raw_parts_mut(c.get().offset(r as isize * crs + col0 as isize), cols)
+        };
+        let prefetch_row = |r: usize, cols: usize| {
+            let at = c.get().wrapping_offset(r as isize * crs + col0 as isize);
+            (0..cols.div_ceil(16) + 1).for_each(|l| prefetch_line(at.wrapping_add(16 * l)));
+        };
+        let panels = mc.div_ceil(MR);
+        for ip in 0..panels {
+            let rows = ic + ip * MR..ic + ip * MR + MR.min(mc - ip * MR);
+            if let (true, Some(bias)) = (first, epi.bias) {
+                if ip == 0 {
+                    rows.clone().for_each(|r| prefetch_row(r, cols));
+                }
+                rows.clone()
+                    .for_each(|r| row(r).copy_from_slice(&bias[col0..col0 + cols]));
+                // The next row panel's lines, so that its bias rows are
+                // written into cache rather than stalling on each line's
+                // first touch (the tiles' own C prefetch comes too late).
+                if ip + 1 < panels {
+                    (rows.end..ic + mc.min((ip + 2) * MR)).for_each(|r| prefetch_row(r, cols));
+                }
+            }
             let in_place = direct.filter(|_| mc - ip * MR >= MR);
             for q in 0..cols.div_ceil(NR) {
                 pf.iter_mut().for_each(Prefetch::some);
@@ -565,6 +618,9 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     },
                 }
             }
+            if let (true, Some(act)) = (last, epi.act) {
+                rows.for_each(|r| act(row(r)));
+            }
         }
     };
     for jc in (0..n).step_by(blk.nc) {
@@ -572,8 +628,10 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
         let n_panels = nc.div_ceil(NR);
         for pc in (0..k).step_by(blk.kc) {
             let kc = blk.kc.min(k - pc);
-            // Later k blocks add onto what the first one stored.
-            let beta_blk = if pc == 0 { beta } else { 1.0 };
+            // Later k blocks add onto what the first one stored; with a
+            // bias the first adds onto the bias the epilogue wrote.
+            let beta_blk = if pc == 0 && epi.bias.is_none() { beta } else { 1.0 };
+            let first_last = (pc == 0, pc + kc == k);
             // SAFETY: (pc, jc) is inside B.
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
             if !parallel && m <= blk.mc {
@@ -656,6 +714,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                                 (count * NR).min(jc + nc - col0),
                                 kc,
                                 beta_blk,
+                                first_last,
                                 &mut pf,
                             );
                         }
@@ -720,6 +779,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                                 (count * NR).min(jc + nc - col0),
                                 kc,
                                 beta_blk,
+                                first_last,
                                 &mut pf,
                             );
                         }

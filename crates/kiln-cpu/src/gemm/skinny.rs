@@ -76,6 +76,7 @@ pub(super) unsafe fn sgemm_v6_skinny(
                 beta,
                 c,
                 c_strides,
+                super::packed::Epilogue::NONE,
             )
         }
     }

@@ -342,3 +342,92 @@ fn skinny_paths_handle_operands_without_a_unit_stride() {
         }
     }
 }
+
+/// sgemm_fused against its definition: bias rows, `sgemm(beta = 1)` and a
+/// separate activation pass, bit for bit, on `threads` threads.
+fn check_fused(
+    threads: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    tb: bool,
+    bias: bool,
+    act: Option<crate::elementwise::UnaryOp>,
+) {
+    let a = Mat::new(m, k, false, 11);
+    let b = Mat::new(k, n, tb, 12);
+    let bias_v = fill(n, 13);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let f = move |row: &mut [f32]| {
+        if let Some(op) = act {
+            crate::elementwise::unary_in_place(op, row)
+        }
+    };
+    let mut got = vec![f32::NAN; m * n];
+    let epi = Epilogue {
+        bias: bias.then_some(&bias_v[..]),
+        act: act.map(|_| &f as &(dyn Fn(&mut [f32]) + Sync)),
+    };
+    pool.install(|| sgemm_fused(m, n, k, &a.data, a.strides, &b.data, b.strides, epi, &mut got));
+    let mut want: Vec<f32> = if bias { bias_v.repeat(m) } else { vec![f32::NAN; m * n] };
+    let beta = if bias { 1.0 } else { 0.0 };
+    let v = choose_variant(m, n, k);
+    pool.install(|| {
+        sgemm_variant(
+            v,
+            m,
+            n,
+            k,
+            1.0,
+            &a.data,
+            a.strides,
+            &b.data,
+            b.strides,
+            beta,
+            &mut want,
+            [n as isize, 1],
+        )
+    });
+    if let Some(op) = act {
+        let x = want.clone();
+        crate::elementwise::unary(op, &x, &mut want);
+    }
+    let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+    assert!(
+        same,
+        "{m}×{n}×{k} (B transposed: {tb}), bias {bias}, {act:?}, {threads} threads ({v})"
+    );
+}
+
+#[test]
+fn fused_bias_and_activation_give_the_bits_of_separate_passes() {
+    use crate::elementwise::UnaryOp::{LeakyRelu, Relu, Sigmoid, Tanh};
+    // Small batch (one and several k blocks, in-place A), a batch above MC
+    // (the block order), edge tiles, and shapes that fall back (skinny,
+    // tiny); with and without bias and activation.
+    for (m, n, k) in [
+        (100, 300, 130),
+        (100, 200, 600),
+        (200, 150, 300),
+        (13, 37, 5),
+        (3, 40, 50),
+        (7, 9, 11),
+    ] {
+        for tb in [false, true] {
+            for (bias, act) in [
+                (true, Some(Sigmoid)),
+                (true, None),
+                (false, Some(Relu)),
+                (true, Some(Tanh)),
+            ] {
+                check_fused(1, m, n, k, tb, bias, act);
+            }
+        }
+    }
+    // Above the parallel threshold: column slabs and row blocks on threads.
+    for (m, n, k) in [(100, 1100, 1300), (301, 603, 777)] {
+        for threads in [1, 3] {
+            check_fused(threads, m, n, k, true, true, Some(LeakyRelu(0.2)));
+        }
+    }
+}
