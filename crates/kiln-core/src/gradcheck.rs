@@ -7,6 +7,7 @@
 //! broadcasting cases); `kiln gradcheck` runs it and prints the table.
 
 use crate::{autograd, DType, Device, Error, Result, Tensor};
+use kiln_cpu::elementwise::UnaryOp;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -243,6 +244,30 @@ pub fn op_suite(seed: u64) -> Vec<OpCase> {
         case("linear (no bias)", vec![vec![n, i], vec![o, i]], vec![Any, Any], |x| {
             x[0].linear(&x[1], None)
         }),
+        case(
+            "linear_act (sigmoid)",
+            vec![vec![n, i], vec![o, i], vec![o]],
+            vec![Any, Any, Any],
+            |x| x[0].linear_act(&x[1], Some(&x[2]), UnaryOp::Sigmoid),
+        ),
+        case(
+            "linear_act (tanh, no bias)",
+            vec![vec![n, i], vec![o, i]],
+            vec![Any, Any],
+            |x| x[0].linear_act(&x[1], None, UnaryOp::Tanh),
+        ),
+        case(
+            "linear_act (relu)",
+            vec![vec![n, i], vec![o, i], vec![o]],
+            vec![Any, Any, Any],
+            |x| x[0].linear_act(&x[1], Some(&x[2]), UnaryOp::Relu),
+        ),
+        case(
+            "linear_act (leaky relu)",
+            vec![vec![n, i], vec![o, i], vec![o]],
+            vec![Any, Any, Any],
+            |x| x[0].linear_act(&x[1], Some(&x[2]), UnaryOp::LeakyRelu(0.2)),
+        ),
         case("sum", vec![vec![n, i]], vec![Any], |x| x[0].sum()),
         case("sum_dims", vec![vec![p, n, q]], vec![Any], |x| {
             x[0].sum_dims(&[0, 2], false)
@@ -299,6 +324,16 @@ pub fn op_suite(seed: u64) -> Vec<OpCase> {
             let y = x[0].tanh()?.sum()?;
             Ok(autograd::grad(&[y], &[x[0].clone()], None, true, true)?.remove(0))
         }),
+        case(
+            "gradient penalty through linear_act (2nd order)",
+            vec![vec![n, i], vec![o, i], vec![o]],
+            vec![Any, Any, Any],
+            |x| {
+                let h = x[0].linear_act(&x[1], Some(&x[2]), UnaryOp::Sigmoid)?.sum()?;
+                let gx = autograd::grad(&[h], &[x[0].clone()], None, true, true)?.remove(0);
+                gx.mul(&gx)?.sum()
+            },
+        ),
         case(
             "gradient penalty (2nd order)",
             vec![vec![n, i], vec![o, i], vec![o]],

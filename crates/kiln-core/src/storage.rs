@@ -69,14 +69,6 @@ impl Data {
             crate::DType::F64 => Data::F64(take(n)),
         }
     }
-    /// `rows` copies of `row`, row-major.
-    pub(crate) fn repeat_rows<T: Pooled + Copy>(row: &[T], rows: usize) -> Vec<T> {
-        let mut v = take::<T>(row.len() * rows);
-        for chunk in v.chunks_exact_mut(row.len().max(1)) {
-            chunk.copy_from_slice(row);
-        }
-        v
-    }
 }
 
 // ---------------------------------------------------------------- buffer pool

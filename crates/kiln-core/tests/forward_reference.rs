@@ -327,6 +327,72 @@ fn linear_with_and_without_bias() {
     }
 }
 
+#[test]
+fn linear_act_matches_ndarray_and_the_unfused_ops_bit_for_bit() {
+    use kiln_core::autograd::grad;
+    use kiln_cpu::elementwise::UnaryOp;
+    let acts: [(UnaryOp, fn(f64) -> f64); 4] = [
+        (UnaryOp::Relu, |v| v.max(0.0)),
+        (UnaryOp::LeakyRelu(0.2), |v| if v > 0.0 { v } else { 0.2 * v }),
+        (UnaryOp::Sigmoid, |v| 1.0 / (1.0 + (-v).exp())),
+        (UnaryOp::Tanh, f64::tanh),
+    ];
+    // A GEMM-sized case (the fused epilogue of the packed kernels: several
+    // k blocks, edge tiles) and a tiny one (the fallback).
+    for (n, i, o) in [(37, 300, 70), (5, 7, 3)] {
+        let x = rnd(&[n, i], -1.0, 1.0, 60);
+        let w = rnd(&[o, i], -0.2, 0.2, 61);
+        let b = rnd(&[o], -1.0, 1.0, 62);
+        for dtype in DTYPES {
+            let z = &a2(&seen(&x, dtype)).dot(&a2(&seen(&w, dtype)).t())
+                + &seen(&b, dtype).into_dimensionality::<ndarray::Ix1>().unwrap();
+            for (op, f) in acts {
+                let (xt, wt, bt) = (
+                    kt(&x, dtype),
+                    kt(&w, dtype).requires_grad(true),
+                    kt(&b, dtype).requires_grad(true),
+                );
+                let got = xt.linear_act(&wt, Some(&bt), op).unwrap();
+                check(
+                    &format!("linear_act {op:?} {dtype}"),
+                    &got,
+                    &z.mapv(f).into_dyn(),
+                    tol(dtype) * 8.0,
+                );
+                // The same bits as linear then the activation op, forward and backward.
+                let plain = xt.linear(&wt, Some(&bt)).unwrap();
+                let sep = match op {
+                    UnaryOp::Relu => plain.relu(),
+                    UnaryOp::LeakyRelu(s) => plain.leaky_relu(s),
+                    UnaryOp::Sigmoid => plain.sigmoid(),
+                    _ => plain.tanh(),
+                }
+                .unwrap();
+                assert_eq!(
+                    got.to_vec_f64().unwrap(),
+                    sep.to_vec_f64().unwrap(),
+                    "{op:?} {dtype} forward"
+                );
+                let params = [wt.clone(), bt.clone()];
+                let g1 = grad(&[got.sum().unwrap()], &params, None, false, false).unwrap();
+                let g2 = grad(&[sep.sum().unwrap()], &params, None, false, false).unwrap();
+                for (a, b) in g1.iter().zip(&g2) {
+                    assert_eq!(
+                        a.to_vec_f64().unwrap(),
+                        b.to_vec_f64().unwrap(),
+                        "{op:?} {dtype} backward"
+                    );
+                }
+            }
+        }
+    }
+    // Activations without an output-only derivative are refused.
+    let t = |s: &[usize]| kiln_core::Tensor::zeros(s, kiln_core::DType::F32, kiln_core::Device::Cpu).unwrap();
+    for op in [UnaryOp::Exp, UnaryOp::LeakyRelu(-0.5), UnaryOp::Gelu] {
+        assert!(t(&[2, 3]).linear_act(&t(&[4, 3]), None, op).is_err(), "{op:?}");
+    }
+}
+
 // ---------------------------------------------------------------- reductions
 
 /// Reference Σ over `dims` (non-negative, sorted), keeping them when `keepdim`.

@@ -1,6 +1,7 @@
 //! The `Module` trait and the basic layers: Linear, activations, Sequential.
 
 use kiln_core::{DType, Device, Error, Result, Tensor};
+use kiln_cpu::elementwise::UnaryOp;
 use rand::Rng;
 
 /// A layer or a network of layers: a forward function plus named parameters
@@ -20,6 +21,15 @@ pub trait Module: Send + Sync {
     }
     /// Switches training mode (dropout, batch statistics) on or off.
     fn set_training(&mut self, _on: bool) {}
+    /// A linear layer's weight and bias, so that [`Sequential`] can run it
+    /// and the activation after it as one fused op (`Tensor::linear_act`).
+    fn linear_parts(&self) -> Option<(&Tensor, Option<&Tensor>)> {
+        None
+    }
+    /// This module as an activation `Tensor::linear_act` can fuse, if it is one.
+    fn fusable_activation(&self) -> Option<UnaryOp> {
+        None
+    }
     /// Moves parameters and buffers to `device`. Parameters are re-created there as leaves
     /// that require grad, so build optimizers after the move. A no-op for tensors already
     /// there. The default suits modules without tensors.
@@ -112,6 +122,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.linear(&self.weight, self.bias.as_ref())
     }
+    fn linear_parts(&self) -> Option<(&Tensor, Option<&Tensor>)> {
+        Some((&self.weight, self.bias.as_ref()))
+    }
     fn to_device(&mut self, device: Device) -> Result<()> {
         self.weight = tensor_to_device(&self.weight, device)?;
         if let Some(b) = &self.bias {
@@ -165,6 +178,15 @@ impl Module for Activation {
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+    fn fusable_activation(&self) -> Option<UnaryOp> {
+        match *self {
+            Activation::Relu => Some(UnaryOp::Relu),
+            Activation::LeakyRelu(s) if s > 0.0 => Some(UnaryOp::LeakyRelu(s)),
+            Activation::Sigmoid => Some(UnaryOp::Sigmoid),
+            Activation::Tanh => Some(UnaryOp::Tanh),
+            _ => None,
+        }
+    }
     fn describe(&self) -> String {
         match self {
             Activation::LeakyRelu(s) => format!("LeakyReLU({s})"),
@@ -174,6 +196,11 @@ impl Module for Activation {
 }
 
 /// Modules applied in order; parameters are named `<index>.<name>`.
+///
+/// A [`Linear`] followed by a relu, leaky relu (positive slope), sigmoid or
+/// tanh [`Activation`] runs as one fused op (`Tensor::linear_act`, a
+/// `linear_relu`… node in the graph): same values, one pass over the output
+/// fewer.
 #[derive(Default)]
 pub struct Sequential {
     layers: Vec<Box<dyn Module>>,
@@ -210,8 +237,19 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
-        for layer in &self.layers {
-            h = layer.forward(&h)?;
+        let mut i = 0;
+        while let Some(layer) = self.layers.get(i) {
+            let act = self.layers.get(i + 1).and_then(|l| l.fusable_activation());
+            match (layer.linear_parts(), act) {
+                (Some((w, b)), Some(act)) => {
+                    h = h.linear_act(w, b, act)?;
+                    i += 2;
+                }
+                _ => {
+                    h = layer.forward(&h)?;
+                    i += 1;
+                }
+            }
         }
         Ok(h)
     }

@@ -319,3 +319,40 @@ fn loss_modules_equal_the_tensor_losses() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn sequential_fuses_linear_with_the_activation_after_it() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let l1 = Linear::new(30, 40, true, &mut rng).unwrap();
+    let l2 = Linear::new(40, 20, true, &mut rng).unwrap();
+    let l3 = Linear::new(20, 10, true, &mut rng).unwrap();
+    let x = Tensor::randn(&[25, 30], DType::F32, Device::Cpu, &mut rng).unwrap();
+    // By hand, op by op: the reference values and gradients.
+    let manual = |x: &Tensor| -> Tensor {
+        let h = l1.forward(x).unwrap().leaky_relu(0.2).unwrap();
+        let h = l2.forward(&h).unwrap().gelu().unwrap();
+        l3.forward(&h).unwrap().sigmoid().unwrap()
+    };
+    let want = manual(&x);
+    let params: Vec<Tensor> = [&l1, &l2, &l3].iter().flat_map(|l| l.parameters()).collect();
+    let grads_want = kiln_core::autograd::grad(&[want.sum().unwrap()], &params, None, false, false).unwrap();
+    let copy = |l: &Linear| {
+        let p = l.parameters();
+        Linear::from_tensors(p[0].clone(), Some(p[1].clone())).unwrap()
+    };
+    let net = Sequential::new()
+        .push(copy(&l1))
+        .push(Activation::LeakyRelu(0.2))
+        .push(copy(&l2))
+        .push(Activation::Gelu)
+        .push(copy(&l3))
+        .push(Activation::Sigmoid);
+    let got = net.forward(&x).unwrap();
+    // Linear + sigmoid became one node; Linear + GELU (no fused form) did not.
+    assert_eq!(got.grad_fn_name(), Some("linear_sigmoid"));
+    assert_eq!(got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    let grads = kiln_core::autograd::grad(&[got.sum().unwrap()], &net.parameters(), None, false, false).unwrap();
+    for (g, w) in grads.iter().zip(&grads_want) {
+        assert_eq!(g.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap());
+    }
+}

@@ -4,10 +4,11 @@
 //! Shape letters: `N` batch, `I` input features, `O` output features.
 
 use super::check_same;
-use crate::autograd::{record, SavedTensor};
+use crate::autograd::{record, record_with_output, SavedTensor};
 use crate::storage::Data;
 use crate::{Device, Error, Result, Tensor};
-use kiln_cpu::matmul::gemm;
+use kiln_cpu::elementwise::UnaryOp;
+use kiln_cpu::matmul::{gemm, linear_fused};
 
 /// C = A·B (+ C when `accumulate`), all 2-D, A and B read through their strides.
 fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
@@ -81,19 +82,42 @@ fn weight_grad(ctx: &crate::autograd::BackwardCtx, i: usize, at: &Tensor, b: &Te
     }
 }
 
-/// x·Wᵀ (+ b) on the CPU: the bias rows are written first and the GEMM accumulates onto them.
-fn linear_cpu(x: &Tensor, wt: &Tensor, bias: Option<&Tensor>, n: usize, o: usize) -> Result<Tensor> {
-    let mut data = match bias {
-        Some(b) => {
-            let c = b.slices()?;
-            c.with(|r| match r {
-                crate::tensor::SliceRef::F32(r) => Data::F32(Data::repeat_rows(r, n)),
-                crate::tensor::SliceRef::F64(r) => Data::F64(Data::repeat_rows(r, n)),
-            })
+/// act(x·Wᵀ (+ b)) on the CPU: the bias is written into each row panel of
+/// the output just before the GEMM accumulates onto it, and the activation
+/// applied right after, while the lines are in cache (same bits as bias
+/// rows + GEMM + a separate activation pass).
+fn linear_cpu(
+    x: &Tensor,
+    wt: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<UnaryOp>,
+    n: usize,
+    o: usize,
+) -> Result<Tensor> {
+    fn typed<T: crate::tensor::Element>(
+        x: &Tensor,
+        xs: &[T],
+        wt: &Tensor,
+        ws: &[T],
+        bias: Option<&Tensor>,
+        act: Option<UnaryOp>,
+        [n, o]: [usize; 2],
+    ) -> Result<Vec<T>> {
+        let (sx, sw) = ([x.strides()[0], x.strides()[1]], [wt.strides()[0], wt.strides()[1]]);
+        let (xs, ws, k) = (&xs[x.0.offset..], &ws[wt.0.offset..], x.shape()[1]);
+        let mut c = crate::storage::take::<T>(n * o);
+        match bias {
+            Some(b) => b.with_slice::<T, _>(|r| linear_fused(n, o, k, xs, sx, ws, sw, Some(r), act, &mut c))?,
+            None => linear_fused(n, o, k, xs, sx, ws, sw, None, act, &mut c),
         }
-        None => Data::uninit(x.dtype(), n * o),
+        Ok(c)
+    }
+    let (gx, gw) = (x.0.storage.read(), wt.0.storage.read());
+    let data = match (&*gx, &*gw) {
+        (Data::F32(xs), Data::F32(ws)) => Data::F32(typed(x, xs, wt, ws, bias, act, [n, o])?),
+        (Data::F64(xs), Data::F64(ws)) => Data::F64(typed(x, xs, wt, ws, bias, act, [n, o])?),
+        _ => unreachable!("dtypes checked by the caller"),
     };
-    gemm_into(x, wt, &mut data, bias.is_some());
     Ok(Tensor::from_data(data, &[n, o], x.device()))
 }
 
@@ -157,6 +181,44 @@ impl Tensor {
     /// dx = dy·W, dW = dyᵀ·x, db = Σₙ dy.
     #[track_caller]
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let out = self.linear_raw(weight, bias, None)?;
+        let inputs = linear_inputs(self, weight, bias);
+        let saved = LinearSaved::new(self, weight, bias);
+        Ok(record("linear", out, &inputs, move |ctx, g| saved.grads(ctx, g)))
+    }
+
+    /// `act(self.linear(weight, bias))` as one op, for `act` one of relu,
+    /// leaky relu with a positive slope, sigmoid and tanh: on the CPU the
+    /// activation is applied inside the GEMM's pass over the output (row
+    /// panel by row panel, while it is in cache) instead of in a second
+    /// pass, and the graph holds one node (`linear_relu`, …) whose backward
+    /// is the activation's (from the saved output) then the linear layer's.
+    /// Same values, bit for bit, as the two ops.
+    #[track_caller]
+    pub fn linear_act(&self, weight: &Tensor, bias: Option<&Tensor>, act: UnaryOp) -> Result<Tensor> {
+        let name = match act {
+            UnaryOp::Relu => "linear_relu",
+            UnaryOp::LeakyRelu(s) if s > 0.0 => "linear_leaky_relu",
+            UnaryOp::Sigmoid => "linear_sigmoid",
+            UnaryOp::Tanh => "linear_tanh",
+            _ => {
+                return Err(Error::Unsupported {
+                    op: "linear_act",
+                    what: format!("activation {act:?} (relu, leaky relu with a positive slope, sigmoid, tanh)"),
+                })
+            }
+        };
+        let out = self.linear_raw(weight, bias, Some(act))?;
+        let inputs = linear_inputs(self, weight, bias);
+        let saved = LinearSaved::new(self, weight, bias);
+        Ok(record_with_output(name, out, &inputs, move |ctx, g| {
+            let dz = super::unary::act_grad_from_output(ctx, act, &ctx.output()?, g)?;
+            saved.grads(ctx, &dz)
+        }))
+    }
+
+    /// act(x·Wᵀ + b), checked, not recorded.
+    fn linear_raw(&self, weight: &Tensor, bias: Option<&Tensor>, act: Option<UnaryOp>) -> Result<Tensor> {
         check_2d("linear", self, weight)?;
         if self.shape()[1] != weight.shape()[1] {
             return Err(Error::ShapeMismatch {
@@ -177,42 +239,71 @@ impl Tensor {
             }
         }
         let wt = weight.transpose_raw(0, 1);
-        let out = match self.device() {
-            Device::Cpu => linear_cpu(self, &wt, bias, n, o)?,
+        match self.device() {
+            Device::Cpu => linear_cpu(self, &wt, bias, act, n, o),
             #[cfg(feature = "cuda")]
             Device::Cuda(_) => {
                 let init = bias.map(|b| crate::cuda::repeat_rows(b, n)).transpose()?;
-                crate::cuda::gemm(self, &wt, init)?
+                let z = crate::cuda::gemm(self, &wt, init)?;
+                match act {
+                    Some(op) => z.unary_raw(op),
+                    None => Ok(z),
+                }
             }
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(_) => unreachable!("no CUDA tensors without the cuda feature"),
+        }
+    }
+}
+
+/// The inputs a linear node records: x, W and the bias if any.
+fn linear_inputs<'a>(x: &'a Tensor, w: &'a Tensor, bias: Option<&'a Tensor>) -> Vec<&'a Tensor> {
+    match bias {
+        Some(b) => vec![x, w, b],
+        None => vec![x, w],
+    }
+}
+
+/// What a linear node keeps for its backward.
+struct LinearSaved {
+    x: SavedTensor,
+    w: SavedTensor,
+    rx: bool,
+    rw: bool,
+    has_bias: bool,
+}
+
+impl LinearSaved {
+    fn new(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Self {
+        LinearSaved {
+            x: SavedTensor::new(x),
+            w: SavedTensor::new(w),
+            rx: x.0.requires_grad,
+            rw: w.0.requires_grad,
+            has_bias: bias.is_some(),
+        }
+    }
+
+    /// dx = dy·W, dW = dyᵀ·x (added into W's held gradient when the engine
+    /// allows), db = Σₙ dy; each only when wanted.
+    fn grads(&self, ctx: &crate::autograd::BackwardCtx, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (x, w) = (ctx.unpack(&self.x)?, ctx.unpack(&self.w)?);
+        let gx = if self.rx && ctx.needs_input_grad(0) {
+            Some(g.matmul(&w)?)
+        } else {
+            None
         };
-        let (x, w) = (SavedTensor::new(self), SavedTensor::new(weight));
-        let (rx, rw) = (self.0.requires_grad, weight.0.requires_grad);
-        let inputs: Vec<&Tensor> = match bias {
-            Some(b) => vec![self, weight, b],
-            None => vec![self, weight],
+        let gw = if self.rw && ctx.needs_input_grad(1) {
+            weight_grad(ctx, 1, &g.t()?, &x)?
+        } else {
+            None
         };
-        let has_bias = bias.is_some();
-        Ok(record("linear", out, &inputs, move |ctx, g| {
-            let (x, w) = (ctx.unpack(&x)?, ctx.unpack(&w)?);
-            let gx = if rx && ctx.needs_input_grad(0) {
-                Some(g.matmul(&w)?)
-            } else {
-                None
-            };
-            let gw = if rw && ctx.needs_input_grad(1) {
-                weight_grad(ctx, 1, &g.t()?, &x)?
-            } else {
-                None
-            };
-            let mut grads = vec![gx, gw];
-            if has_bias && ctx.needs_input_grad(2) {
-                grads.push(Some(g.sum_dims(&[0], false)?));
-            } else if has_bias {
-                grads.push(None);
-            }
-            Ok(grads)
-        }))
+        let mut grads = vec![gx, gw];
+        if self.has_bias && ctx.needs_input_grad(2) {
+            grads.push(Some(g.sum_dims(&[0], false)?));
+        } else if self.has_bias {
+            grads.push(None);
+        }
+        Ok(grads)
     }
 }

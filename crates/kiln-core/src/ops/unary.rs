@@ -138,9 +138,7 @@ impl Tensor {
         let x = SavedTensor::new(self);
         Ok(record("relu", out, &[self], move |ctx, g| {
             let x = ctx.unpack(&x)?;
-            act_grad(ctx, ActBackward::Relu, &x, g, |x, g| {
-                g.mul(&x.unary_raw(UnaryOp::Step)?)
-            })
+            act_grad(ctx, ActBackward::Relu, &x, g, relu_composite)
         }))
     }
 
@@ -152,9 +150,7 @@ impl Tensor {
         Ok(record("leaky_relu", out, &[self], move |ctx, g| {
             let x = ctx.unpack(&x)?;
             act_grad(ctx, ActBackward::LeakyRelu(slope), &x, g, |x, g| {
-                // [x > 0]·(1 − slope) + slope
-                let d = x.unary_raw(UnaryOp::Step)?.unary_raw(UnaryOp::MulScalar(1.0 - slope))?;
-                g.mul(&d.unary_raw(UnaryOp::AddScalar(slope))?)
+                leaky_relu_composite(slope, x, g)
             })
         }))
     }
@@ -165,9 +161,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Sigmoid)?;
         Ok(record_with_output("sigmoid", out, &[self], |ctx, g| {
             let y = ctx.output()?;
-            act_grad(ctx, ActBackward::Sigmoid, &y, g, |y, g| {
-                g.mul(&y.mul(&y.rsub_scalar(1.0)?)?)
-            })
+            act_grad(ctx, ActBackward::Sigmoid, &y, g, sigmoid_composite)
         }))
     }
 
@@ -177,9 +171,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Tanh)?;
         Ok(record_with_output("tanh", out, &[self], |ctx, g| {
             let y = ctx.output()?;
-            act_grad(ctx, ActBackward::Tanh, &y, g, |y, g| {
-                g.mul(&y.mul(y)?.rsub_scalar(1.0)?)
-            })
+            act_grad(ctx, ActBackward::Tanh, &y, g, tanh_composite)
         }))
     }
 
@@ -218,6 +210,53 @@ impl Tensor {
     pub fn sign(&self) -> Result<Tensor> {
         self.unary_raw(UnaryOp::Sign)
     }
+}
+
+/// relu's backward as Tensor ops (recorded under create_graph): g·[x > 0].
+fn relu_composite(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    g.mul(&x.unary_raw(UnaryOp::Step)?)
+}
+
+/// leaky relu's: g·([x > 0]·(1 − slope) + slope).
+fn leaky_relu_composite(slope: f64, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let d = x.unary_raw(UnaryOp::Step)?.unary_raw(UnaryOp::MulScalar(1.0 - slope))?;
+    g.mul(&d.unary_raw(UnaryOp::AddScalar(slope))?)
+}
+
+/// sigmoid's, from the output: g·y·(1 − y).
+fn sigmoid_composite(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    g.mul(&y.mul(&y.rsub_scalar(1.0)?)?)
+}
+
+/// tanh's, from the output: g·(1 − y²).
+fn tanh_composite(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    g.mul(&y.mul(y)?.rsub_scalar(1.0)?)
+}
+
+/// The gradient through relu, leaky relu with a positive slope, sigmoid or
+/// tanh computed from the output `y`: for relu and such a leaky relu `y > 0`
+/// exactly where `x > 0`, so the output stands in for the input their rules
+/// use, with the same bits.
+pub(crate) fn act_grad_from_output(ctx: &BackwardCtx, op: UnaryOp, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let grads = match op {
+        UnaryOp::Relu => act_grad(ctx, ActBackward::Relu, y, g, relu_composite)?,
+        UnaryOp::LeakyRelu(s) if s > 0.0 => act_grad(ctx, ActBackward::LeakyRelu(s), y, g, |y, g| {
+            leaky_relu_composite(s, y, g)
+        })?,
+        UnaryOp::Sigmoid => act_grad(ctx, ActBackward::Sigmoid, y, g, sigmoid_composite)?,
+        UnaryOp::Tanh => act_grad(ctx, ActBackward::Tanh, y, g, tanh_composite)?,
+        other => {
+            return Err(crate::Error::Unsupported {
+                op: "activation gradient from the output",
+                what: format!("{other:?}"),
+            })
+        }
+    };
+    grads
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| crate::Error::Autograd("activation backward returned no gradient".into()))
 }
 
 /// Activation backward: the fused kernel when the backward pass is not
