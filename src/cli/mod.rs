@@ -84,6 +84,15 @@ fn one_line(s: &str) -> String {
 }
 
 /// Builds rayon's global pool with `threads` workers (None: all cores).
+/// Runs `f` on a worker thread of rayon's global pool. The kernels' parallel
+/// loops then start from inside the pool: with one thread they run inline,
+/// and with several the calling worker takes part, instead of the main
+/// thread handing every parallel op to the pool and sleeping until it is
+/// done (two thread wake-ups per op).
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 pub(crate) fn set_threads(threads: Option<usize>) -> kiln_core::Result<()> {
     if let Some(n) = threads {
         if n == 0 {
