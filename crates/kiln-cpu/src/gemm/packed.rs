@@ -554,25 +554,11 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
         let row = |r: usize| unsafe {
             std::slice::from_raw_parts_mut(c.get().offset(r as isize * crs + col0 as isize), cols)
         };
-        let prefetch_row = |r: usize, cols: usize| {
-            let at = c.get().wrapping_offset(r as isize * crs + col0 as isize);
-            (0..cols.div_ceil(16) + 1).for_each(|l| prefetch_line(at.wrapping_add(16 * l)));
-        };
-        let panels = mc.div_ceil(MR);
-        for ip in 0..panels {
+        for ip in 0..mc.div_ceil(MR) {
             let rows = ic + ip * MR..ic + ip * MR + MR.min(mc - ip * MR);
             if let (true, Some(bias)) = (first, epi.bias) {
-                if ip == 0 {
-                    rows.clone().for_each(|r| prefetch_row(r, cols));
-                }
                 rows.clone()
                     .for_each(|r| row(r).copy_from_slice(&bias[col0..col0 + cols]));
-                // The next row panel's lines, so that its bias rows are
-                // written into cache rather than stalling on each line's
-                // first touch (the tiles' own C prefetch comes too late).
-                if ip + 1 < panels {
-                    (rows.end..ic + mc.min((ip + 2) * MR)).for_each(|r| prefetch_row(r, cols));
-                }
             }
             let in_place = direct.filter(|_| mc - ip * MR >= MR);
             for q in 0..cols.div_ceil(NR) {
