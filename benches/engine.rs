@@ -4,6 +4,7 @@
 //! engine's own overhead over time.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kiln::cpu::elementwise::UnaryOp;
 use kiln::gan::config::{Act, GanLoss};
 use kiln::gan::losses::{d_loss, g_loss};
 use kiln::gan::trainer::mlp;
@@ -39,6 +40,30 @@ fn ops(c: &mut Criterion) {
             w.zero_grad();
             b.zero_grad();
         })
+    });
+    g.bench_function("linear_act(relu) fwd+bwd", |bench| {
+        bench.iter(|| {
+            x.linear_act(&w, Some(&b), UnaryOp::Relu)
+                .unwrap()
+                .sum()
+                .unwrap()
+                .backward()
+                .unwrap();
+            w.zero_grad();
+            b.zero_grad();
+        })
+    });
+    // The article generator's output layer, h[100×128]·W[12288×128]ᵀ + b then
+    // sigmoid: two passes over the output against one (`linear_act`).
+    let h = Tensor::randn(&[100, 128], DType::F32, Device::Cpu, &mut rng).unwrap();
+    let w2 = Tensor::randn(&[12288, 128], DType::F32, Device::Cpu, &mut rng).unwrap();
+    let b2 = Tensor::randn(&[12288], DType::F32, Device::Cpu, &mut rng).unwrap();
+    g.throughput(Throughput::Elements((2 * 100 * 128 * 12288) as u64));
+    g.bench_function("linear then sigmoid [100x128]·[12288x128]ᵀ", |bench| {
+        bench.iter(|| kiln::no_grad(|| h.linear(&w2, Some(&b2))?.sigmoid()).unwrap())
+    });
+    g.bench_function("linear_act(sigmoid) [100x128]·[12288x128]ᵀ", |bench| {
+        bench.iter(|| kiln::no_grad(|| h.linear_act(&w2, Some(&b2), UnaryOp::Sigmoid)).unwrap())
     });
     let big = Tensor::randn(&[100, 12288], DType::F32, Device::Cpu, &mut rng).unwrap();
     g.throughput(Throughput::Bytes((2 * 4 * 100 * 12288) as u64));
