@@ -60,6 +60,9 @@ unsafe fn kernel_impl(
     mr: usize,
     nr: usize,
 ) {
+    // The k loop is written in both arms on purpose: with one call before a
+    // shared `if full` store, LLVM spills the twelve accumulators to the
+    // stack on every tile, because the edge arm needs them in memory.
     if mr == MR && nr == NR && cs_c == 1 {
         prefetch_full_tile(c, rs_c);
         // SAFETY: the panels hold kc steps of MR and NR floats.
@@ -327,6 +330,7 @@ unsafe fn kernel_direct_impl(
     beta: f32,
     nr: usize,
 ) {
+    // Two arms, each with its k loop, as in `kernel_impl`.
     if nr == NR && cs_c == 1 {
         prefetch_full_tile(c, rs_c);
         // SAFETY: the rows hold kc floats, the B panel kc steps of NR.
