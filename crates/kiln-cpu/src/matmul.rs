@@ -95,18 +95,47 @@ pub fn linear_fused<T: Float>(
     c: &mut [T],
 ) {
     if let (Some(x), Some(wt), Some(c)) = (as_f32(x), as_f32(wt), as_f32_mut(c)) {
-        let f = move |row: &mut [f32]| {
-            if let Some(op) = act {
-                unary_in_place(op, row)
-            }
-        };
+        let f = act.map(|op| move |row: &mut [f32]| unary_in_place(op, row));
         let epi = crate::gemm::Epilogue {
             bias: bias.and_then(as_f32),
-            act: act.map(|_| &f as &(dyn Fn(&mut [f32]) + Sync)),
+            act: f.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync)),
         };
         return crate::gemm::sgemm_fused(m, n, k, x, x_strides, wt, wt_strides, epi, c);
     }
-    assert!(c.len() >= m * n, "linear_fused: output shorter than {m}×{n}");
+    let f = act.map(|op| move |row: &mut [T]| unary_in_place(op, row));
+    linear_unfused(
+        m,
+        n,
+        k,
+        x,
+        x_strides,
+        wt,
+        wt_strides,
+        bias,
+        f.as_ref().map(|f| f as &dyn Fn(&mut [T])),
+        c,
+    );
+}
+
+/// A linear layer's forward in separate passes, the definition the fused
+/// epilogue matches bit for bit: C's rows set to `bias` and the product
+/// added onto them (beta = 1), or C overwritten (beta = 0); then `act` on
+/// each row of the m×n contiguous C. The fallback of
+/// [`crate::gemm::sgemm_fused`] and of [`linear_fused`] for f64.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_unfused<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &[T],
+    x_strides: [isize; 2],
+    wt: &[T],
+    wt_strides: [isize; 2],
+    bias: Option<&[T]>,
+    act: Option<&dyn Fn(&mut [T])>,
+    c: &mut [T],
+) {
+    assert!(c.len() >= m * n, "linear: output shorter than {m}×{n}");
     let c = &mut c[..m * n];
     let beta = match bias {
         Some(b) => {
@@ -116,8 +145,8 @@ pub fn linear_fused<T: Float>(
         None => T::ZERO,
     };
     gemm(m, n, k, T::ONE, x, x_strides, wt, wt_strides, beta, c, [n as isize, 1]);
-    if let Some(op) = act {
-        unary_in_place(op, c);
+    if let Some(act) = act {
+        c.chunks_exact_mut(n).for_each(act);
     }
 }
 

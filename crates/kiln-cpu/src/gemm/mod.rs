@@ -467,31 +467,18 @@ pub fn sgemm_fused(
             )
         };
     }
-    let c = &mut c[..m * n];
-    let beta = match epi.bias {
-        Some(bias) => {
-            c.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias));
-            1.0
-        }
-        None => 0.0,
-    };
-    sgemm_variant(
-        variant,
+    crate::matmul::linear_unfused(
         m,
         n,
         k,
-        1.0,
         a,
         a_strides,
         b,
         b_strides,
-        beta,
+        epi.bias,
+        epi.act.map(|f| f as &dyn Fn(&mut [f32])),
         c,
-        [n as isize, 1],
     );
-    if let Some(act) = epi.act {
-        c.chunks_exact_mut(n).for_each(act);
-    }
 }
 
 /// `C = beta·C` (zeros when `beta == 0`, so NaNs in C do not survive).
