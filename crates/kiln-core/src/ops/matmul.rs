@@ -10,32 +10,33 @@ use crate::{Device, Error, Result, Tensor};
 use kiln_cpu::elementwise::UnaryOp;
 use kiln_cpu::matmul::{gemm, linear_fused};
 
-/// C = A·B (+ C when `accumulate`), all 2-D, A and B read through their strides.
-fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
+/// C = A·B + beta·C for 2-D A and B with their storages' elements `xa`, `xb`
+/// (read through offset and strides) into a contiguous [M, N] `c`.
+fn gemm_typed<T: crate::tensor::Element>(a: &Tensor, xa: &[T], b: &Tensor, xb: &[T], beta: T, c: &mut [T]) {
     let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
     let sa = [a.strides()[0], a.strides()[1]];
     let sb = [b.strides()[0], b.strides()[1]];
-    let ga = a.0.storage.read();
-    let gb = b.0.storage.read();
-    let (oa, ob) = (a.0.offset, b.0.offset);
+    gemm(
+        m,
+        n,
+        k,
+        T::ONE,
+        &xa[a.0.offset..],
+        sa,
+        &xb[b.0.offset..],
+        sb,
+        beta,
+        c,
+        [n as isize, 1],
+    );
+}
+
+/// C = A·B (+ C when `accumulate`), all 2-D, A and B read through their strides.
+fn gemm_into(a: &Tensor, b: &Tensor, out: &mut Data, accumulate: bool) {
     let beta: f64 = if accumulate { 1.0 } else { 0.0 };
-    match (&*ga, &*gb, out) {
-        (Data::F32(x), Data::F32(y), Data::F32(c)) => gemm(
-            m,
-            n,
-            k,
-            1.0,
-            &x[oa..],
-            sa,
-            &y[ob..],
-            sb,
-            beta as f32,
-            c,
-            [n as isize, 1],
-        ),
-        (Data::F64(x), Data::F64(y), Data::F64(c)) => {
-            gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, beta, c, [n as isize, 1])
-        }
+    match (&*a.0.storage.read(), &*b.0.storage.read(), out) {
+        (Data::F32(x), Data::F32(y), Data::F32(c)) => gemm_typed(a, x, b, y, beta as f32, c),
+        (Data::F64(x), Data::F64(y), Data::F64(c)) => gemm_typed(a, x, b, y, beta, c),
         _ => unreachable!("dtypes checked by the caller"),
     }
 }
@@ -55,18 +56,9 @@ fn gemm_acc(a: &Tensor, b: &Tensor, acc: &Tensor) -> Result<()> {
             acc.device()
         )));
     }
-    let sa = [a.strides()[0], a.strides()[1]];
-    let sb = [b.strides()[0], b.strides()[1]];
-    let (oa, ob) = (a.0.offset, b.0.offset);
-    let ga = a.0.storage.read();
-    let gb = b.0.storage.read();
-    match (&*ga, &*gb) {
-        (Data::F32(x), Data::F32(y)) => {
-            acc.update::<f32, _>(|c| gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, 1.0, c, [n as isize, 1]))
-        }
-        (Data::F64(x), Data::F64(y)) => {
-            acc.update::<f64, _>(|c| gemm(m, n, k, 1.0, &x[oa..], sa, &y[ob..], sb, 1.0, c, [n as isize, 1]))
-        }
+    match (&*a.0.storage.read(), &*b.0.storage.read()) {
+        (Data::F32(x), Data::F32(y)) => acc.update::<f32, _>(|c| gemm_typed(a, x, b, y, 1.0, c)),
+        (Data::F64(x), Data::F64(y)) => acc.update::<f64, _>(|c| gemm_typed(a, x, b, y, 1.0, c)),
         _ => Err(Error::Invalid("gemm_acc: operands of different dtypes".into())),
     }
 }
