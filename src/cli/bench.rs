@@ -255,12 +255,8 @@ fn step_config(name: &str) -> Result<StepConfig> {
 /// synchronises once per step too).
 fn gan_step(a: &BenchArgs, device: Device) -> Result<ExitCode> {
     crate::cli::set_threads(a.threads)?;
-    if device == Device::Cpu {
-        // On a worker of the pool, as training runs (see `cli::on_pool`).
-        crate::cli::on_pool(|| gan_step_steps(a, device))
-    } else {
-        gan_step_steps(a, device)
-    }
+    // On a worker of the pool, as training runs (see `cli::on_pool`).
+    crate::cli::on_pool(device, || gan_step_steps(a, device))
 }
 
 fn gan_step_steps(a: &BenchArgs, device: Device) -> Result<ExitCode> {

@@ -84,13 +84,18 @@ fn one_line(s: &str) -> String {
 }
 
 /// Builds rayon's global pool with `threads` workers (None: all cores).
-/// Runs `f` on a worker thread of rayon's global pool. The kernels' parallel
-/// loops then start from inside the pool: with one thread they run inline,
-/// and with several the calling worker takes part, instead of the main
-/// thread handing every parallel op to the pool and sleeping until it is
-/// done (two thread wake-ups per op).
-pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+/// Runs `f`, for work on `device`, on a worker thread of rayon's global pool
+/// when the device is the CPU. The kernels' parallel loops then start from
+/// inside the pool: with one thread they run inline, and with several the
+/// calling worker takes part, instead of the main thread handing every
+/// parallel op to the pool and sleeping until it is done (two thread wake-ups
+/// per op). GPU work stays on the calling thread, which set the device up.
+pub(crate) fn on_pool<R: Send>(device: kiln_core::Device, f: impl FnOnce() -> R + Send) -> R {
+    if device == kiln_core::Device::Cpu {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
 }
 
 pub(crate) fn set_threads(threads: Option<usize>) -> kiln_core::Result<()> {

@@ -227,12 +227,8 @@ pub fn run(a: TrainArgs) -> kiln_core::Result<ExitCode> {
         eprintln!("kiln: G = {}", kiln_nn::Module::describe(&trainer.g));
         eprintln!("kiln: D = {}", kiln_nn::Module::describe(&trainer.d));
     }
-    let s = if trainer.device == kiln_core::Device::Cpu {
-        super::on_pool(|| trainer.run(&stop, a.stop_at, !a.quiet))?
-    } else {
-        // CUDA work stays on the thread that set the device up.
-        trainer.run(&stop, a.stop_at, !a.quiet)?
-    };
+    let device = trainer.device;
+    let s = super::on_pool(device, || trainer.run(&stop, a.stop_at, !a.quiet))?;
     let mut line = format!(
         "kiln: {} {} steps of {} on {} in {:.1} s ({:.0} steps/s); loss D {:.3}, G {:.3}",
         if s.interrupted { "stopped after" } else { "trained" },
