@@ -179,13 +179,14 @@ impl Module for Activation {
         Vec::new()
     }
     fn fusable_activation(&self) -> Option<UnaryOp> {
-        match *self {
-            Activation::Relu => Some(UnaryOp::Relu),
-            Activation::LeakyRelu(s) if s > 0.0 => Some(UnaryOp::LeakyRelu(s)),
-            Activation::Sigmoid => Some(UnaryOp::Sigmoid),
-            Activation::Tanh => Some(UnaryOp::Tanh),
-            _ => None,
-        }
+        let op = match *self {
+            Activation::Relu => UnaryOp::Relu,
+            Activation::LeakyRelu(s) => UnaryOp::LeakyRelu(s),
+            Activation::Sigmoid => UnaryOp::Sigmoid,
+            Activation::Tanh => UnaryOp::Tanh,
+            _ => return None,
+        };
+        Tensor::linear_act_fuses(op).then_some(op)
     }
     fn describe(&self) -> String {
         match self {

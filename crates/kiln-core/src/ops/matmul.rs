@@ -188,17 +188,11 @@ impl Tensor {
     /// Same values, bit for bit, as the two ops.
     #[track_caller]
     pub fn linear_act(&self, weight: &Tensor, bias: Option<&Tensor>, act: UnaryOp) -> Result<Tensor> {
-        let name = match act {
-            UnaryOp::Relu => "linear_relu",
-            UnaryOp::LeakyRelu(s) if s > 0.0 => "linear_leaky_relu",
-            UnaryOp::Sigmoid => "linear_sigmoid",
-            UnaryOp::Tanh => "linear_tanh",
-            _ => {
-                return Err(Error::Unsupported {
-                    op: "linear_act",
-                    what: format!("activation {act:?} (relu, leaky relu with a positive slope, sigmoid, tanh)"),
-                })
-            }
+        let Some(name) = linear_act_name(act) else {
+            return Err(Error::Unsupported {
+                op: "linear_act",
+                what: format!("activation {act:?} (relu, leaky relu with a positive slope, sigmoid, tanh)"),
+            });
         };
         let out = self.linear_raw(weight, bias, Some(act))?;
         let inputs = linear_inputs(self, weight, bias);
@@ -207,6 +201,13 @@ impl Tensor {
             let dz = super::unary::act_grad_from_output(ctx, act, &ctx.output()?, g)?;
             saved.grads(ctx, &dz)
         }))
+    }
+
+    /// Whether [`Tensor::linear_act`] fuses `act`: relu, leaky relu with a
+    /// positive slope (its output is positive exactly where its input is, so
+    /// the backward can use the output), sigmoid and tanh.
+    pub fn linear_act_fuses(act: UnaryOp) -> bool {
+        linear_act_name(act).is_some()
     }
 
     /// act(x·Wᵀ + b), checked, not recorded.
@@ -245,6 +246,18 @@ impl Tensor {
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(_) => unreachable!("no CUDA tensors without the cuda feature"),
         }
+    }
+}
+
+/// The node name of `linear_act` with `act`; None for an activation it does
+/// not fuse.
+fn linear_act_name(act: UnaryOp) -> Option<&'static str> {
+    match act {
+        UnaryOp::Relu => Some("linear_relu"),
+        UnaryOp::LeakyRelu(s) if s > 0.0 => Some("linear_leaky_relu"),
+        UnaryOp::Sigmoid => Some("linear_sigmoid"),
+        UnaryOp::Tanh => Some("linear_tanh"),
+        _ => None,
     }
 }
 
