@@ -9,6 +9,12 @@ forward, backward, Adam). Real data is random (timing does not depend on it).
 With --device cuda everything lives on the GPU and each step ends with a
 synchronize, as `kiln bench gan-step --device cuda` ends each step by reading
 the G loss.
+
+--g-backward full (the default, as the reference `pytorch_gan_step.py`):
+`loss_g.backward()` also computes D's weight gradients, which the G step then
+throws away (`kiln bench gan-step --full-g-backward` does the same work).
+--g-backward g-only: `loss_g.backward(inputs=G's parameters)`, PyTorch's way
+to skip them, the work of kiln's default G step (`backward_to`).
 """
 import argparse
 import json
@@ -37,7 +43,7 @@ def mlp(widths, out_act):
     return nn.Sequential(*layers)
 
 
-def bench(name, steps, repeats, warmup, device):
+def bench(name, steps, repeats, warmup, device, g_only):
     g_w, d_w, g_out, d_sig, loss, batch = CONFIGS[name]
     torch.manual_seed(0)
     torch.set_default_device(device)
@@ -62,7 +68,10 @@ def bench(name, steps, repeats, warmup, device):
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
         lg = crit(D(fake), ones)
-        lg.backward()
+        if g_only:
+            lg.backward(inputs=list(G.parameters()))
+        else:
+            lg.backward()
         opt_g.step()
         sync()
 
@@ -76,7 +85,8 @@ def bench(name, steps, repeats, warmup, device):
         meds.append((time.perf_counter() - t0) / steps)
     med = statistics.median(meds)
     return {"config": name, "batch": batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)}
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
+            "g_backward": "g-only" if g_only else "full"}
 
 
 def main():
@@ -87,10 +97,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--g-backward", choices=["full", "g-only"], default="full",
+                    help="G step: backward into every parameter (full) or into G's only (g-only)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     for name in a.configs.split(","):
-        print(json.dumps(bench(name, a.steps, a.repeats, a.warmup, torch.device(a.device))), flush=True)
+        print(json.dumps(bench(name, a.steps, a.repeats, a.warmup, torch.device(a.device), a.g_backward == "g-only")), flush=True)
 
 
 if __name__ == "__main__":
