@@ -12,32 +12,12 @@
 use crate::tensor::Inner;
 use crate::{Error, Result, Tensor};
 use std::cell::Cell;
+use crate::storage::UsizeHasher;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Hasher for node keys (addresses of `Arc<Node>`): one multiply (Fibonacci
-/// hashing), which spreads aligned pointers over the high bits the table
-/// uses. The engine does a few map operations per node; SipHash made them a
-/// visible share of the per-op cost.
-#[derive(Default)]
-struct NodeKeyHasher(u64);
-
-impl Hasher for NodeKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_usize(&mut self, k: usize) {
-        self.0 = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+use std::hash::BuildHasherDefault;
 
 /// Map keyed by node address.
-type NodeMap<V> = HashMap<usize, V, BuildHasherDefault<NodeKeyHasher>>;
+type NodeMap<V> = HashMap<usize, V, BuildHasherDefault<UsizeHasher>>;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -284,7 +264,7 @@ pub(crate) fn record_with_output(
 }
 
 #[track_caller]
-fn record_impl(op: &'static str, out: Tensor, inputs: &[&Tensor], save_output: bool, backward: BackwardFn) -> Tensor {
+fn record_impl(op: &'static str, mut out: Tensor, inputs: &[&Tensor], save_output: bool, backward: BackwardFn) -> Tensor {
     if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
         return out;
     }
@@ -313,7 +293,17 @@ fn record_impl(op: &'static str, out: Tensor, inputs: &[&Tensor], save_output: b
         retained_grad: Mutex::new(None),
         hooks: Mutex::new(Vec::new()),
     });
-    out.with_grad_fn(Some(node), true)
+    // An op's fresh output is its only handle: attach the node to it rather
+    // than to a copy (three allocations fewer per recorded op). A handle
+    // someone else holds (an op that returned an input) gets a new one.
+    match Arc::get_mut(&mut out.0) {
+        Some(inner) if inner.grad_fn.is_none() && !inner.requires_grad => {
+            inner.requires_grad = true;
+            inner.grad_fn = Some(node);
+            out
+        }
+        _ => out.with_grad_fn(Some(node), true),
+    }
 }
 
 /// Adds two gradients (recorded when create_graph is on).

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -89,17 +90,38 @@ pub trait Pooled: Sized + Default + Clone + 'static {
     fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> R;
 }
 
+/// Hasher for `usize` keys (buffer lengths here, node addresses in the
+/// autograd engine): one multiply (Fibonacci hashing), which spreads aligned
+/// values over the high bits the table uses. Both maps see a few operations
+/// per op; SipHash made them a visible share of the per-op cost.
+#[derive(Default)]
+pub(crate) struct UsizeHasher(u64);
+
+impl Hasher for UsizeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, k: usize) {
+        self.0 = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Free buffers of one element type, by length.
 #[doc(hidden)]
 pub struct Pool<T> {
-    free: HashMap<usize, Vec<Vec<T>>>,
+    free: HashMap<usize, Vec<Vec<T>>, BuildHasherDefault<UsizeHasher>>,
     bytes: usize,
 }
 
 impl<T> Default for Pool<T> {
     fn default() -> Self {
         Pool {
-            free: HashMap::new(),
+            free: HashMap::default(),
             bytes: 0,
         }
     }
