@@ -9,10 +9,12 @@
 //! engine runs it with grad mode on (`create_graph`) the backward pass is
 //! itself recorded and can be differentiated again.
 
+use crate::shape::Dims;
+use crate::storage::UsizeHasher;
 use crate::tensor::Inner;
 use crate::{Error, Result, Tensor};
+use smallvec::SmallVec;
 use std::cell::Cell;
-use crate::storage::UsizeHasher;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasherDefault;
 
@@ -44,12 +46,12 @@ pub struct Node {
     pub location: &'static Location<'static>,
     /// Creation order; the engine runs later nodes first.
     pub(crate) seq: u64,
-    pub(crate) inputs: Vec<Option<Edge>>,
+    pub(crate) inputs: SmallVec<[Option<Edge>; 2]>,
     /// Taken (freed with its saved tensors) after a backward without retain_graph.
     pub(crate) backward: Mutex<Option<BackwardFn>>,
     /// The op's output data (detached), when the backward rule needs it.
     pub(crate) saved_output: Mutex<Option<(Tensor, u64)>>,
-    pub(crate) out_shape: Vec<usize>,
+    pub(crate) out_shape: Dims,
     pub(crate) retain: AtomicBool,
     pub(crate) retained_grad: Mutex<Option<Tensor>>,
     pub(crate) hooks: Mutex<Vec<Hook>>,
@@ -264,7 +266,13 @@ pub(crate) fn record_with_output(
 }
 
 #[track_caller]
-fn record_impl(op: &'static str, mut out: Tensor, inputs: &[&Tensor], save_output: bool, backward: BackwardFn) -> Tensor {
+fn record_impl(
+    op: &'static str,
+    mut out: Tensor,
+    inputs: &[&Tensor],
+    save_output: bool,
+    backward: BackwardFn,
+) -> Tensor {
     if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
         return out;
     }
@@ -288,7 +296,7 @@ fn record_impl(op: &'static str, mut out: Tensor, inputs: &[&Tensor], save_outpu
         inputs: edges,
         backward: Mutex::new(Some(backward)),
         saved_output: Mutex::new(saved_output),
-        out_shape: out.shape().to_vec(),
+        out_shape: Dims::from_slice(out.shape()),
         retain: AtomicBool::new(false),
         retained_grad: Mutex::new(None),
         hooks: Mutex::new(Vec::new()),

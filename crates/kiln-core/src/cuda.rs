@@ -358,7 +358,7 @@ pub(crate) fn gemm(a: &Tensor, b: &Tensor, init: Option<Tensor>) -> Result<Tenso
 /// `rows` copies of the 1-D tensor `row` as a dense [rows, len] tensor (the bias of a linear
 /// layer, which the GEMM then accumulates onto).
 pub(crate) fn repeat_rows(row: &Tensor, rows: usize) -> Result<Tensor> {
-    let view = row.view_of(vec![rows, row.numel()], vec![0, row.strides()[0]], row.0.offset);
+    let view = row.view_of(&[rows, row.numel()], &[0, row.strides()[0]], row.0.offset);
     copy(&view)
 }
 

@@ -2,9 +2,16 @@
 
 use crate::{Error, Result};
 
+/// A tensor's shape, held inline up to rank 4: tensors and graph nodes are
+/// made per op, and two heap allocations each (shape, strides) were a
+/// visible share of the engine's per-op cost.
+pub(crate) type Dims = smallvec::SmallVec<[usize; 4]>;
+/// A tensor's strides, as [`Dims`].
+pub(crate) type Strides = smallvec::SmallVec<[isize; 4]>;
+
 /// Row-major strides of a contiguous tensor of `shape`.
-pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<isize> {
-    let mut strides = vec![0isize; shape.len()];
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Strides {
+    let mut strides = Strides::from_elem(0, shape.len());
     let mut acc = 1isize;
     for (s, &d) in strides.iter_mut().zip(shape).rev() {
         *s = acc;
@@ -85,7 +92,7 @@ mod tests {
 
     #[test]
     fn contiguous_strides_are_row_major() {
-        assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
-        assert_eq!(contiguous_strides(&[]), Vec::<isize>::new());
+        assert_eq!(contiguous_strides(&[2, 3, 4]).as_slice(), &[12, 4, 1]);
+        assert!(contiguous_strides(&[]).is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! transfers, ndarray interop and the few in-place updates optimizers need.
 
 use crate::autograd::{self, Hook, Node};
-use crate::shape::contiguous_strides;
+use crate::shape::{contiguous_strides, Dims, Strides};
 use crate::storage::{Data, Storage};
 use crate::{Error, Result};
 use kiln_cpu::elementwise::{copy_strided, Strided};
@@ -128,8 +128,8 @@ pub struct Tensor(pub(crate) Arc<Inner>);
 
 pub(crate) struct Inner {
     pub(crate) storage: Arc<Storage>,
-    pub(crate) shape: Vec<usize>,
-    pub(crate) strides: Vec<isize>,
+    pub(crate) shape: Dims,
+    pub(crate) strides: Strides,
     pub(crate) offset: usize,
     pub(crate) dtype: DType,
     pub(crate) device: Device,
@@ -171,7 +171,7 @@ impl Tensor {
         };
         Tensor(Arc::new(Inner {
             storage: Arc::new(Storage::new(data)),
-            shape: shape.to_vec(),
+            shape: Dims::from_slice(shape),
             strides: contiguous_strides(shape),
             offset: 0,
             dtype,
@@ -184,11 +184,11 @@ impl Tensor {
     }
 
     /// A view of the same storage with another layout, no autograd.
-    pub(crate) fn view_of(&self, shape: Vec<usize>, strides: Vec<isize>, offset: usize) -> Tensor {
+    pub(crate) fn view_of(&self, shape: &[usize], strides: &[isize], offset: usize) -> Tensor {
         Tensor(Arc::new(Inner {
             storage: self.0.storage.clone(),
-            shape,
-            strides,
+            shape: Dims::from_slice(shape),
+            strides: Strides::from_slice(strides),
             offset,
             dtype: self.0.dtype,
             device: self.0.device,

@@ -5,7 +5,7 @@
 
 use super::check_same;
 use crate::autograd::record;
-use crate::shape::{contiguous_strides, normalize_dim};
+use crate::shape::{contiguous_strides, normalize_dim, Dims, Strides};
 use crate::storage::Data;
 use crate::{Device, Error, Result, Tensor};
 
@@ -17,15 +17,15 @@ impl Tensor {
         } else {
             self.contiguous_data().expect("copy")
         };
-        base.view_of(shape.to_vec(), contiguous_strides(shape), base.0.offset)
+        base.view_of(shape, &contiguous_strides(shape), base.0.offset)
     }
 
     /// Transposed 2-D view without recording.
     pub(crate) fn transpose_raw(&self, d0: usize, d1: usize) -> Tensor {
-        let (mut shape, mut strides) = (self.shape().to_vec(), self.strides().to_vec());
+        let (mut shape, mut strides) = (self.0.shape.clone(), self.0.strides.clone());
         shape.swap(d0, d1);
         strides.swap(d0, d1);
-        self.view_of(shape, strides, self.0.offset)
+        self.view_of(&shape, &strides, self.0.offset)
     }
 
     /// Same elements, new shape (same count). A view when the tensor is
@@ -110,9 +110,9 @@ impl Tensor {
                 msg: format!("{perm:?} is not a permutation of the {} dims", self.rank()),
             });
         }
-        let shape = perm.iter().map(|&p| self.shape()[p]).collect();
-        let strides = perm.iter().map(|&p| self.strides()[p]).collect();
-        let out = self.view_of(shape, strides, self.0.offset);
+        let shape: Dims = perm.iter().map(|&p| self.shape()[p]).collect();
+        let strides: Strides = perm.iter().map(|&p| self.strides()[p]).collect();
+        let out = self.view_of(&shape, &strides, self.0.offset);
         let mut inverse = vec![0; perm.len()];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
@@ -144,7 +144,7 @@ impl Tensor {
                 ),
             });
         }
-        let mut shape = self.shape().to_vec();
+        let mut shape = self.0.shape.clone();
         shape[d] = len;
         // A view with no elements keeps the input's offset: start·stride can
         // point past the end of the storage (narrowing a zero-size tensor),
@@ -154,7 +154,7 @@ impl Tensor {
         } else {
             (self.0.offset as isize + start as isize * self.strides()[d]) as usize
         };
-        let out = self.view_of(shape, self.strides().to_vec(), offset);
+        let out = self.view_of(&shape, self.strides(), offset);
         let full = self.shape().to_vec();
         Ok(record("narrow", out, &[self], move |_, g| {
             let mut parts = Vec::new();
@@ -194,7 +194,7 @@ impl Tensor {
             });
         }
         let lead = shape.len() - self.rank();
-        let strides = (0..shape.len())
+        let strides: Strides = (0..shape.len())
             .map(|i| {
                 if i < lead || self.shape()[i - lead] == 1 {
                     0
@@ -203,7 +203,7 @@ impl Tensor {
                 }
             })
             .collect();
-        let out = self.view_of(shape.to_vec(), strides, self.0.offset);
+        let out = self.view_of(shape, &strides, self.0.offset);
         let orig = self.shape().to_vec();
         Ok(record("broadcast_to", out, &[self], move |_, g| {
             Ok(vec![Some(g.sum_to_shape(&orig)?)])
