@@ -136,6 +136,10 @@ pub(crate) fn linear_unfused<T: Float>(
     c: &mut [T],
 ) {
     assert!(c.len() >= m * n, "linear: output shorter than {m}×{n}");
+    if m == 0 || n == 0 {
+        // No output (and rows of width 0 cannot be chunked).
+        return;
+    }
     let c = &mut c[..m * n];
     let beta = match bias {
         Some(b) => {
@@ -213,4 +217,50 @@ fn check_extent(len: usize, rows: usize, cols: usize, strides: [isize; 2]) {
     assert!(strides[0] >= 0 && strides[1] >= 0, "negative strides");
     let last = (rows - 1) * strides[0] as usize + (cols - 1) * strides[1] as usize;
     assert!(last < len, "gemm operand out of bounds: {last} >= {len}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer with no outputs (or no rows) writes nothing, in every dtype
+    /// and with a bias and an activation: empty rows cannot be chunked.
+    #[test]
+    fn linear_with_an_empty_output_writes_nothing() {
+        for (m, n, k) in [(3, 0, 2), (0, 4, 2), (0, 0, 0)] {
+            let x64 = vec![1.0f64; m * k];
+            let w64 = vec![1.0f64; k * n];
+            let b64 = vec![0.5f64; n];
+            let mut c64 = vec![7.0f64; 1];
+            let s = |cols: usize| [cols.max(1) as isize, 1];
+            linear_fused(
+                m,
+                n,
+                k,
+                &x64,
+                s(k),
+                &w64,
+                s(n),
+                Some(&b64),
+                Some(UnaryOp::Sigmoid),
+                &mut c64,
+            );
+            assert_eq!(c64, [7.0], "f64 {m}×{n}×{k}");
+            let (x32, w32, b32) = (vec![1.0f32; m * k], vec![1.0f32; k * n], vec![0.5f32; n]);
+            let mut c32 = vec![7.0f32; 1];
+            linear_fused(
+                m,
+                n,
+                k,
+                &x32,
+                s(k),
+                &w32,
+                s(n),
+                Some(&b32),
+                Some(UnaryOp::Relu),
+                &mut c32,
+            );
+            assert_eq!(c32, [7.0], "f32 {m}×{n}×{k}");
+        }
+    }
 }
