@@ -6,7 +6,7 @@
 //! Layout: a reduction over one dimension sees its input as `[outer, r, inner]`
 //! (row-major) and writes `[outer, inner]`.
 
-use crate::{Float, CHUNK, PAR_THRESHOLD};
+use crate::{simd, Float, CHUNK, PAR_THRESHOLD};
 use rayon::prelude::*;
 
 /// What a reduction computes.
@@ -75,6 +75,19 @@ pub fn reduce_all<T: Float>(op: ReduceOp, x: &[T]) -> T {
     partial.iter().fold(identity(op), |a, &v| combine(op, a, v))
 }
 
+/// `dst[i]` = reduce over `j < r` of `x[j·stride + i]`: whole rows in j order,
+/// which vectorises over i and keeps a fixed order per output element.
+#[inline(always)]
+fn reduce_rows<T: Float>(op: ReduceOp, x: &[T], r: usize, stride: usize, dst: &mut [T]) {
+    dst.fill(identity(op));
+    for j in 0..r {
+        let row = &x[j * stride..j * stride + dst.len()];
+        for (d, &v) in dst.iter_mut().zip(row) {
+            *d = combine(op, *d, v);
+        }
+    }
+}
+
 /// out[o, i] = reduce over j of x[o, j, i], for x of shape [outer, r, inner].
 pub fn reduce_dim<T: Float>(op: ReduceOp, x: &[T], outer: usize, r: usize, inner: usize, out: &mut [T]) {
     assert_eq!(x.len(), outer * r * inner, "reduce_dim: input length");
@@ -92,38 +105,30 @@ pub fn reduce_dim<T: Float>(op: ReduceOp, x: &[T], outer: usize, r: usize, inner
         }
         return;
     }
-    // Reduce strided columns: accumulate whole rows of length `inner` in j order,
-    // which vectorises over i and keeps a fixed order per output element.
-    let body = |o: usize, dst: &mut [T]| {
-        dst.fill(identity(op));
-        for j in 0..r {
-            let row = &x[(o * r + j) * inner..(o * r + j + 1) * inner];
-            for (d, &v) in dst.iter_mut().zip(row) {
-                *d = combine(op, *d, v);
-            }
-        }
-    };
-    let col_body = |o: usize, i0: usize, dst: &mut [T]| {
-        dst.fill(identity(op));
-        for j in 0..r {
-            let base = (o * r + j) * inner + i0;
-            let len = dst.len();
-            for (d, &v) in dst.iter_mut().zip(&x[base..base + len]) {
-                *d = combine(op, *d, v);
-            }
-        }
-    };
+    // Reduce strided columns: accumulate whole rows of length `inner` in j
+    // order (see `reduce_rows`). `simd` wraps the inlined loop itself, not a
+    // closure around it, which would compile the loop for baseline x86-64.
+    let body = |o: usize, dst: &mut [T]| simd(|| reduce_rows(op, &x[o * r * inner..], r, inner, dst));
     if x.len() < PAR_THRESHOLD {
         out.chunks_mut(inner).enumerate().for_each(|(o, d)| body(o, d));
     } else if outer >= 4 {
         out.par_chunks_mut(inner).enumerate().for_each(|(o, d)| body(o, d));
     } else {
-        // Few outer slices: split the inner dimension into column blocks instead.
+        // Few outer slices (a bias gradient: the column sums of dy): split
+        // the inner dimension into a couple of column blocks per thread
+        // instead. Wide blocks keep every row's run long (a 256-column block
+        // of a 12288-wide dy read 1 KB runs 48 KB apart, which the hardware
+        // prefetchers do not follow); each element's order is j order
+        // whatever the blocks, so the bits do not depend on the thread count.
         const COLS: usize = 256;
+        let cols = inner
+            .div_ceil(2 * rayon::current_num_threads())
+            .next_multiple_of(COLS)
+            .max(COLS);
         for (o, d) in out.chunks_mut(inner).enumerate() {
-            d.par_chunks_mut(COLS)
+            d.par_chunks_mut(cols)
                 .enumerate()
-                .for_each(|(b, dc)| col_body(o, b * COLS, dc));
+                .for_each(|(b, dc)| simd(|| reduce_rows(op, &x[o * r * inner + b * cols..], r, inner, dc)));
         }
     }
 }
