@@ -227,40 +227,16 @@ mod tests {
     /// and with a bias and an activation: empty rows cannot be chunked.
     #[test]
     fn linear_with_an_empty_output_writes_nothing() {
-        for (m, n, k) in [(3, 0, 2), (0, 4, 2), (0, 0, 0)] {
-            let x64 = vec![1.0f64; m * k];
-            let w64 = vec![1.0f64; k * n];
-            let b64 = vec![0.5f64; n];
-            let mut c64 = vec![7.0f64; 1];
+        fn check<T: Float>(m: usize, n: usize, k: usize, act: UnaryOp) {
+            let (x, w, b) = (vec![T::ONE; m * k], vec![T::ONE; k * n], vec![T::ZERO; n]);
+            let mut c = vec![T::from_f64(7.0); 1];
             let s = |cols: usize| [cols.max(1) as isize, 1];
-            linear_fused(
-                m,
-                n,
-                k,
-                &x64,
-                s(k),
-                &w64,
-                s(n),
-                Some(&b64),
-                Some(UnaryOp::Sigmoid),
-                &mut c64,
-            );
-            assert_eq!(c64, [7.0], "f64 {m}×{n}×{k}");
-            let (x32, w32, b32) = (vec![1.0f32; m * k], vec![1.0f32; k * n], vec![0.5f32; n]);
-            let mut c32 = vec![7.0f32; 1];
-            linear_fused(
-                m,
-                n,
-                k,
-                &x32,
-                s(k),
-                &w32,
-                s(n),
-                Some(&b32),
-                Some(UnaryOp::Relu),
-                &mut c32,
-            );
-            assert_eq!(c32, [7.0], "f32 {m}×{n}×{k}");
+            linear_fused(m, n, k, &x, s(k), &w, s(n), Some(&b), Some(act), &mut c);
+            assert_eq!(c[0].to_f64(), 7.0, "{m}×{n}×{k}");
+        }
+        for (m, n, k) in [(3, 0, 2), (0, 4, 2), (0, 0, 0)] {
+            check::<f64>(m, n, k, UnaryOp::Sigmoid);
+            check::<f32>(m, n, k, UnaryOp::Relu);
         }
     }
 }
