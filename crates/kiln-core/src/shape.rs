@@ -23,8 +23,13 @@ pub(crate) fn contiguous_strides(shape: &[usize]) -> Strides {
 /// The NumPy broadcast of two shapes: align at the right, each pair of dims
 /// must be equal or one of them 1.
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    broadcast_dims(op, a, b).map(|d| d.to_vec())
+}
+
+/// [`broadcast_shapes`] held inline, for the ops themselves.
+pub(crate) fn broadcast_dims(op: &'static str, a: &[usize], b: &[usize]) -> Result<Dims> {
     let n = a.len().max(b.len());
-    let mut out = vec![0; n];
+    let mut out = Dims::from_elem(0, n);
     for i in 0..n {
         let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
         let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };

@@ -4,13 +4,13 @@
 
 use super::check_same;
 use crate::autograd::{record, record_with_output, SavedTensor};
-use crate::shape::broadcast_shapes;
+use crate::shape::{broadcast_dims, Strides};
 use crate::storage::Data;
 use crate::{Error, Result, Tensor};
 use kiln_cpu::elementwise::{binary, BinaryOp, Strided};
 
 /// Strides that read `t` as if it had shape `out` (stride 0 on broadcast dims).
-fn broadcast_strides(t: &Tensor, out: &[usize]) -> Vec<isize> {
+fn broadcast_strides(t: &Tensor, out: &[usize]) -> Strides {
     let lead = out.len() - t.rank();
     (0..out.len())
         .map(|i| {
@@ -50,7 +50,7 @@ impl Tensor {
     /// Applies a binary kernel with broadcasting, without recording.
     pub(crate) fn binary_raw(&self, other: &Tensor, op: BinaryOp, name: &'static str) -> Result<Tensor> {
         check_same(name, self, other)?;
-        let shape = broadcast_shapes(name, self.shape(), other.shape())?;
+        let shape = broadcast_dims(name, self.shape(), other.shape())?;
         let (sa, sb) = (broadcast_strides(self, &shape), broadcast_strides(other, &shape));
         #[cfg(feature = "cuda")]
         if self.is_cuda() {
@@ -72,7 +72,7 @@ impl Tensor {
     #[track_caller]
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         let out = self.binary_raw(other, BinaryOp::Add, "add")?;
-        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let (sa, sb) = (self.0.shape.clone(), other.0.shape.clone());
         Ok(record("add", out, &[self, other], move |_, g| {
             Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])
         }))
@@ -82,7 +82,7 @@ impl Tensor {
     #[track_caller]
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let out = self.binary_raw(other, BinaryOp::Sub, "sub")?;
-        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let (sa, sb) = (self.0.shape.clone(), other.0.shape.clone());
         Ok(record("sub", out, &[self, other], move |_, g| {
             Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.neg()?.sum_to_shape(&sb)?)])
         }))
