@@ -83,7 +83,6 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Builds rayon's global pool with `threads` workers (None: all cores).
 /// Runs `f`, for work on `device`, on a worker thread of rayon's global pool
 /// when the device is the CPU. The kernels' parallel loops then start from
 /// inside the pool: with one thread they run inline, and with several the
@@ -98,6 +97,7 @@ pub(crate) fn on_pool<R: Send>(device: kiln_core::Device, f: impl FnOnce() -> R 
     }
 }
 
+/// Builds rayon's global pool with `threads` workers (None: all cores).
 pub(crate) fn set_threads(threads: Option<usize>) -> kiln_core::Result<()> {
     if let Some(n) = threads {
         if n == 0 {

@@ -17,12 +17,12 @@ use smallvec::SmallVec;
 use std::cell::Cell;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasherDefault;
-
-/// Map keyed by node address.
-type NodeMap<V> = HashMap<usize, V, BuildHasherDefault<UsizeHasher>>;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Map keyed by node address.
+type NodeMap<V> = HashMap<usize, V, BuildHasherDefault<UsizeHasher>>;
 
 /// A gradient hook: sees the gradient, may return a replacement.
 pub type Hook = Arc<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;

@@ -121,10 +121,7 @@ pub fn reduce_dim<T: Float>(op: ReduceOp, x: &[T], outer: usize, r: usize, inner
         // prefetchers do not follow); each element's order is j order
         // whatever the blocks, so the bits do not depend on the thread count.
         const COLS: usize = 256;
-        let cols = inner
-            .div_ceil(2 * rayon::current_num_threads())
-            .next_multiple_of(COLS)
-            .max(COLS);
+        let cols = inner.div_ceil(2 * rayon::current_num_threads()).next_multiple_of(COLS);
         for (o, d) in out.chunks_mut(inner).enumerate() {
             d.par_chunks_mut(cols)
                 .enumerate()
