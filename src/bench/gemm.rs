@@ -3,12 +3,18 @@
 
 use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
 use kiln_cpu::gemm::{sgemm_variant, Variant};
-use kiln_cpu::probe::bench_data;
+use kiln_cpu::probe::{bench_data, FmaBurst};
+use std::time::Instant;
 
 /// Name of the engine's entry point in reports.
 const DISPATCH: &str = "dispatch (matmul::gemm)";
 /// The same-run reference.
 const REFERENCE: &str = "matrixmultiply";
+
+/// Length of the FMA burst timed before each repeat (one thread's time;
+/// every thread of the pool runs one): long enough to time to well under
+/// 1 %, short next to a repeat.
+const PAIRED_BURST_SECONDS: f64 = 0.01;
 
 /// Default n of the square n×n×n products.
 const DEFAULT_SIZES: [usize; 6] = [64, 128, 256, 512, 768, 1024];
@@ -150,7 +156,15 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
         .map(|(&(_, variant), c)| Box::new(move || call(variant, c)) as Box<dyn FnMut()>)
         .collect();
     let mut fs: Vec<&mut dyn FnMut()> = closures.iter_mut().map(|f| &mut **f as &mut dyn FnMut()).collect();
-    let timings = super::timing::time_interleaved(&mut fs, cfg.repeats, cfg.min_time);
+    // An FMA burst on the pool's threads right before every repeat: the
+    // "% at the time" column divides each repeat by the peak of its moment.
+    let burst = FmaBurst::calibrated(PAIRED_BURST_SECONDS);
+    let mut probe = || {
+        let t = Instant::now();
+        let flops = burst.run();
+        flops / t.elapsed().as_secs_f64() / 1e9
+    };
+    let timings = super::timing::time_interleaved_paired(&mut fs, cfg.repeats, cfg.min_time, &mut probe);
     for (&(idx, _), t) in runnable.iter().zip(timings) {
         case[idx].timing = Some(t);
     }
@@ -181,7 +195,8 @@ pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
         bench_problem(cfg, report, "gemm", &p, Variant::all());
     }
     report.notes.push(format!(
-        "gemm: C = A·B, all row-major; GFLOP/s = 2·m·n·k / time; % of the FMA peak measured with {} threads; \
+        "gemm: C = A·B, all row-major; GFLOP/s = 2·m·n·k / time; % of the FMA peak measured with {} thread(s) \
+         (best probe of the run; \"at the time\": median over repeats of each repeat's rate over an FMA burst run just before it); \
          vs ref = rate / matrixmultiply's rate in this run (matrixmultiply is single-threaded as built here).",
         report.machine.threads
     ));

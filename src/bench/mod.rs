@@ -129,6 +129,11 @@ impl Measurement {
     pub fn rate(&self) -> Option<f64> {
         self.timing.as_ref().map(|t| self.work / t.median / 1e9)
     }
+    /// The median over repeats of each repeat's rate over the peak probed
+    /// right before it (GEMM benchmarks probe next to every repeat).
+    pub fn frac_of_paired_peak(&self) -> Option<f64> {
+        self.timing.as_ref()?.frac_of_paired_peak(self.work)
+    }
     /// (slowest, fastest) repeat as rates.
     pub fn rate_range(&self) -> Option<(f64, f64)> {
         self.timing
@@ -295,6 +300,7 @@ impl BenchReport {
                     "rate_min": x.rate_range().map(|r| r.0),
                     "rate_max": x.rate_range().map(|r| r.1),
                     "frac_of_peak": x.frac_of_peak,
+                    "frac_of_peak_paired": x.frac_of_paired_peak(),
                     "vs_reference": x.vs_reference,
                 })
             })
@@ -340,18 +346,30 @@ impl fmt::Display for BenchReport {
             writeln!(f)?;
             writeln!(f, "### {k}")?;
             writeln!(f)?;
+            // A column for the peak probed next to each repeat, where one was.
+            let paired = rows.iter().any(|x| x.frac_of_paired_peak().is_some());
+            let (head, rule, pad) = if paired {
+                (format!(" % of {peak_name} at the time |"), "---|", " |")
+            } else {
+                (String::new(), "", "")
+            };
             writeln!(
                 f,
-                "| case | impl | time (median) | {unit} median (min-max) | % of {peak_name} | vs ref |"
+                "| case | impl | time (median) | {unit} median (min-max) | % of {peak_name} |{head} vs ref |"
             )?;
-            writeln!(f, "|---|---|---|---|---|---|")?;
+            writeln!(f, "|---|---|---|---|---|{rule}---|")?;
             for x in rows {
                 match (&x.status, &x.timing) {
                     (Status::Ok, Some(t)) => {
                         let (lo, hi) = x.rate_range().unwrap_or_default();
+                        let at_time = match (paired, x.frac_of_paired_peak()) {
+                            (false, _) => String::new(),
+                            (true, Some(fr)) => format!(" {:.1} % |", 100.0 * fr),
+                            (true, None) => " - |".into(),
+                        };
                         writeln!(
                             f,
-                            "| {} | {} | {} | {:.1} ({:.1}-{:.1}) | {:.1} % | {} |",
+                            "| {} | {} | {} | {:.1} ({:.1}-{:.1}) | {:.1} % |{at_time} {} |",
                             x.case,
                             x.implementation,
                             fmt_time(t.median),
@@ -363,12 +381,12 @@ impl fmt::Display for BenchReport {
                         )?;
                     }
                     (Status::Failed(why), _) => {
-                        writeln!(f, "| {} | {} | FAILED: {why} | | | |", x.case, x.implementation)?
+                        writeln!(f, "| {} | {} | FAILED: {why} | | | |{pad}", x.case, x.implementation)?
                     }
                     (Status::Skipped(why), _) => {
-                        writeln!(f, "| {} | {} | skipped: {why} | | | |", x.case, x.implementation)?
+                        writeln!(f, "| {} | {} | skipped: {why} | | | |{pad}", x.case, x.implementation)?
                     }
-                    (Status::Ok, None) => writeln!(f, "| {} | {} | not timed | | | |", x.case, x.implementation)?,
+                    (Status::Ok, None) => writeln!(f, "| {} | {} | not timed | | | |{pad}", x.case, x.implementation)?,
                 }
             }
         }
@@ -400,6 +418,15 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("matrixmultiply"), "{text}");
         assert!(r.to_json()["measurements"].as_array().unwrap().len() == r.measurements.len());
+        // Every timed GEMM has a peak probed before each of its repeats, and
+        // the table shows the column for it.
+        for m in r.measurements.iter().filter(|m| m.timing.is_some()) {
+            let t = m.timing.as_ref().unwrap();
+            assert_eq!(t.peak_before.len(), t.repeats, "{}", m.implementation);
+            let frac = m.frac_of_paired_peak().unwrap();
+            assert!(frac > 0.0 && frac.is_finite(), "{}: {frac}", m.implementation);
+        }
+        assert!(text.contains("% of FMA peak at the time"), "{text}");
     }
 
     #[test]

@@ -144,6 +144,8 @@ mod tests {
                 p90: seconds,
                 inner: 1,
                 repeats: 1,
+                peak_before: Vec::new(),
+                samples: vec![seconds],
             }),
             frac_of_peak: None,
             vs_reference: None,

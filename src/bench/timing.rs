@@ -19,6 +19,31 @@ pub struct Timing {
     pub inner: usize,
     /// Timed repeats.
     pub repeats: usize,
+    /// The machine's peak rate measured by a probe right before each
+    /// repeat, in repeat order (empty when no probe ran): see
+    /// [`time_interleaved_paired`].
+    pub peak_before: Vec<f64>,
+    /// Per-call time of each repeat, in repeat order.
+    pub samples: Vec<f64>,
+}
+
+impl Timing {
+    /// The median over repeats of `work / time` divided by the peak probed
+    /// right before that repeat, if a probe ran: a fraction of peak that
+    /// compares each repeat with the machine's speed of that moment.
+    pub fn frac_of_paired_peak(&self, work: f64) -> Option<f64> {
+        if self.peak_before.len() != self.samples.len() || self.samples.is_empty() {
+            return None;
+        }
+        let mut fracs: Vec<f64> = self
+            .samples
+            .iter()
+            .zip(&self.peak_before)
+            .map(|(t, peak)| work / t / 1e9 / peak)
+            .collect();
+        fracs.sort_by(f64::total_cmp);
+        Some(fracs[fracs.len() / 2])
+    }
 }
 
 /// Times `f`: 3 warm-up calls, then sizes an inner loop so one repeat lasts
@@ -53,11 +78,38 @@ fn calibrate(f: &mut dyn FnMut(), min_time: f64) -> usize {
 /// before repeat r + 1 of any, so a burst of load from other processes hits
 /// all of them alike and their ratios stay meaningful on a noisy machine.
 pub fn time_interleaved(fs: &mut [&mut dyn FnMut()], repeats: usize, min_time: f64) -> Vec<Timing> {
+    rounds(fs, repeats, min_time, None)
+}
+
+/// [`time_interleaved`], with `probe` (which measures and returns the
+/// machine's peak rate, e.g. a short FMA burst) run right before every
+/// timed repeat of every operation. Shared hosts change speed within
+/// seconds; a peak probed next to each repeat (recorded in
+/// [`Timing::peak_before`]) tells how fast the machine was just then.
+pub fn time_interleaved_paired(
+    fs: &mut [&mut dyn FnMut()],
+    repeats: usize,
+    min_time: f64,
+    probe: &mut dyn FnMut() -> f64,
+) -> Vec<Timing> {
+    rounds(fs, repeats, min_time, Some(probe))
+}
+
+fn rounds(
+    fs: &mut [&mut dyn FnMut()],
+    repeats: usize,
+    min_time: f64,
+    mut probe: Option<&mut dyn FnMut() -> f64>,
+) -> Vec<Timing> {
     let inner: Vec<usize> = fs.iter_mut().map(|f| calibrate(*f, min_time)).collect();
     let repeats = repeats.max(1);
     let mut times = vec![Vec::with_capacity(repeats); fs.len()];
+    let mut peaks = vec![Vec::with_capacity(repeats); fs.len()];
     for _ in 0..repeats {
-        for ((f, &n), t) in fs.iter_mut().zip(&inner).zip(times.iter_mut()) {
+        for (((f, &n), t), p) in fs.iter_mut().zip(&inner).zip(times.iter_mut()).zip(peaks.iter_mut()) {
+            if let Some(probe) = probe.as_mut() {
+                p.push(probe());
+            }
             let start = Instant::now();
             for _ in 0..n {
                 f();
@@ -65,10 +117,16 @@ pub fn time_interleaved(fs: &mut [&mut dyn FnMut()], repeats: usize, min_time: f
             t.push(start.elapsed().as_secs_f64() / n as f64);
         }
     }
-    times.into_iter().zip(inner).map(|(t, n)| summarize(t, n)).collect()
+    times
+        .into_iter()
+        .zip(peaks)
+        .zip(inner)
+        .map(|((t, p), n)| summarize(t, p, n))
+        .collect()
 }
 
-fn summarize(mut times: Vec<f64>, inner: usize) -> Timing {
+fn summarize(samples: Vec<f64>, peak_before: Vec<f64>, inner: usize) -> Timing {
+    let mut times = samples.clone();
     let repeats = times.len();
     times.sort_by(f64::total_cmp);
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
@@ -80,6 +138,8 @@ fn summarize(mut times: Vec<f64>, inner: usize) -> Timing {
         p90: pick(0.9),
         inner,
         repeats,
+        peak_before,
+        samples,
     }
 }
 
@@ -93,5 +153,32 @@ mod tests {
         let t = time_fn(&mut || x = std::hint::black_box(x + 1), 5, 0.001);
         assert!(t.min > 0.0 && t.min <= t.p10 && t.p10 <= t.median);
         assert!(t.median <= t.p90 && t.p90 <= t.max);
+        assert_eq!(t.samples.len(), 5);
+        assert!(t.peak_before.is_empty() && t.frac_of_paired_peak(1.0).is_none());
+    }
+
+    #[test]
+    fn paired_peak_is_probed_before_every_repeat_and_divides_each_one() {
+        // Two operations; a fake probe whose "peak" doubles at each call.
+        let mut calls = 0u32;
+        let (mut a, mut b) = (|| std::thread::sleep(std::time::Duration::from_micros(200)), || ());
+        let mut probe = || {
+            calls += 1;
+            f64::from(1u32 << calls.min(20))
+        };
+        let t = time_interleaved_paired(&mut [&mut a, &mut b], 3, 0.0, &mut probe);
+        // Round-robin: a, b, a, b, a, b, each after its own probe call.
+        assert_eq!(t[0].peak_before, [2.0, 8.0, 32.0]);
+        assert_eq!(t[1].peak_before, [4.0, 16.0, 64.0]);
+        // Per-repeat ratios (work 1e9 per call), median taken.
+        let mut want: Vec<f64> = t[0]
+            .samples
+            .iter()
+            .zip(&t[0].peak_before)
+            .map(|(s, p)| 1.0 / s / p)
+            .collect();
+        want.sort_by(f64::total_cmp);
+        let got = t[0].frac_of_paired_peak(1e9).unwrap();
+        assert!((got / want[1] - 1.0).abs() < 1e-12, "{got} vs {}", want[1]);
     }
 }

@@ -229,6 +229,48 @@ pub fn fma_peak(threads: usize, repeats: usize, seconds: f64) -> FmaPeak {
     }
 }
 
+/// A fixed amount of FMA-probe work, to time next to a kernel: a benchmark
+/// that runs one burst right before or after each repeat of a kernel gets
+/// the peak of that moment, so its fraction of peak holds up on a machine
+/// whose speed drifts (a shared host) where a peak probed minutes apart
+/// would not.
+#[derive(Clone, Copy, Debug)]
+pub struct FmaBurst {
+    isa: FmaIsa,
+    iters: u64,
+}
+
+impl FmaBurst {
+    /// A burst that lasts about `seconds` on one thread now.
+    pub fn calibrated(seconds: f64) -> FmaBurst {
+        let isa = FmaIsa::detect();
+        let mut iters = 1u64 << 12;
+        loop {
+            let t = Instant::now();
+            fma_run(isa, iters, 1.0);
+            let dt = t.elapsed().as_secs_f64();
+            if dt > seconds / 8.0 || iters >= 1 << 40 {
+                let iters = ((iters as f64) * seconds / dt.max(1e-9)).max(1.0) as u64;
+                return FmaBurst { isa, iters };
+            }
+            iters *= 2;
+        }
+    }
+
+    /// Runs the burst once on every thread of the current rayon pool at
+    /// once (the threads a kernel timed in that pool would use); returns
+    /// the flops done by all of them together.
+    pub fn run(&self) -> f64 {
+        let flops = rayon::broadcast(|ctx| fma_run(self.isa, self.iters, 1.0 + ctx.index() as f32));
+        flops.iter().sum()
+    }
+
+    /// The instruction set the burst runs with.
+    pub fn isa(&self) -> FmaIsa {
+        self.isa
+    }
+}
+
 /// [`fma_peak`] with defaults good for a report: best of 10 runs of ~0.05 s.
 pub fn fma_peak_gflops(threads: usize) -> FmaPeak {
     fma_peak(threads, 10, 0.05)
@@ -287,6 +329,20 @@ mod tests {
         let p = fma_peak(1, 1, 0.01);
         assert!(p.gflops > 0.1, "{p:?}");
         assert_eq!(p.isa, FmaIsa::detect());
+    }
+
+    #[test]
+    fn fma_burst_does_the_same_work_on_every_call() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let burst = FmaBurst::calibrated(0.002);
+        let (one, again) = pool.install(|| (burst.run(), burst.run()));
+        assert_eq!(one, again);
+        // Two threads, each `iters` iterations of CHAINS vector FMAs.
+        let lanes = match burst.isa() {
+            FmaIsa::Avx512 => (CHAINS + 4) * 16,
+            _ => CHAINS * 8,
+        };
+        assert_eq!(one, 2.0 * burst.iters as f64 * lanes as f64 * 2.0);
     }
 
     #[test]
