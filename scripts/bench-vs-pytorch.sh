@@ -2,10 +2,14 @@
 # Runs `kiln bench gan-step` and the same step in PyTorch on the same machine,
 # at 1 and 2 threads, and prints kiln's speed as a ratio of PyTorch's.
 #
-# Shared machines drift by 10-30 % within minutes, so the two sides are
-# interleaved: ROUNDS rounds (default 3), each timing kiln and PyTorch back to
-# back, and the table gives the median of the per-round ratios with their
-# range. Two pairings per config:
+# Shared machines change speed every few seconds, so the sides take turns
+# on the machine (scripts/round_robin.py): the four processes below start
+# together and run one at a time for SLICE seconds each (default 1), so all
+# of them see the same mix of fast and slow moments. Each times single
+# steps and reports their median (the few steps a pause cuts through are
+# outliers it ignores). ROUNDS (default 1) repeats that per config and
+# thread count; the table gives the median ratio and, with several rounds,
+# the range. Three pairings per config:
 #   default: kiln's G step (backward into G's parameters only) against the
 #            reference PyTorch step (`loss_g.backward()`, which also computes
 #            D's weight gradients and throws them away);
@@ -14,48 +18,58 @@
 #            gradients), and kiln --full-g-backward against the reference
 #            step (both compute them).
 # Needs a Python with torch: PYTHON=/path/to/python (default python3).
-# Usage: [ROUNDS=3] scripts/bench-vs-pytorch.sh [CONFIGS] [THREADS...]   e.g. seed,article,toy 1 2
+# Usage: [ROUNDS=1] [SLICE=1] scripts/bench-vs-pytorch.sh [CONFIGS] [THREADS...]   e.g. seed,article,toy 1 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 configs=${1:-seed,article,toy}; shift || true
 threads=("$@"); [ ${#threads[@]} -gt 0 ] || threads=(1 2)
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-1}
+slice=${SLICE:-1}
 py=${PYTHON:-python3}
 "$py" -c 'import torch' 2>/dev/null || { echo "no torch in $py (set PYTHON=…)" >&2; exit 1; }
 bin=${KILN_BIN:-target/release/kiln}
 [ -x "$bin" ] || cargo build --release
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+# Timed single steps per process: about 15 s of each side's own time for the
+# article config, with kiln given twice PyTorch's count (it is about twice as
+# fast, so all four finish at about the same time).
+torch_steps() { case $1 in article) echo 150 ;; *) echo 1500 ;; esac; }
+IFS=, read -ra cfgs <<< "$configs"
 for t in "${threads[@]}"; do
-  for r in $(seq "$rounds"); do
-    "$bin" bench gan-step --threads "$t" --preset "$configs" --repeats 3 --json "$tmp/kiln-$t-$r.json" >/dev/null
-    "$py" scripts/pytorch_gan_step.py --configs "$configs" --threads "$t" --repeats 3 > "$tmp/torch-$t-$r.jsonl"
-    "$bin" bench gan-step --threads "$t" --preset "$configs" --repeats 3 --full-g-backward \
-      --json "$tmp/kilnfull-$t-$r.json" >/dev/null
-    "$py" scripts/pytorch_gan_step.py --configs "$configs" --threads "$t" --repeats 3 --g-backward g-only \
-      > "$tmp/torchg-$t-$r.jsonl"
+  for c in "${cfgs[@]}"; do
+    n=$(torch_steps "$c")
+    for r in $(seq "$rounds"); do
+      f="$tmp/$c-$t-$r"
+      kiln="$bin bench gan-step --threads $t --preset $c --steps 1 --repeats $((2 * n))"
+      torch="$py scripts/pytorch_gan_step.py --configs $c --threads $t --steps 1 --repeats $n"
+      "$py" scripts/round_robin.py --slice "$slice" \
+        "$kiln --json $f-kiln.json >/dev/null" \
+        "$torch > $f-torch.jsonl" \
+        "$kiln --full-g-backward --json $f-kilnfull.json >/dev/null" \
+        "$torch --g-backward g-only > $f-torchg.jsonl"
+    done
   done
 done
-"$py" - "$tmp" "$rounds" "${threads[@]}" <<'PY'
+"$py" - "$tmp" "$rounds" "$configs" "${threads[@]}" <<'PY'
 import json, statistics, sys
-tmp, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+tmp, rounds, configs, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(","), sys.argv[4:]
 def kiln(f):
-    return {r["config"].replace("toy2d", "toy"): r["steps_per_sec"] for r in json.load(open(f))["rows"]}
+    return json.load(open(f))["rows"][0]["steps_per_sec"]
 def torch(f):
-    return {r["config"]: r["steps_per_sec"] for r in map(json.loads, open(f))}
+    return json.loads(open(f).readline())["steps_per_sec"]
 def cell(xs):
-    return f"**{statistics.median(xs):.2f}x** ({min(xs):.2f}-{max(xs):.2f})"
+    m = statistics.median(xs)
+    return f"**{m:.2f}x**" + (f" ({min(xs):.2f}-{max(xs):.2f})" if len(xs) > 1 else "")
 print("| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | rounds |")
 print("|---|---|---|---|---|---|---|---|")
 for t in threads:
-    runs = [(kiln(f"{tmp}/kiln-{t}-{r}.json"), torch(f"{tmp}/torch-{t}-{r}.jsonl"),
-             kiln(f"{tmp}/kilnfull-{t}-{r}.json"), torch(f"{tmp}/torchg-{t}-{r}.jsonl"))
-            for r in range(1, rounds + 1)]
-    for c in runs[0][1]:
-        k = [x[0][c] for x in runs]
-        p = [x[1][c] for x in runs]
-        default = [a / b for a, b in zip(k, p)]
-        full = [x[2][c] / x[1][c] for x in runs]
-        g_only = [x[0][c] / x[3][c] for x in runs]
-        print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} | {cell(default)} "
-              f"| {cell(g_only)} | {cell(full)} | {rounds} |")
+    for c in configs:
+        f = [f"{tmp}/{c}-{t}-{r}" for r in range(1, rounds + 1)]
+        k = [kiln(x + "-kiln.json") for x in f]
+        p = [torch(x + "-torch.jsonl") for x in f]
+        kf = [kiln(x + "-kilnfull.json") for x in f]
+        pg = [torch(x + "-torchg.jsonl") for x in f]
+        print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} "
+              f"| {cell([a / b for a, b in zip(k, p)])} | {cell([a / b for a, b in zip(k, pg)])} "
+              f"| {cell([a / b for a, b in zip(kf, p)])} | {rounds} |")
 PY
