@@ -11,7 +11,7 @@ const DISPATCH: &str = "dispatch (matmul::gemm)";
 /// The same-run reference.
 const REFERENCE: &str = "matrixmultiply";
 
-/// Length of the FMA burst timed before each repeat (one thread's time;
+/// Length of the FMA burst timed between repeats (one thread's time;
 /// every thread of the pool runs one): long enough to time to well under
 /// 1 %, short next to a repeat.
 const PAIRED_BURST_SECONDS: f64 = 0.01;
@@ -156,8 +156,9 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
         .map(|(&(_, variant), c)| Box::new(move || call(variant, c)) as Box<dyn FnMut()>)
         .collect();
     let mut fs: Vec<&mut dyn FnMut()> = closures.iter_mut().map(|f| &mut **f as &mut dyn FnMut()).collect();
-    // An FMA burst on the pool's threads right before every repeat: the
-    // "% at the time" column divides each repeat by the peak of its moment.
+    // An FMA burst on the pool's threads between consecutive repeats: the
+    // "% at the time" column divides each repeat by the higher of the peaks
+    // probed just before and just after it.
     let burst = FmaBurst::calibrated(PAIRED_BURST_SECONDS);
     let mut probe = || {
         let t = Instant::now();
@@ -196,7 +197,7 @@ pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
     }
     report.notes.push(format!(
         "gemm: C = A·B, all row-major; GFLOP/s = 2·m·n·k / time; % of the FMA peak measured with {} thread(s) \
-         (best probe of the run; \"at the time\": median over repeats of each repeat's rate over an FMA burst run just before it); \
+         (best probe of the run; \"at the time\": median over repeats of each repeat's rate over the higher of the FMA bursts run just before and after it); \
          vs ref = rate / matrixmultiply's rate in this run (matrixmultiply is single-threaded as built here).",
         report.machine.threads
     ));
@@ -267,7 +268,8 @@ pub(super) fn bench_layers(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
     }
     report.notes.push(
         "layers: the three GEMMs of each GAN linear layer (W is [out, in] as in nn.Linear; Wᵀ and dyᵀ are \
-         strided views, not copies); compare with torch.mm / torch.addmm from the PyTorch reference script pytorch_kernels.py."
+         strided views, not copies); \"% at the time\": each repeat's rate over the FMA bursts run just before and after it (see gemm); \
+         compare with torch.mm / torch.addmm from the PyTorch reference script pytorch_kernels.py."
             .into(),
     );
     Ok(())

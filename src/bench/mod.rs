@@ -130,7 +130,7 @@ impl Measurement {
         self.timing.as_ref().map(|t| self.work / t.median / 1e9)
     }
     /// The median over repeats of each repeat's rate over the peak probed
-    /// right before it (GEMM benchmarks probe next to every repeat).
+    /// around it (GEMM benchmarks probe between every two repeats).
     pub fn frac_of_paired_peak(&self) -> Option<f64> {
         self.timing.as_ref()?.frac_of_paired_peak(self.work)
     }
@@ -418,11 +418,11 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("matrixmultiply"), "{text}");
         assert!(r.to_json()["measurements"].as_array().unwrap().len() == r.measurements.len());
-        // Every timed GEMM has a peak probed before each of its repeats, and
+        // Every timed GEMM has a peak probed around each of its repeats, and
         // the table shows the column for it.
         for m in r.measurements.iter().filter(|m| m.timing.is_some()) {
             let t = m.timing.as_ref().unwrap();
-            assert_eq!(t.peak_before.len(), t.repeats, "{}", m.implementation);
+            assert_eq!(t.peak_around.len(), t.repeats, "{}", m.implementation);
             let frac = m.frac_of_paired_peak().unwrap();
             assert!(frac > 0.0 && frac.is_finite(), "{}: {frac}", m.implementation);
         }

@@ -144,7 +144,7 @@ mod tests {
                 p90: seconds,
                 inner: 1,
                 repeats: 1,
-                peak_before: Vec::new(),
+                peak_around: Vec::new(),
                 samples: vec![seconds],
             }),
             frac_of_peak: None,

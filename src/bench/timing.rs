@@ -19,30 +19,31 @@ pub struct Timing {
     pub inner: usize,
     /// Timed repeats.
     pub repeats: usize,
-    /// The machine's peak rate measured by a probe right before each
-    /// repeat, in repeat order (empty when no probe ran): see
-    /// [`time_interleaved_paired`].
-    pub peak_before: Vec<f64>,
+    /// The machine's peak rate around each repeat, in repeat order: the
+    /// higher of the probes run just before and just after it (empty when
+    /// no probe ran): see [`time_interleaved_paired`].
+    pub peak_around: Vec<f64>,
     /// Per-call time of each repeat, in repeat order.
     pub samples: Vec<f64>,
 }
 
 impl Timing {
     /// The median over repeats of `work / time` divided by the peak probed
-    /// right before that repeat, if a probe ran: a fraction of peak that
-    /// compares each repeat with the machine's speed of that moment.
+    /// around that repeat, if a probe ran: a fraction of peak that compares
+    /// each repeat with the machine's speed of that moment. With an even
+    /// number of repeats, the lower of the middle two.
     pub fn frac_of_paired_peak(&self, work: f64) -> Option<f64> {
-        if self.peak_before.len() != self.samples.len() || self.samples.is_empty() {
+        if self.peak_around.len() != self.samples.len() || self.samples.is_empty() {
             return None;
         }
         let mut fracs: Vec<f64> = self
             .samples
             .iter()
-            .zip(&self.peak_before)
+            .zip(&self.peak_around)
             .map(|(t, peak)| work / t / 1e9 / peak)
             .collect();
         fracs.sort_by(f64::total_cmp);
-        Some(fracs[fracs.len() / 2])
+        Some(fracs[(fracs.len() - 1) / 2])
     }
 }
 
@@ -82,10 +83,11 @@ pub fn time_interleaved(fs: &mut [&mut dyn FnMut()], repeats: usize, min_time: f
 }
 
 /// [`time_interleaved`], with `probe` (which measures and returns the
-/// machine's peak rate, e.g. a short FMA burst) run right before every
-/// timed repeat of every operation. Shared hosts change speed within
-/// seconds; a peak probed next to each repeat (recorded in
-/// [`Timing::peak_before`]) tells how fast the machine was just then.
+/// machine's peak rate, e.g. a short FMA burst) run between consecutive
+/// timed repeats, so that every repeat has a probe right before and right
+/// after it. Shared hosts change speed within seconds; the peak probed
+/// around each repeat (recorded in [`Timing::peak_around`]) tells how fast
+/// the machine was just then.
 pub fn time_interleaved_paired(
     fs: &mut [&mut dyn FnMut()],
     repeats: usize,
@@ -105,16 +107,24 @@ fn rounds(
     let repeats = repeats.max(1);
     let mut times = vec![Vec::with_capacity(repeats); fs.len()];
     let mut peaks = vec![Vec::with_capacity(repeats); fs.len()];
+    let mut probe_now = || probe.as_mut().map(|p| p());
     for _ in 0..repeats {
+        // The probe runs between consecutive repeats, so each repeat has
+        // one just before and one just after it.
+        let mut before = probe_now();
         for (((f, &n), t), p) in fs.iter_mut().zip(&inner).zip(times.iter_mut()).zip(peaks.iter_mut()) {
-            if let Some(probe) = probe.as_mut() {
-                p.push(probe());
-            }
             let start = Instant::now();
             for _ in 0..n {
                 f();
             }
             t.push(start.elapsed().as_secs_f64() / n as f64);
+            let after = probe_now();
+            if let (Some(b), Some(a)) = (before, after) {
+                // The higher of the two: a probe that a burst of load
+                // slowed down must not flatter the repeat next to it.
+                p.push(b.max(a));
+            }
+            before = after;
         }
     }
     times
@@ -125,7 +135,7 @@ fn rounds(
         .collect()
 }
 
-fn summarize(samples: Vec<f64>, peak_before: Vec<f64>, inner: usize) -> Timing {
+fn summarize(samples: Vec<f64>, peak_around: Vec<f64>, inner: usize) -> Timing {
     let mut times = samples.clone();
     let repeats = times.len();
     times.sort_by(f64::total_cmp);
@@ -138,7 +148,7 @@ fn summarize(samples: Vec<f64>, peak_before: Vec<f64>, inner: usize) -> Timing {
         p90: pick(0.9),
         inner,
         repeats,
-        peak_before,
+        peak_around,
         samples,
     }
 }
@@ -154,27 +164,30 @@ mod tests {
         assert!(t.min > 0.0 && t.min <= t.p10 && t.p10 <= t.median);
         assert!(t.median <= t.p90 && t.p90 <= t.max);
         assert_eq!(t.samples.len(), 5);
-        assert!(t.peak_before.is_empty() && t.frac_of_paired_peak(1.0).is_none());
+        assert!(t.peak_around.is_empty() && t.frac_of_paired_peak(1.0).is_none());
     }
 
     #[test]
-    fn paired_peak_is_probed_before_every_repeat_and_divides_each_one() {
-        // Two operations; a fake probe whose "peak" doubles at each call.
-        let mut calls = 0u32;
+    fn paired_peak_is_probed_around_every_repeat_and_divides_each_one() {
+        // Two operations and a fake probe returning these "peaks" in turn.
+        let peaks = [1.0, 5.0, 2.0, 7.0, 3.0, 4.0, 9.0, 1.0, 6.0];
+        let mut calls = 0;
         let (mut a, mut b) = (|| std::thread::sleep(std::time::Duration::from_micros(200)), || ());
         let mut probe = || {
             calls += 1;
-            f64::from(1u32 << calls.min(20))
+            peaks[calls - 1]
         };
         let t = time_interleaved_paired(&mut [&mut a, &mut b], 3, 0.0, &mut probe);
-        // Round-robin: a, b, a, b, a, b, each after its own probe call.
-        assert_eq!(t[0].peak_before, [2.0, 8.0, 32.0]);
-        assert_eq!(t[1].peak_before, [4.0, 16.0, 64.0]);
+        assert_eq!(calls, 9);
+        // Each round is probe, a, probe, b, probe; a repeat keeps the higher
+        // of the probes on either side of it.
+        assert_eq!(t[0].peak_around, [5.0, 7.0, 9.0]);
+        assert_eq!(t[1].peak_around, [5.0, 4.0, 6.0]);
         // Per-repeat ratios (work 1e9 per call), median taken.
         let mut want: Vec<f64> = t[0]
             .samples
             .iter()
-            .zip(&t[0].peak_before)
+            .zip(&t[0].peak_around)
             .map(|(s, p)| 1.0 / s / p)
             .collect();
         want.sort_by(f64::total_cmp);

@@ -230,7 +230,7 @@ pub fn fma_peak(threads: usize, repeats: usize, seconds: f64) -> FmaPeak {
 }
 
 /// A fixed amount of FMA-probe work, to time next to a kernel: a benchmark
-/// that runs one burst right before or after each repeat of a kernel gets
+/// that runs one burst right before and after each repeat of a kernel gets
 /// the peak of that moment, so its fraction of peak holds up on a machine
 /// whose speed drifts (a shared host) where a peak probed minutes apart
 /// would not.
