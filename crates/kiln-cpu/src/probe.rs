@@ -186,20 +186,9 @@ fn fma_run(isa: FmaIsa, iters: u64, seed: f32) -> f64 {
 /// probe for about `seconds`), taking the best of `repeats` runs: contention
 /// from other processes only ever slows a run down.
 pub fn fma_peak(threads: usize, repeats: usize, seconds: f64) -> FmaPeak {
-    let isa = FmaIsa::detect();
     let threads = threads.max(1);
     // Calibrate the iteration count on one thread.
-    let mut iters = 1u64 << 16;
-    loop {
-        let t = Instant::now();
-        fma_run(isa, iters, 1.0);
-        let dt = t.elapsed().as_secs_f64();
-        if dt > 0.02 {
-            iters = ((iters as f64) * seconds / dt).max(1.0) as u64;
-            break;
-        }
-        iters *= 4;
-    }
+    let FmaBurst { isa, iters } = FmaBurst::calibrated(seconds);
     let mut best = 0.0f64;
     for _ in 0..repeats.max(1) {
         let barrier = std::sync::Barrier::new(threads);
@@ -241,7 +230,8 @@ pub struct FmaBurst {
 }
 
 impl FmaBurst {
-    /// A burst that lasts about `seconds` on one thread now.
+    /// A burst that lasts about `seconds` on one thread now (timed from a
+    /// trial run of at least half that, or 20 ms for long bursts).
     pub fn calibrated(seconds: f64) -> FmaBurst {
         let isa = FmaIsa::detect();
         let mut iters = 1u64 << 12;
@@ -249,7 +239,7 @@ impl FmaBurst {
             let t = Instant::now();
             fma_run(isa, iters, 1.0);
             let dt = t.elapsed().as_secs_f64();
-            if dt > seconds / 8.0 || iters >= 1 << 40 {
+            if dt > (seconds / 2.0).min(0.02) || iters >= 1 << 40 {
                 let iters = ((iters as f64) * seconds / dt.max(1e-9)).max(1.0) as u64;
                 return FmaBurst { isa, iters };
             }
