@@ -207,6 +207,57 @@ pub(super) unsafe fn pack_a<const MR: usize>(
     }
 }
 
+/// Packs the `mc×kc` block of A at `a` for the driver's tiles, from panel
+/// `from` on: full panels as `pack` lays them out, and a partial last panel,
+/// when the block has at least MR rows, as the full panel of its last MR
+/// rows (see the overlapping panel in the driver).
+///
+/// # Safety
+/// As for `pack`: `a` covers the `mc×kc` block with strides `strides`, and
+/// `out` holds `ceil(mc/MR)·MR·kc` floats.
+unsafe fn pack_a_block<const MR: usize>(
+    pack: Packers,
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    strides: [isize; 2],
+    from: usize,
+    out: &mut [f32],
+) {
+    let full = mc / MR;
+    let split = if mc >= MR && !mc.is_multiple_of(MR) {
+        full
+    } else {
+        mc.div_ceil(MR)
+    };
+    // SAFETY (all three calls): rows from·MR.. and the last MR rows are
+    // inside the block; each output range holds the panels it is given.
+    unsafe {
+        if split > from {
+            let rows = (split * MR).min(mc) - from * MR;
+            (pack.a)(
+                rows,
+                kc,
+                a.offset((from * MR) as isize * strides[0]),
+                strides,
+                &mut out[from * MR * kc..split * MR * kc],
+            );
+        }
+        if split < mc.div_ceil(MR) && split >= from {
+            (pack.a)(
+                MR,
+                kc,
+                a.offset((mc - MR) as isize * strides[0]),
+                strides,
+                &mut out[split * MR * kc..(split + 1) * MR * kc],
+            );
+        }
+    }
+}
+
+/// The most floats of an MR×NR tile of any kernel (v5's 12×32).
+const MAX_TILE: usize = 12 * 32;
+
 /// Packs micro-panel `jp` of the `kc×nc` block of B at `b`: for each p, the
 /// NR values `B[p][jp·NR + 0..NR]` (zero past `nc`).
 ///
@@ -440,7 +491,7 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     c_strides: [isize; 2],
     epi: Epilogue,
 ) {
-    debug_assert!(blk.mc.is_multiple_of(MR) && blk.nc.is_multiple_of(NR));
+    debug_assert!(blk.mc.is_multiple_of(MR) && blk.nc.is_multiple_of(NR) && MR * NR <= MAX_TILE);
     debug_assert!((epi.bias.is_none() && epi.act.is_none()) || c_strides[1] == 1);
     debug_assert!(epi.bias.is_none_or(|b| b.len() >= n));
     let threads = rayon::current_num_threads();
@@ -560,7 +611,17 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                 rows.clone()
                     .for_each(|r| row(r).copy_from_slice(&bias[col0..col0 + cols]));
             }
-            let in_place = direct.filter(|_| mc - ip * MR >= MR);
+            // A partial last panel of a block of at least MR rows runs as
+            // the full panel ending at the block's last row: its first
+            // `shift` rows are the previous panel's last ones, computed again
+            // (same sums, same bits) and not stored. This keeps the full
+            // tile's kernel (and an in-place A) for the edge rows, where a
+            // zero-padded panel took a packed A and an out-of-line store and
+            // cost about twice a full panel (`[100×12288]` rows: 2.5 % of
+            // the GEMM).
+            let left = mc - ip * MR;
+            let shift = if left < MR && mc >= MR { MR - left } else { 0 };
+            let in_place = direct.filter(|_| left >= MR || shift > 0);
             for q in 0..cols.div_ceil(NR) {
                 pf.iter_mut().for_each(Prefetch::some);
                 // Pointer arithmetic only; the call-site contract keeps both
@@ -570,6 +631,49 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     .get()
                     .wrapping_offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs);
                 let nr = NR.min(cols - q * NR);
+                if shift > 0 {
+                    // The whole MR×NR tile into `tmp`, then its last `left`
+                    // rows into C as an edge tile is stored.
+                    let mut tmp = [0.0f32; MAX_TILE];
+                    let (first, tile_at) = ((ip * MR - shift) as isize, tmp.as_mut_ptr());
+                    match in_place {
+                        // SAFETY: rows ip·MR - shift .. ip·MR - shift + MR
+                        // are inside the block (mc ≥ MR); `tmp` holds the
+                        // tile with row stride NR.
+                        Some((kd, a_at)) => unsafe {
+                            kd(
+                                kc,
+                                a_at.offset(first * ars),
+                                ars,
+                                b_q,
+                                tile_at,
+                                NR as isize,
+                                1,
+                                1.0,
+                                0.0,
+                                NR,
+                            )
+                        },
+                        // SAFETY: the packer put those rows in panel ip.
+                        None => unsafe {
+                            kernel(
+                                kc,
+                                a_pack.as_ptr().add(ip * MR * kc),
+                                b_q,
+                                tile_at,
+                                NR as isize,
+                                1,
+                                1.0,
+                                0.0,
+                                MR,
+                                NR,
+                            )
+                        },
+                    }
+                    // SAFETY: the call-site contract above.
+                    unsafe { store_tile(&tmp[shift * NR..], NR, c_q, crs, ccs, alpha, beta_blk, left, nr) };
+                    continue;
+                }
                 match in_place {
                     // SAFETY: the call-site contract above; rows ip·MR.. of
                     // the block are MR full rows of A.
@@ -663,20 +767,11 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     .filter(|_| acs == 1 && ars != 1 && k > blk.kc)
                     .map(|kd| (kd, a_blk));
                 with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
-                    let skip = if direct.is_some() { m / MR } else { 0 };
-                    if skip * MR < m {
-                        // SAFETY: rows skip·MR..m of the m×kc block are inside
-                        // A; a_pack holds their panels from panel `skip` on.
-                        unsafe {
-                            (pack.a)(
-                                m - skip * MR,
-                                kc,
-                                a_blk.offset((skip * MR) as isize * ars),
-                                a_strides,
-                                &mut a_pack[skip * MR * kc..],
-                            )
-                        };
-                    }
+                    // Read in place, A needs packing only when it has fewer
+                    // than MR rows (no full panel to overlap).
+                    let from = if direct.is_some() && m >= MR { m_panels } else { 0 };
+                    // SAFETY: the m×kc block is inside A; a_pack holds its panels.
+                    unsafe { pack_a_block::<MR>(pack, m, kc, a_blk, a_strides, from, a_pack) };
                     with_buffer(&PACK_B, group * NR * kc, |panels| {
                         for jp0 in (0..n_panels).step_by(group) {
                             let count = group.min(n_panels - jp0);
@@ -742,7 +837,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                         // SAFETY: (ic, pc) is inside A and the mc×kc block too.
                         unsafe {
                             let a_blk = a.get().offset(ic as isize * ars + pc as isize * acs);
-                            (pack.a)(mc, kc, a_blk, a_strides, a_pack);
+                            pack_a_block::<MR>(pack, mc, kc, a_blk, a_strides, 0, a_pack);
                         }
                         // On one thread the next block of a column-major A
                         // (dyᵀ of a weight gradient) is prefetched while this
