@@ -129,6 +129,146 @@ pub fn sigmoid<T: Float>(x: T) -> T {
     }
 }
 
+/// relu (`slope: None`) or leaky relu in place over f32s with AVX2, the
+/// bits of [`unary_scalar`]: `max(x, 0)` is `x > 0 ? x : 0` (NaN and −0
+/// give +0), and the leaky one selects `slope·x` where `x > 0` fails.
+///
+/// The compiler turns the plain in-place loop into a masked store of the
+/// lanes that change (`vmaskmovps`), which Zen 3 runs microcoded: 0.72 ns
+/// per element where a plain loop takes 0.10.
+///
+/// # Safety
+/// AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn relu_in_place_avx2(xs: &mut [f32], slope: Option<f64>) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: c holds 8 floats.
+        unsafe {
+            let x = _mm256_loadu_ps(c.as_ptr());
+            let y = match slope {
+                None => _mm256_max_ps(x, zero),
+                Some(s) => _mm256_blendv_ps(
+                    _mm256_mul_ps(_mm256_set1_ps(s as f32), x),
+                    x,
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero),
+                ),
+            };
+            _mm256_storeu_ps(c.as_mut_ptr(), y);
+        }
+    }
+    let op = slope.map_or(UnaryOp::Relu, UnaryOp::LeakyRelu);
+    chunks
+        .into_remainder()
+        .iter_mut()
+        .for_each(|v| *v = unary_scalar(op, *v));
+}
+
+/// σ over f32s: the AVX2 kernel when the CPU has it, else [`sigmoid`]
+/// element by element (the same bits either way). `x` and `out` have equal
+/// lengths; `out` may be `x` itself (`x = None`: in place).
+fn sigmoid_f32(x: Option<&[f32]>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() {
+        let src = x.map_or(out.as_ptr(), |x| x.as_ptr());
+        // SAFETY: AVX2 + FMA checked; src and out hold out.len() floats.
+        unsafe { sigmoid_avx2::run(src, out.as_mut_ptr(), out.len()) };
+        return;
+    }
+    match x {
+        Some(x) => out.iter_mut().zip(x).for_each(|(o, &v)| *o = sigmoid(v)),
+        None => out.iter_mut().for_each(|o| *o = sigmoid(*o)),
+    }
+}
+
+/// The f32 logistic function, four AVX2 vectors at a time.
+///
+/// The same operations in the same order as [`sigmoid`] over
+/// `exp_fast` (every `mul_add` an FMA, the same selects), so the same bits.
+/// The compiler vectorises that scalar code one vector per iteration, and
+/// each vector is a chain of about 25 dependent operations (the exp
+/// polynomial, the divide, the selects) that the core cannot overlap far
+/// enough with the next: 1.12 ns per element on one Zen 3 core. Four
+/// independent vectors advanced step by step run at 0.76.
+#[cfg(target_arch = "x86_64")]
+mod sigmoid_avx2 {
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 4;
+
+    /// Applies `f` to each of the four vectors (one operation across all of
+    /// them, so their chains interleave).
+    macro_rules! each {
+        (|$i:ident| $e:expr) => {
+            [0usize, 1, 2, 3].map(|$i| $e)
+        };
+    }
+
+    /// σ of four vectors; see the module.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn sigmoid4(x: [__m256; LANES]) -> [__m256; LANES] {
+        let c = |v: f32| _mm256_set1_ps(v);
+        let (magic, lo, hi) = (c(12_582_912.0), c(-103.972_08), c(88.722_83));
+        // e = exp_fast(−|x|).
+        let y = each!(|i| _mm256_or_ps(x[i], c(-0.0)));
+        let xc = each!(|i| _mm256_min_ps(_mm256_max_ps(y[i], lo), hi));
+        let t = each!(|i| _mm256_fmadd_ps(xc[i], c(std::f32::consts::LOG2_E), magic));
+        let n = each!(|i| _mm256_sub_ps(t[i], magic));
+        let r = each!(|i| _mm256_fmadd_ps(n[i], c(-0.693_359_4), xc[i]));
+        let r = each!(|i| _mm256_fmadd_ps(n[i], c(2.121_944_4e-4), r[i]));
+        let r2 = each!(|i| _mm256_mul_ps(r[i], r[i]));
+        let p = each!(|i| _mm256_fmadd_ps(c(1.987_569_1e-4), r[i], c(1.398_2e-3)));
+        let p = each!(|i| _mm256_fmadd_ps(p[i], r[i], c(8.333_452e-3)));
+        let p = each!(|i| _mm256_fmadd_ps(p[i], r[i], c(4.166_579_6e-2)));
+        let p = each!(|i| _mm256_fmadd_ps(p[i], r[i], c(1.666_666_5e-1)));
+        let p = each!(|i| _mm256_fmadd_ps(p[i], r[i], c(0.5)));
+        let e = each!(|i| _mm256_add_ps(_mm256_fmadd_ps(p[i], r2[i], r[i]), c(1.0)));
+        let k = each!(|i| _mm256_sub_epi32(_mm256_castps_si256(t[i]), _mm256_castps_si256(magic)));
+        let k1 = each!(|i| _mm256_srai_epi32::<1>(k[i]));
+        let k2 = each!(|i| _mm256_sub_epi32(k[i], k1[i]));
+        let bias = _mm256_set1_epi32(127);
+        let s1 = each!(|i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(k1[i], bias))));
+        let s2 = each!(|i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(k2[i], bias))));
+        let ev = each!(|i| _mm256_mul_ps(_mm256_mul_ps(e[i], s1[i]), s2[i]));
+        // Below −103.97: 0; NaN: the input.
+        let ev = each!(|i| _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(y[i], lo), ev[i]));
+        let e = each!(|i| _mm256_blendv_ps(ev[i], y[i], _mm256_cmp_ps::<_CMP_UNORD_Q>(y[i], y[i])));
+        // s = 1/(1 + e); σ = s for x ≥ 0, e·s below.
+        let s = each!(|i| _mm256_div_ps(c(1.0), _mm256_add_ps(c(1.0), e[i])));
+        let below = each!(|i| _mm256_mul_ps(e[i], s[i]));
+        each!(|i| _mm256_blendv_ps(below[i], s[i], _mm256_cmp_ps::<_CMP_GE_OQ>(x[i], _mm256_setzero_ps())))
+    }
+
+    /// dst[i] = σ(src[i]) for i < n (`src` may equal `dst`).
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `src` and `dst` hold `n` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run(src: *const f32, dst: *mut f32, n: usize) {
+        const STEP: usize = 8 * LANES;
+        let mut i = 0;
+        while i + STEP <= n {
+            // SAFETY: i + 32 ≤ n.
+            unsafe {
+                let v = each!(|j| _mm256_loadu_ps(src.add(i + 8 * j)));
+                let s = sigmoid4(v);
+                for (j, sj) in s.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(i + 8 * j), *sj);
+                }
+            }
+            i += STEP;
+        }
+        for j in i..n {
+            // SAFETY: j < n.
+            unsafe { *dst.add(j) = super::sigmoid(*src.add(j)) };
+        }
+    }
+}
+
 /// Runs `f` over matching chunks of `x` and `out`, in parallel when large.
 #[inline]
 fn for_chunks<T: Float>(x: &[T], out: &mut [T], f: impl Fn(&[T], &mut [T]) + Sync) {
@@ -154,6 +294,9 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
             })
         };
     }
+    if let (UnaryOp::Sigmoid, Some(x), Some(out)) = (op, crate::as_f32(x), crate::as_f32_mut(out)) {
+        return for_chunks(x, out, |xs, os| sigmoid_f32(Some(xs), os));
+    }
     match op {
         UnaryOp::Relu => run!(UnaryOp::Relu),
         UnaryOp::Sigmoid => run!(UnaryOp::Sigmoid),
@@ -176,6 +319,20 @@ pub fn unary_in_place<T: Float>(op: UnaryOp, xs: &mut [T]) {
         ($op:expr) => {
             simd(|| xs.iter_mut().for_each(|v| *v = unary_scalar($op, *v)))
         };
+    }
+    if let Some(xs) = crate::as_f32_mut(xs) {
+        #[cfg(target_arch = "x86_64")]
+        if let (UnaryOp::Relu | UnaryOp::LeakyRelu(_), true) = (op, crate::has_avx2()) {
+            let slope = match op {
+                UnaryOp::LeakyRelu(s) => Some(s),
+                _ => None,
+            };
+            // SAFETY: AVX2 + FMA checked.
+            return unsafe { relu_in_place_avx2(xs, slope) };
+        }
+        if op == UnaryOp::Sigmoid {
+            return sigmoid_f32(None, xs);
+        }
     }
     match op {
         UnaryOp::Relu => run!(UnaryOp::Relu),
@@ -580,6 +737,83 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn the_f32_sigmoid_kernel_gives_the_bits_of_the_scalar_formula() {
+        // A spread of bit patterns over the whole f32 line (both signs,
+        // subnormals, huge values) plus the edges of exp's range, then the
+        // kernel's block path (32 at a time) and its tail, out of place and
+        // in place.
+        let mut xs: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::MIN_POSITIVE,
+            -1e-45,
+            88.722_83,
+            -88.722_83,
+            103.972_08,
+            -103.972_08,
+            -103.972_09,
+            103.972_07,
+            87.5,
+            -87.5,
+        ];
+        let mut state = 0x9e37_79b9u32;
+        xs.extend((0..200_003).map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            f32::from_bits(state)
+        }));
+        xs.extend((-4000..4000).map(|i| i as f32 * 0.03));
+        let want: Vec<u32> = xs.iter().map(|&x| sigmoid(x).to_bits()).collect();
+        let mut out = vec![0.0f32; xs.len()];
+        sigmoid_f32(Some(&xs), &mut out);
+        let mut inplace = xs.clone();
+        sigmoid_f32(None, &mut inplace);
+        for (i, (&w, (o, p))) in want.iter().zip(out.iter().zip(&inplace)).enumerate() {
+            assert_eq!(
+                (o.to_bits(), p.to_bits()),
+                (w, w),
+                "x = {:e} ({:#x})",
+                xs[i],
+                xs[i].to_bits()
+            );
+        }
+        // Through the public entry points.
+        let mut via_unary = vec![0.0f32; xs.len()];
+        unary(UnaryOp::Sigmoid, &xs, &mut via_unary);
+        let mut via_in_place = xs.clone();
+        unary_in_place(UnaryOp::Sigmoid, &mut via_in_place);
+        assert!(via_unary.iter().zip(&want).all(|(o, &w)| o.to_bits() == w));
+        assert!(via_in_place.iter().zip(&want).all(|(o, &w)| o.to_bits() == w));
+    }
+
+    #[test]
+    fn in_place_activations_give_the_bits_of_the_scalar_ops() {
+        // f32 (relu and leaky relu take the AVX2 path: whole vectors, then a
+        // tail) and f64, with the signed zeros, infinities and NaN.
+        let mut xs: Vec<f32> = (0..77).map(|i| (i as f32 - 40.0) * 0.37).collect();
+        xs.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, -1e-45]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for op in [UnaryOp::Relu, UnaryOp::LeakyRelu(0.2), UnaryOp::Tanh, UnaryOp::Sigmoid] {
+            let mut got = xs.clone();
+            unary_in_place(op, &mut got);
+            let want: Vec<f32> = xs.iter().map(|&x| unary_scalar(op, x)).collect();
+            assert_eq!(bits(&got), bits(&want), "{op:?}");
+            let x64: Vec<f64> = xs.iter().map(|&x| x as f64).collect();
+            let mut got = x64.clone();
+            unary_in_place(op, &mut got);
+            let want: Vec<f64> = x64.iter().map(|&x| unary_scalar(op, x)).collect();
+            assert_eq!(
+                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{op:?} f64"
+            );
+        }
     }
 
     #[test]

@@ -237,6 +237,20 @@ impl ExpFast for f32 {
 /// wide. Rust never contracts `a·b + c` into an FMA on its own (the loops
 /// that want one say `mul_add`, which rounds once in both builds), so both
 /// versions round identically: results do not depend on the CPU.
+/// `s` as f32s when T is f32.
+pub(crate) fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (checked by TypeId): an identity reinterpretation.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// `s` as f32s when T is f32.
+pub(crate) fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as for `as_f32`.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -254,7 +268,7 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }

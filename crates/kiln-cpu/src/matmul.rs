@@ -9,6 +9,7 @@
 
 use crate::elementwise::{unary_in_place, UnaryOp};
 use crate::Float;
+use crate::{as_f32, as_f32_mut};
 use std::any::TypeId;
 
 /// C[m×n] = alpha·A[m×k]·B[k×n] + beta·C, all with explicit strides.
@@ -152,20 +153,6 @@ pub(crate) fn linear_unfused<T: Float>(
     if let Some(act) = act {
         c.chunks_exact_mut(n).for_each(act);
     }
-}
-
-/// `s` as f32s when T is f32.
-fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
-    // SAFETY: T is f32 (checked by TypeId): an identity reinterpretation.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
-}
-
-/// `s` as f32s when T is f32.
-fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
-    // SAFETY: as for `as_f32`.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
 /// Reference SGEMM through matrixmultiply (the baseline every variant is
