@@ -4,7 +4,7 @@
 
 use crate::autograd::{self, Hook, Node};
 use crate::shape::{contiguous_strides, Dims, Strides};
-use crate::storage::{Data, Storage};
+use crate::storage::{Buf, Data, Storage};
 use crate::{Error, Result};
 use kiln_cpu::elementwise::{copy_strided, Strided};
 use std::fmt;
@@ -76,7 +76,7 @@ pub trait Element: kiln_cpu::Float + crate::storage::Pooled {
     /// The matching [`DType`].
     const DTYPE: DType;
     #[doc(hidden)]
-    fn wrap(v: Vec<Self>) -> Data;
+    fn wrap(v: Buf<Self>) -> Data;
     #[doc(hidden)]
     fn slice(d: &Data) -> Option<&[Self]>;
     #[doc(hidden)]
@@ -85,7 +85,7 @@ pub trait Element: kiln_cpu::Float + crate::storage::Pooled {
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
-    fn wrap(v: Vec<Self>) -> Data {
+    fn wrap(v: Buf<Self>) -> Data {
         Data::F32(v)
     }
     fn slice(d: &Data) -> Option<&[Self]> {
@@ -104,7 +104,7 @@ impl Element for f32 {
 
 impl Element for f64 {
     const DTYPE: DType = DType::F64;
-    fn wrap(v: Vec<Self>) -> Data {
+    fn wrap(v: Buf<Self>) -> Data {
         Data::F64(v)
     }
     fn slice(d: &Data) -> Option<&[Self]> {
@@ -245,7 +245,7 @@ impl Tensor {
             });
         }
         Self::check_device(device)?;
-        Self::from_data(T::wrap(data), shape, Device::Cpu).to(device)
+        Self::from_data(T::wrap(data.into()), shape, Device::Cpu).to(device)
     }
 
     /// A tensor of `shape` holding a copy of `data` in a pooled buffer (no
@@ -258,9 +258,10 @@ impl Tensor {
                 msg: format!("{} values do not fill shape {shape:?} ({n} elements)", data.len()),
             });
         }
+        Self::check_device(device)?;
         let mut v = crate::storage::take::<T>(n);
         v.copy_from_slice(data);
-        Self::from_vec(v, shape, device)
+        Self::from_data(T::wrap(v), shape, Device::Cpu).to(device)
     }
 
     /// A 0-d tensor holding one value.
@@ -312,8 +313,12 @@ impl Tensor {
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Self::check_device(device)?;
         match dtype {
-            DType::F32 => Self::from_data(Data::F32(vals.iter().map(|&v| v as f32).collect()), &[n], Device::Cpu),
-            DType::F64 => Self::from_data(Data::F64(vals), &[n], Device::Cpu),
+            DType::F32 => Self::from_data(
+                Data::F32(vals.iter().map(|&v| v as f32).collect::<Vec<_>>().into()),
+                &[n],
+                Device::Cpu,
+            ),
+            DType::F64 => Self::from_data(Data::F64(vals.into()), &[n], Device::Cpu),
         }
         .to(device)
     }
@@ -585,9 +590,27 @@ impl Tensor {
             let host = crate::cuda::download(self)?;
             return Ok(host.into_iter().map(|v| T::from_f64(f64::from(v))).collect());
         }
+        let mut out = vec![T::ZERO; self.numel()];
+        self.gather_into(&mut out);
+        Ok(out)
+    }
+
+    /// The elements (row-major) in a pooled buffer; the dtype must be `T`'s.
+    fn gather<T: Element>(&self) -> Result<Buf<T>> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return Ok(self.to_vec::<T>()?.into());
+        }
+        let mut out = crate::storage::take::<T>(self.numel());
+        self.gather_into(&mut out);
+        Ok(out)
+    }
+
+    /// Copies the elements (row-major, whatever the strides) of a CPU tensor
+    /// of `T`'s dtype into `out` (numel long).
+    fn gather_into<T: Element>(&self, out: &mut [T]) {
         let guard = self.0.storage.read();
         let src = T::slice(&guard).expect("dtype checked");
-        let mut out = crate::storage::take::<T>(self.numel());
         copy_strided(
             Strided {
                 data: src,
@@ -595,9 +618,8 @@ impl Tensor {
                 strides: &self.0.strides,
             },
             &self.0.shape,
-            &mut out,
+            out,
         );
-        Ok(out)
     }
 
     /// The elements converted to f64 (any dtype).
@@ -829,8 +851,8 @@ impl Tensor {
             return crate::cuda::copy(self);
         }
         Ok(match self.dtype() {
-            DType::F32 => Self::from_data(Data::F32(self.to_vec::<f32>()?), self.shape(), self.device()),
-            DType::F64 => Self::from_data(Data::F64(self.to_vec::<f64>()?), self.shape(), self.device()),
+            DType::F32 => Self::from_data(Data::F32(self.gather::<f32>()?), self.shape(), self.device()),
+            DType::F64 => Self::from_data(Data::F64(self.gather::<f64>()?), self.shape(), self.device()),
         })
     }
 
@@ -846,7 +868,11 @@ impl Tensor {
         #[cfg(feature = "cuda")]
         {
             let out = match device {
-                Device::Cpu => Self::from_data(Data::F32(crate::cuda::download(self)?), self.shape(), Device::Cpu),
+                Device::Cpu => Self::from_data(
+                    Data::F32(crate::cuda::download(self)?.into()),
+                    self.shape(),
+                    Device::Cpu,
+                ),
                 Device::Cuda(_) => {
                     crate::cuda::check_f32("to", self.dtype())?;
                     crate::cuda::upload(&self.to_vec::<f32>()?, self.shape(), device)?
@@ -872,8 +898,8 @@ impl Tensor {
             crate::cuda::check_f32("to_dtype", dtype)?;
         }
         let out = match dtype {
-            DType::F32 => Self::from_data(Data::F32(self.to_vec_f32()?), self.shape(), self.device()),
-            DType::F64 => Self::from_data(Data::F64(self.to_vec_f64()?), self.shape(), self.device()),
+            DType::F32 => Self::from_data(Data::F32(self.to_vec_f32()?.into()), self.shape(), self.device()),
+            DType::F64 => Self::from_data(Data::F64(self.to_vec_f64()?.into()), self.shape(), self.device()),
         };
         let from = self.dtype();
         Ok(autograd::record("to_dtype", out, &[self], move |_, g| {
@@ -929,7 +955,7 @@ pub(crate) enum SliceRef<'a> {
 }
 
 /// A pooled buffer of `n` values drawn in order from `next` (random constructors).
-fn pooled_fill<T: crate::storage::Pooled>(n: usize, mut next: impl FnMut() -> T) -> Vec<T> {
+fn pooled_fill<T: crate::storage::Pooled>(n: usize, mut next: impl FnMut() -> T) -> Buf<T> {
     let mut v = crate::storage::take::<T>(n);
     v.iter_mut().for_each(|x| *x = next());
     v

@@ -30,7 +30,7 @@ fn binary_into<T: crate::Element>(
     (a, oa, sa): (&[T], usize, &[isize]),
     (b, ob, sb): (&[T], usize, &[isize]),
     shape: &[usize],
-) -> Vec<T> {
+) -> crate::storage::Buf<T> {
     let mut out = crate::storage::take::<T>(shape.iter().product());
     let a = Strided {
         data: a,

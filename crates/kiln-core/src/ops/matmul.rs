@@ -94,7 +94,7 @@ fn linear_cpu(
         bias: Option<&Tensor>,
         act: Option<UnaryOp>,
         [n, o]: [usize; 2],
-    ) -> Result<Vec<T>> {
+    ) -> Result<crate::storage::Buf<T>> {
         let (sx, sw) = ([x.strides()[0], x.strides()[1]], [wt.strides()[0], wt.strides()[1]]);
         let (xs, ws, k) = (&xs[x.0.offset..], &ws[wt.0.offset..], x.shape()[1]);
         let mut c = crate::storage::take::<T>(n * o);

@@ -44,7 +44,11 @@ impl Tensor {
         if self.is_cuda() {
             return crate::cuda::reduce_all(self, op, shape);
         }
-        Ok(map_contig!(self, shape, |x| vec![reduce_all(op, x)]))
+        Ok(map_contig!(self, shape, |x| {
+            let mut out = super::unary::take_like(x, 1);
+            out[0] = reduce_all(op, x);
+            out
+        }))
     }
 
     fn keep_shape(&self, dims: &[usize]) -> Vec<usize> {

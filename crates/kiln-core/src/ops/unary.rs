@@ -301,6 +301,6 @@ fn act_grad(
 
 /// A pooled buffer of `n` elements of the slice's element type (contents unspecified).
 #[inline]
-pub(crate) fn take_like<T: crate::storage::Pooled>(_: &[T], n: usize) -> Vec<T> {
+pub(crate) fn take_like<T: crate::storage::Pooled>(_: &[T], n: usize) -> crate::storage::Buf<T> {
     crate::storage::take::<T>(n)
 }
