@@ -238,8 +238,9 @@ impl<T: Pooled> std::ops::Deref for Buf<T> {
     fn deref(&self) -> &[T] {
         match &self.0 {
             // SAFETY: the lines hold at least `len` elements' bytes, all
-            // initialised; T is f32 or f64 (`Pooled`), whose alignment 64
-            // bytes satisfy and for which any bits are a value.
+            // initialised. T is f32 or f64: `Pooled` is implemented for
+            // nothing else, and this private module seals it. 64 bytes
+            // satisfy their alignment, and any bits are a value of them.
             Repr::Aligned(lines, len, _) => unsafe { std::slice::from_raw_parts(lines.as_ptr().cast(), *len) },
             Repr::Plain(v) => v,
         }
