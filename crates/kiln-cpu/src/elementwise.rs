@@ -176,7 +176,7 @@ fn transcendental_f32(op: UnaryOp, x: Option<&[f32]>, out: &mut [f32]) {
     if crate::has_avx2() {
         let src = x.map_or(out.as_ptr(), |x| x.as_ptr());
         // SAFETY: AVX2 + FMA checked; src and out hold out.len() floats.
-        unsafe { vmath_avx2::run(op == UnaryOp::Tanh, src, out.as_mut_ptr(), out.len()) };
+        unsafe { vmath_avx2::run(op, src, out.as_mut_ptr(), out.len()) };
         return;
     }
     match x {
@@ -210,11 +210,10 @@ mod vmath_avx2 {
         };
     }
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     fn splat(v: f32) -> __m256 {
-        // SAFETY: AVX is enabled in every caller (all `target_feature`
-        // functions of this module, into which this is inlined).
-        unsafe { _mm256_set1_ps(v) }
+        _mm256_set1_ps(v)
     }
 
     /// `exp_fast` of four vectors.
@@ -278,13 +277,14 @@ mod vmath_avx2 {
         each!(|i| _mm256_blendv_ps(r[i], poly[i], _mm256_cmp_ps::<_CMP_LT_OQ>(ax[i], splat(0.625))))
     }
 
-    /// dst[i] = tanh(src[i]) when `tanh`, else σ(src[i]), for i < n (`src`
-    /// may equal `dst`).
+    /// dst[i] = op(src[i]) for i < n, `op` tanh or else σ (`src` may equal
+    /// `dst`).
     ///
     /// # Safety
     /// AVX2 and FMA; `src` and `dst` hold `n` floats.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run(tanh: bool, src: *const f32, dst: *mut f32, n: usize) {
+    pub(super) unsafe fn run(op: super::UnaryOp, src: *const f32, dst: *mut f32, n: usize) {
+        let tanh = op == super::UnaryOp::Tanh;
         const STEP: usize = 8 * LANES;
         let mut i = 0;
         while i + STEP <= n {
@@ -298,11 +298,6 @@ mod vmath_avx2 {
             }
             i += STEP;
         }
-        let op = if tanh {
-            super::UnaryOp::Tanh
-        } else {
-            super::UnaryOp::Sigmoid
-        };
         for j in i..n {
             // SAFETY: j < n.
             unsafe { *dst.add(j) = super::unary_scalar(op, *src.add(j)) };

@@ -229,14 +229,6 @@ impl ExpFast for f32 {
     }
 }
 
-/// Runs `f` compiled for AVX2+FMA when the CPU has them, else as is.
-///
-/// The elementwise and optimizer loops are written as plain Rust that the
-/// compiler vectorises; built for baseline x86-64 it can only use 4-wide SSE.
-/// Called through this wrapper, the (inlined) loop is vectorised again 8
-/// wide. Rust never contracts `a·b + c` into an FMA on its own (the loops
-/// that want one say `mul_add`, which rounds once in both builds), so both
-/// versions round identically: results do not depend on the CPU.
 /// `s` as f32s when T is f32.
 pub(crate) fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 (checked by TypeId): an identity reinterpretation.
@@ -251,6 +243,14 @@ pub(crate) fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
+/// Runs `f` compiled for AVX2+FMA when the CPU has them, else as is.
+///
+/// The elementwise and optimizer loops are written as plain Rust that the
+/// compiler vectorises; built for baseline x86-64 it can only use 4-wide SSE.
+/// Called through this wrapper, the (inlined) loop is vectorised again 8
+/// wide. Rust never contracts `a·b + c` into an FMA on its own (the loops
+/// that want one say `mul_add`, which rounds once in both builds), so both
+/// versions round identically: results do not depend on the CPU.
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

@@ -224,13 +224,12 @@ unsafe fn pack_a_block<const MR: usize>(
     from: usize,
     out: &mut [f32],
 ) {
-    let full = mc / MR;
     let split = if mc >= MR && !mc.is_multiple_of(MR) {
-        full
+        mc / MR
     } else {
         mc.div_ceil(MR)
     };
-    // SAFETY (all three calls): rows from·MR.. and the last MR rows are
+    // SAFETY (both calls): rows from·MR.. and the last MR rows are
     // inside the block; each output range holds the panels it is given.
     unsafe {
         if split > from {
@@ -634,80 +633,52 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     .get()
                     .wrapping_offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs);
                 let nr = NR.min(cols - q * NR);
-                if shift > 0 {
-                    // The whole MR×NR tile into `tmp`, then its last `left`
-                    // rows into C as an edge tile is stored.
-                    let (first, tile_at) = ((ip * MR - shift) as isize, tmp.as_mut_ptr());
-                    match in_place {
-                        // SAFETY: rows ip·MR - shift .. ip·MR - shift + MR
-                        // are inside the block (mc ≥ MR); `tmp` holds the
-                        // tile with row stride NR.
-                        Some((kd, a_at)) => unsafe {
-                            kd(
-                                kc,
-                                a_at.offset(first * ars),
-                                ars,
-                                b_q,
-                                tile_at,
-                                NR as isize,
-                                1,
-                                1.0,
-                                0.0,
-                                NR,
-                            )
-                        },
-                        // SAFETY: the packer put those rows in panel ip.
-                        None => unsafe {
-                            kernel(
-                                kc,
-                                a_pack.as_ptr().add(ip * MR * kc),
-                                b_q,
-                                tile_at,
-                                NR as isize,
-                                1,
-                                1.0,
-                                0.0,
-                                MR,
-                                NR,
-                            )
-                        },
-                    }
-                    // SAFETY: the call-site contract above.
-                    unsafe { store_tile(&tmp[shift * NR..], NR, c_q, crs, ccs, alpha, beta_blk, left, nr) };
-                    continue;
-                }
+                // An overlapping panel's tile goes whole (MR×NR, plain sums)
+                // into `tmp`; its last `left` rows then go into C as an edge
+                // tile is stored.
+                let (dst, rs, cs, al, be, mr, nr_k) = if shift > 0 {
+                    (tmp.as_mut_ptr(), NR as isize, 1, 1.0, 0.0, MR, NR)
+                } else {
+                    (c_q, crs, ccs, alpha, beta_blk, MR.min(left), nr)
+                };
                 match in_place {
-                    // SAFETY: the call-site contract above; rows ip·MR.. of
-                    // the block are MR full rows of A.
+                    // SAFETY: the call-site contract above; rows
+                    // ip·MR - shift.. of the block are MR full rows of A
+                    // (shift > 0 only when the block has at least MR).
                     Some((kd, a_at)) => unsafe {
                         kd(
                             kc,
-                            a_at.offset((ip * MR) as isize * ars),
+                            a_at.offset((ip * MR - shift) as isize * ars),
                             ars,
                             b_q,
-                            c_q,
-                            crs,
-                            ccs,
-                            alpha,
-                            beta_blk,
-                            nr,
+                            dst,
+                            rs,
+                            cs,
+                            al,
+                            be,
+                            nr_k,
                         )
                     },
-                    // SAFETY: the call-site contract above.
+                    // SAFETY: the call-site contract above; the packer put
+                    // an overlapping panel's rows in panel ip.
                     None => unsafe {
                         kernel(
                             kc,
                             a_pack.as_ptr().add(ip * MR * kc),
                             b_q,
-                            c_q,
-                            crs,
-                            ccs,
-                            alpha,
-                            beta_blk,
-                            MR.min(mc - ip * MR),
-                            nr,
+                            dst,
+                            rs,
+                            cs,
+                            al,
+                            be,
+                            mr,
+                            nr_k,
                         )
                     },
+                }
+                if shift > 0 {
+                    // SAFETY: the call-site contract above.
+                    unsafe { store_tile(&tmp[shift * NR..], NR, c_q, crs, ccs, alpha, beta_blk, left, nr) };
                 }
             }
             if let (true, Some(act)) = (last, epi.act) {
