@@ -8,7 +8,8 @@
 //   2 = TN: A is [K,M], B is [K,N]        C = Aᵀ·B   (Linear grad_weight = dyᵀ·x)
 // beta == 0 never reads C, so C may hold garbage (NaN) on entry.
 //
-// Variants (every one compiled and selectable; the engine dispatches to v4):
+// Variants (every one compiled and selectable; the engine uses v5, which is v4 unless
+// splitting K pays):
 //   sgemm_fwd_v1_f32  naive: one thread per C element, K-loop straight from global
 //                     memory. Each A/B element is re-read from DRAM/L2 by every thread
 //                     that needs it: ~2·K loads per 2·K flops, hopelessly memory bound.
@@ -28,6 +29,11 @@
 //                     consecutive float4s), and double buffering: the next k-tile is
 //                     fetched into registers while the current one is multiplied, so global
 //                     latency hides behind math and there is one __syncthreads per k-tile.
+//   sgemm_fwd_v5_splitk_f32 + sgemm_splitk_reduce_f32
+//                     split-K: when M×N gives fewer 128×128 tiles than the GPU has SMs and K
+//                     is long, grid z cuts K into slices, each slice's blocks run the v4 loop
+//                     over their chunk into a workspace, and a second kernel sums the slices
+//                     in a fixed order (deterministic, no atomics). See the kernels below.
 //   linear_fwd_v1_f32 the v4 main loop in NT layout with a fused epilogue
 //                     out = act(x·Wᵀ + b): bias add and activation happen in registers
 //                     before the single store, saving two full passes over `out`.
@@ -209,10 +215,11 @@ __device__ __forceinline__ float4 load4(const float* src, long base, int valid, 
 #define V4_A_LOADS ((SGEMM_BM * SGEMM_BK / 4 + SGEMM_THREADS - 1) / SGEMM_THREADS)
 #define V4_B_LOADS ((SGEMM_BN * SGEMM_BK / 4 + SGEMM_THREADS - 1) / SGEMM_THREADS)
 
-// Global → registers for the k-tile starting at k0. In the non-transposed layout a group is
+// Global → registers for the k-tile starting at k0; k ≥ kend reads as zero (K is the leading
+// dimension, kend ≤ K the end of the block's slice of k). In the non-transposed layout a group is
 // 4 consecutive k of one row of A; transposed, 4 consecutive m of one row of Aᵀ storage.
 __device__ __forceinline__ void v4_fetch_a(float4 (&reg)[V4_A_LOADS], const float* A, int layout,
-                                           int M, int K, int m0, int k0, int tid) {
+                                           int M, int K, int kend, int m0, int k0, int tid) {
 #pragma unroll
     for (int l = 0; l < V4_A_LOADS; ++l) {
         int g = tid + l * SGEMM_THREADS;
@@ -220,12 +227,12 @@ __device__ __forceinline__ void v4_fetch_a(float4 (&reg)[V4_A_LOADS], const floa
         if (layout == LAYOUT_TN) {  // A stored [K, M]: contiguous along m
             int kk = g / (SGEMM_BM / 4), mm = (g % (SGEMM_BM / 4)) * 4;
             int gk = k0 + kk, gm = m0 + mm;
-            int valid = gk < K ? min(4, M - gm) : 0;
+            int valid = gk < kend ? min(4, M - gm) : 0;
             reg[l] = load4(A, (long)gk * M + gm, valid, (M & 3) == 0);
         } else {  // A stored [M, K]: contiguous along k
             int mm = g / (SGEMM_BK / 4), kk = (g % (SGEMM_BK / 4)) * 4;
             int gm = m0 + mm, gk = k0 + kk;
-            int valid = gm < M ? min(4, K - gk) : 0;
+            int valid = gm < M ? min(4, kend - gk) : 0;
             reg[l] = load4(A, (long)gm * K + gk, valid, (K & 3) == 0);
         }
     }
@@ -251,7 +258,7 @@ __device__ __forceinline__ void v4_store_a(float (*As)[SGEMM_BM], const float4 (
 }
 
 __device__ __forceinline__ void v4_fetch_b(float4 (&reg)[V4_B_LOADS], const float* B, int layout,
-                                           int N, int K, int n0, int k0, int tid) {
+                                           int N, int K, int kend, int n0, int k0, int tid) {
 #pragma unroll
     for (int l = 0; l < V4_B_LOADS; ++l) {
         int g = tid + l * SGEMM_THREADS;
@@ -259,12 +266,12 @@ __device__ __forceinline__ void v4_fetch_b(float4 (&reg)[V4_B_LOADS], const floa
         if (layout == LAYOUT_NT) {  // B stored [N, K]: contiguous along k
             int nn = g / (SGEMM_BK / 4), kk = (g % (SGEMM_BK / 4)) * 4;
             int gn = n0 + nn, gk = k0 + kk;
-            int valid = gn < N ? min(4, K - gk) : 0;
+            int valid = gn < N ? min(4, kend - gk) : 0;
             reg[l] = load4(B, (long)gn * K + gk, valid, (K & 3) == 0);
         } else {  // B stored [K, N]: contiguous along n
             int kk = g / (SGEMM_BN / 4), nn = (g % (SGEMM_BN / 4)) * 4;
             int gk = k0 + kk, gn = n0 + nn;
-            int valid = gk < K ? min(4, N - gn) : 0;
+            int valid = gk < kend ? min(4, N - gn) : 0;
             reg[l] = load4(B, (long)gk * N + gn, valid, (N & 3) == 0);
         }
     }
@@ -301,8 +308,10 @@ __device__ __forceinline__ float activate(float v, int act, float slope) {
 
 // Shared main loop of v4 and linear_fwd. Thread (ty, tx) of the 16×16 grid owns the rows
 // {4ty + i, BM/2 + 4ty + i} and columns {4tx + j, BN/2 + 4tx + j}, i, j in 0..4.
+// The block sums k in [kbeg, kend) (kbeg a multiple of 4; the whole of K except for split-K).
 // Epilogue: `bias` != null → add bias[col] then activation (linear); else alpha/beta (sgemm).
-__device__ __forceinline__ void sgemm_v4_body(int layout, int M, int N, int K, float alpha,
+__device__ __forceinline__ void sgemm_v4_body(int layout, int M, int N, int K, int kbeg, int kend,
+                                              float alpha,
                                               const float* __restrict__ A,
                                               const float* __restrict__ B, float beta,
                                               float* __restrict__ C, const float* __restrict__ bias,
@@ -320,18 +329,18 @@ __device__ __forceinline__ void sgemm_v4_body(int layout, int M, int N, int K, f
         for (int j = 0; j < SGEMM_TN; ++j) acc[i][j] = 0.0f;
 
     float4 a_reg[V4_A_LOADS], b_reg[V4_B_LOADS];
-    v4_fetch_a(a_reg, A, layout, M, K, m0, 0, tid);
-    v4_fetch_b(b_reg, B, layout, N, K, n0, 0, tid);
+    v4_fetch_a(a_reg, A, layout, M, K, kend, m0, kbeg, tid);
+    v4_fetch_b(b_reg, B, layout, N, K, kend, n0, kbeg, tid);
     v4_store_a(As[0], a_reg, layout, tid);
     v4_store_b(Bs[0], b_reg, layout, tid);
     __syncthreads();
 
     int stage = 0;
-    for (int k0 = 0; k0 < K; k0 += SGEMM_BK) {
-        const bool has_next = k0 + SGEMM_BK < K;
+    for (int k0 = kbeg; k0 < kend; k0 += SGEMM_BK) {
+        const bool has_next = k0 + SGEMM_BK < kend;
         if (has_next) {  // in flight while we multiply the current stage
-            v4_fetch_a(a_reg, A, layout, M, K, m0, k0 + SGEMM_BK, tid);
-            v4_fetch_b(b_reg, B, layout, N, K, n0, k0 + SGEMM_BK, tid);
+            v4_fetch_a(a_reg, A, layout, M, K, kend, m0, k0 + SGEMM_BK, tid);
+            v4_fetch_b(b_reg, B, layout, N, K, kend, n0, k0 + SGEMM_BK, tid);
         }
 #pragma unroll
         for (int kk = 0; kk < SGEMM_BK; ++kk) {
@@ -391,7 +400,34 @@ __device__ __forceinline__ void sgemm_v4_body(int layout, int M, int N, int K, f
 extern "C" __global__ void __launch_bounds__(SGEMM_THREADS)
 sgemm_fwd_v4_f32(int layout, int M, int N, int K, float alpha, const float* __restrict__ A,
                  const float* __restrict__ B, float beta, float* __restrict__ C) {
-    sgemm_v4_body(layout, M, N, K, alpha, A, B, beta, C, 0, ACT_NONE, 0.0f);
+    sgemm_v4_body(layout, M, N, K, 0, K, alpha, A, B, beta, C, 0, ACT_NONE, 0.0f);
+}
+
+// v5, split-K, for products with few output tiles and a long K (a linear layer's forward or
+// input gradient over 12288 features at batch 100 fills one 128×128 tile: v4 would run one
+// block on one SM of 132). Grid z slices K into chunks of `kchunk` (a multiple of SGEMM_BK);
+// slice z runs the v4 main loop over its chunk and writes its partial product to
+// part[z][M][N]. sgemm_splitk_reduce_f32 then sums the slices in z order and applies
+// alpha/beta, so the result does not depend on scheduling.
+extern "C" __global__ void __launch_bounds__(SGEMM_THREADS)
+sgemm_fwd_v5_splitk_f32(int layout, int M, int N, int K, int kchunk, const float* __restrict__ A,
+                        const float* __restrict__ B, float* __restrict__ part) {
+    int kbeg = blockIdx.z * kchunk;
+    int kend = min(K, kbeg + kchunk);
+    sgemm_v4_body(layout, M, N, K, kbeg, kend, 1.0f, A, B, 0.0f, part + (long)blockIdx.z * M * N, 0,
+                  ACT_NONE, 0.0f);
+}
+
+// C[i] = alpha · Σ_z part[z][i] + beta · C[i], z ascending; i over the M·N outputs.
+extern "C" __global__ void sgemm_splitk_reduce_f32(long long mn, int slices, float alpha,
+                                                   const float* __restrict__ part, float beta,
+                                                   float* __restrict__ C) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < mn;
+         i += (long long)gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int z = 0; z < slices; ++z) acc += part[z * mn + i];
+        C[i] = epilogue(acc, alpha, beta, C, i);
+    }
 }
 
 // out[N_batch, O] = act(x[N_batch, I] · W[O, I]ᵀ + b[O]), i.e. NT layout with M = batch,
@@ -399,5 +435,5 @@ sgemm_fwd_v4_f32(int layout, int M, int N, int K, float alpha, const float* __re
 extern "C" __global__ void __launch_bounds__(SGEMM_THREADS)
 linear_fwd_v1_f32(int M, int N, int K, const float* __restrict__ x, const float* __restrict__ w,
                   const float* __restrict__ b, int act, float slope, float* __restrict__ out) {
-    sgemm_v4_body(LAYOUT_NT, M, N, K, 1.0f, x, w, 0.0f, out, b, act, slope);
+    sgemm_v4_body(LAYOUT_NT, M, N, K, 0, K, 1.0f, x, w, 0.0f, out, b, act, slope);
 }

@@ -17,6 +17,13 @@
 //   reduce_dim_fwd_v2_f32  one warp per output, lanes stride over R, shuffle tree — for
 //                          inner == 1 (row reductions: sum over features), where v1 would
 //                          have each thread walk a row alone with uncoalesced loads.
+//   reduce_dim_fwd_v3_f32  few outputs, long R (a column sum of a [16384, 1024] matrix: v1
+//                          would run 1024 threads, each walking 16384 values alone). A block
+//                          is 32 outputs × 8 row lanes; grid y cuts R into slices. Each thread
+//                          walks every 8th row of its slice, the 8 lanes are combined in lane
+//                          order through shared memory, and each slice writes a partial; v1
+//                          then reduces the partials over the slices in slice order. Shorter
+//                          sequential chains also make the f32 sum more accurate.
 
 #define REDUCE_THREADS 256
 #define FULL_MASK 0xffffffffu
@@ -88,5 +95,31 @@ extern "C" __global__ void reduce_dim_fwd_v2_f32(int op, const float* __restrict
         for (int r = lane; r < R; r += 32) acc = combine(op, acc, base[r]);
         acc = warp_reduce(op, acc);
         if (lane == 0) out[row] = op == 1 ? acc : acc * scale;
+    }
+}
+
+// x viewed as [outer, R, inner]; t = o·inner + i. Block (32, 8); grid (⌈outer·inner/32⌉, slices).
+// Slice y covers rows [y·rchunk, min(R, (y+1)·rchunk)) and writes out[y·outer·inner + t], times
+// `scale` (pass 1 of a split reduction passes 1, and v1 applies the real scale in pass 2).
+#define V3_LANES 8
+extern "C" __global__ void __launch_bounds__(32 * V3_LANES)
+reduce_dim_fwd_v3_f32(int op, const float* __restrict__ x, int outer, int R, int inner, int rchunk,
+                      float scale, float* __restrict__ out) {
+    __shared__ float lanes[V3_LANES][33];
+    long long total = (long long)outer * inner;
+    long long t = blockIdx.x * 32LL + threadIdx.x;
+    int r0 = blockIdx.y * rchunk, r1 = min(R, r0 + rchunk);
+    float acc = identity(op);
+    if (t < total) {
+        long long o = t / inner, i = t % inner;
+        const float* base = x + o * (long long)R * inner + i;
+        for (int r = r0 + threadIdx.y; r < r1; r += V3_LANES) acc = combine(op, acc, base[(long long)r * inner]);
+    }
+    lanes[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && t < total) {
+#pragma unroll
+        for (int l = 1; l < V3_LANES; ++l) acc = combine(op, acc, lanes[l][threadIdx.x]);
+        out[blockIdx.y * total + t] = op == 1 ? acc : acc * scale;
     }
 }

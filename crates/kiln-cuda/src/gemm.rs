@@ -44,17 +44,21 @@ pub enum GemmVariant {
     V2SmemTiled,
     /// v3: 128×128 block tile, 8×8 outputs per thread in registers.
     V3RegBlock,
-    /// v4: v3 + float4 loads, conflict-free fragment reads, double buffering (the default).
+    /// v4: v3 + float4 loads, conflict-free fragment reads, double buffering.
     V4Vectorized,
+    /// v5: v4, with K split across grid z when the output has too few tiles to fill the GPU
+    /// (see [`split_k_slices`]), then a fixed-order sum of the slices (the engine's choice).
+    V5SplitK,
 }
 
 impl GemmVariant {
     /// Every variant.
-    pub const ALL: [GemmVariant; 4] = [
+    pub const ALL: [GemmVariant; 5] = [
         GemmVariant::V1Naive,
         GemmVariant::V2SmemTiled,
         GemmVariant::V3RegBlock,
         GemmVariant::V4Vectorized,
+        GemmVariant::V5SplitK,
     ];
 
     /// The CUDA kernel's name.
@@ -64,6 +68,7 @@ impl GemmVariant {
             GemmVariant::V2SmemTiled => "sgemm_fwd_v2_f32",
             GemmVariant::V3RegBlock => "sgemm_fwd_v3_f32",
             GemmVariant::V4Vectorized => "sgemm_fwd_v4_f32",
+            GemmVariant::V5SplitK => "sgemm_fwd_v5_splitk_f32",
         }
     }
 
@@ -74,6 +79,7 @@ impl GemmVariant {
             GemmVariant::V2SmemTiled => "sgemm_v2_smem_tiled",
             GemmVariant::V3RegBlock => "sgemm_v3_regblock",
             GemmVariant::V4Vectorized => "sgemm_v4_vectorized",
+            GemmVariant::V5SplitK => "sgemm_v5_splitk",
         }
     }
 
@@ -81,11 +87,12 @@ impl GemmVariant {
         // Must match the #define defaults in gemm.cu.
         const V1_BLOCK: u32 = 16;
         const V2_TILE: u32 = 32;
-        const BLOCK_TILE: u32 = 128;
         let (tile, block_dim) = match self {
             GemmVariant::V1Naive => (V1_BLOCK, (V1_BLOCK, V1_BLOCK, 1)),
             GemmVariant::V2SmemTiled => (V2_TILE, (V2_TILE, V2_TILE, 1)),
-            GemmVariant::V3RegBlock | GemmVariant::V4Vectorized => (BLOCK_TILE, (256, 1, 1)),
+            GemmVariant::V3RegBlock | GemmVariant::V4Vectorized | GemmVariant::V5SplitK => {
+                (BLOCK_TILE as u32, (256, 1, 1))
+            }
         };
         LaunchConfig {
             grid_dim: ((n as u32).div_ceil(tile), (m as u32).div_ceil(tile), 1),
@@ -93,6 +100,29 @@ impl GemmVariant {
             shared_mem_bytes: 0,
         }
     }
+}
+
+/// Output tile of the v3–v5 kernels (`SGEMM_BM` = `SGEMM_BN` in gemm.cu).
+const BLOCK_TILE: usize = 128;
+/// k per main-loop step of v4/v5 (`SGEMM_BK`); split-K chunks are multiples of it.
+const BLOCK_K: usize = 8;
+/// The shortest K slice worth a block of its own: 32 k-steps of the v4 loop.
+const MIN_SPLIT_CHUNK: usize = 256;
+
+/// How many K slices v5 cuts an m×n×k product into (1: run v4 as is), and the chunk length.
+///
+/// Split only when the 128×128 output tiles cannot fill the GPU (fewer tiles than SMs): aim
+/// at about two blocks per SM, with each slice at least [`MIN_SPLIT_CHUNK`] long. The
+/// article's `x·W1ᵀ` (100×128×12288) is one tile: 48 slices of 256.
+pub fn split_k_slices(m: usize, n: usize, k: usize, sm_count: usize) -> (usize, usize) {
+    let tiles = m.div_ceil(BLOCK_TILE) * n.div_ceil(BLOCK_TILE);
+    if tiles >= sm_count || k < 2 * MIN_SPLIT_CHUNK {
+        return (1, k);
+    }
+    let want = (2 * sm_count).div_ceil(tiles);
+    let slices = want.min(k / MIN_SPLIT_CHUNK).max(1);
+    let chunk = k.div_ceil(slices).div_ceil(BLOCK_K) * BLOCK_K;
+    (k.div_ceil(chunk), chunk)
 }
 
 /// Activation fused into [`CudaBackend::linear_fwd`].
@@ -140,7 +170,7 @@ impl Activation {
     }
 }
 
-fn dims_to_i32(dims: &[usize]) -> Result<Vec<i32>> {
+pub(crate) fn dims_to_i32(dims: &[usize]) -> Result<Vec<i32>> {
     dims.iter()
         .map(|&d| i32::try_from(d).map_err(|_| CudaError::Shape(format!("dimension {d} exceeds i32"))))
         .collect()
@@ -186,6 +216,16 @@ impl CudaBackend {
         let dims = dims_to_i32(&[m, n, k])?;
         let (mi, ni, ki) = (dims[0], dims[1], dims[2]);
         let code = layout.code();
+        let variant = match variant {
+            GemmVariant::V5SplitK => {
+                let (slices, chunk) = split_k_slices(m, n, k, self.sm_count() as usize);
+                if slices > 1 {
+                    return self.sgemm_split_k(layout, (m, n, k), slices, chunk, alpha, a, b, beta, c);
+                }
+                GemmVariant::V4Vectorized
+            }
+            v => v,
+        };
         let name = variant.kernel_name();
         let func = self.function(&GEMM, name)?;
         let mut launch = self.stream().launch_builder(&func);
@@ -204,6 +244,61 @@ impl CudaBackend {
         // hold m·k, k·n, m·n floats (checked above), which is all the kernel indexes for this
         // layout; the grid covers C exactly as the kernel's tiling expects.
         unsafe { launch.launch(variant.launch_config(m, n)) }.map_err(launch_err(name))?;
+        Ok(())
+    }
+
+    /// v5 with `slices` > 1: partial products of `chunk`-long K slices into a pooled
+    /// workspace, then their fixed-order sum into C.
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm_split_k(
+        &self,
+        layout: GemmLayout,
+        (m, n, k): (usize, usize, usize),
+        slices: usize,
+        chunk: usize,
+        alpha: f32,
+        a: &DeviceBuffer,
+        b: &DeviceBuffer,
+        beta: f32,
+        c: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let dims = dims_to_i32(&[m, n, k, chunk, slices])?;
+        let mut part = self.alloc(slices * m * n)?;
+        let code = layout.code();
+        let name = GemmVariant::V5SplitK.kernel_name();
+        let func = self.function(&GEMM, name)?;
+        let mut launch = self.stream().launch_builder(&func);
+        launch
+            .arg(&code)
+            .arg(&dims[0])
+            .arg(&dims[1])
+            .arg(&dims[2])
+            .arg(&dims[3])
+            .arg(a.slice())
+            .arg(b.slice())
+            .arg(part.slice_mut());
+        let mut cfg = GemmVariant::V5SplitK.launch_config(m, n);
+        cfg.grid_dim.2 = dims[4] as u32;
+        // SAFETY: matches `sgemm_fwd_v5_splitk_f32(int layout, int M, int N, int K, int kchunk,
+        // const float* A, const float* B, float* part)`; A and B hold m·k and k·n floats
+        // (checked by the caller), part holds slices·m·n, and grid z = slices =
+        // ceil(k / chunk), so every slice writes only its own m·n block of part.
+        unsafe { launch.launch(cfg) }.map_err(launch_err(name))?;
+
+        let name = "sgemm_splitk_reduce_f32";
+        let func = self.function(&GEMM, name)?;
+        let mn = (m * n) as i64;
+        let mut launch = self.stream().launch_builder(&func);
+        launch
+            .arg(&mn)
+            .arg(&dims[4])
+            .arg(&alpha)
+            .arg(part.slice())
+            .arg(&beta)
+            .arg(c.slice_mut());
+        // SAFETY: matches `sgemm_splitk_reduce_f32(long long mn, int slices, float alpha,
+        // const float* part, float beta, float* C)`; part holds slices·mn floats, C holds mn.
+        unsafe { launch.launch(self.grid_1d(m * n)) }.map_err(launch_err(name))?;
         Ok(())
     }
 
@@ -247,5 +342,27 @@ impl CudaBackend {
         let cfg = GemmVariant::V4Vectorized.launch_config(batch, out_features);
         unsafe { launch.launch(cfg) }.map_err(launch_err(name))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_k_only_when_tiles_cannot_fill_the_gpu() {
+        // The article's D forward: one tile, K = 12288 → 48 slices of 256.
+        assert_eq!(split_k_slices(100, 128, 12288, 132), (48, 256));
+        // Enough tiles already: 4096² has 1024.
+        assert_eq!(split_k_slices(4096, 4096, 4096, 132).0, 1);
+        // Short K is never split.
+        assert_eq!(split_k_slices(100, 128, 511, 132).0, 1);
+        // Slices cover K exactly once, in chunks that are multiples of BLOCK_K.
+        for (m, n, k) in [(64, 128, 784), (100, 128, 1000), (37, 70, 2050), (300, 300, 100_000)] {
+            let (s, chunk) = split_k_slices(m, n, k, 132);
+            assert_eq!(chunk % BLOCK_K, 0, "{m}x{n}x{k}");
+            assert!(s * chunk >= k && (s - 1) * chunk < k, "{m}x{n}x{k}: {s} x {chunk}");
+            assert!(s == 1 || chunk >= MIN_SPLIT_CHUNK, "{m}x{n}x{k}: chunk {chunk}");
+        }
     }
 }

@@ -4,6 +4,7 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::backend::{check_len, launch_err, CudaBackend};
 use crate::error::{CudaError, Result};
+use crate::gemm::dims_to_i32;
 use crate::nvrtc::REDUCE;
 use crate::pool::DeviceBuffer;
 
@@ -128,8 +129,6 @@ impl CudaBackend {
                 ReduceOp::Max => Err(CudaError::Shape(format!("{what}: max over an empty dim"))),
             };
         }
-        let to_i32 = |v: usize| i32::try_from(v).map_err(|_| CudaError::Shape(format!("{what}: {v} exceeds i32")));
-        let (outer_i, r_i, inner_i) = (to_i32(outer)?, to_i32(r)?, to_i32(inner)?);
         let code = op.code();
         let scale = if op == ReduceOp::Mean { 1.0 / r as f32 } else { 1.0 };
         if inner == 1 {
@@ -137,12 +136,13 @@ impl CudaBackend {
             let func = self.function(&REDUCE, name)?;
             let warps_per_block = REDUCE_THREADS as usize / 32;
             let blocks = outer.div_ceil(warps_per_block).min(self.sm_count() as usize * 32);
+            let dims = dims_to_i32(&[outer, r])?;
             let mut launch = self.stream().launch_builder(&func);
             launch
                 .arg(&code)
                 .arg(x.slice())
-                .arg(&outer_i)
-                .arg(&r_i)
+                .arg(&dims[0])
+                .arg(&dims[1])
                 .arg(&scale)
                 .arg(out.slice_mut());
             let cfg = LaunchConfig {
@@ -155,21 +155,122 @@ impl CudaBackend {
             // multiple of 32 as the warp-per-row kernel requires.
             unsafe { launch.launch(cfg) }.map_err(launch_err(name))?;
         } else {
-            let name = "reduce_dim_fwd_v1_f32";
-            let func = self.function(&REDUCE, name)?;
-            let mut launch = self.stream().launch_builder(&func);
-            launch
-                .arg(&code)
-                .arg(x.slice())
-                .arg(&outer_i)
-                .arg(&r_i)
-                .arg(&inner_i)
-                .arg(&scale)
-                .arg(out.slice_mut());
-            // SAFETY: matches `reduce_dim_fwd_v1_f32(int op, const float* x, int outer, int R,
-            // int inner, float scale, float* out)`; lengths checked above.
-            unsafe { launch.launch(self.grid_1d(outer * inner)) }.map_err(launch_err(name))?;
+            let total = outer * inner;
+            let (slices, rchunk) = dim_slices(total, r, self.sm_count() as usize);
+            if slices == 1 && total < self.sm_count() as usize * REDUCE_THREADS as usize {
+                // Too few outputs for one thread each to fill the GPU, too short a dim to
+                // split: v3's 8 lanes per output still beat v1's one thread.
+                self.reduce_dim_v3(code, x, (outer, r, inner), 1, r, scale, out)?;
+            } else if slices == 1 {
+                self.reduce_dim_v1(code, x, (outer, r, inner), scale, out)?;
+            } else {
+                let mut part = self.alloc(slices * total)?;
+                self.reduce_dim_v3(code, x, (outer, r, inner), slices, rchunk, 1.0, &mut part)?;
+                self.reduce_dim_v1(code, &part, (1, slices, total), scale, out)?;
+            }
         }
         Ok(())
+    }
+
+    /// `reduce_dim_fwd_v1_f32`: one thread per output.
+    fn reduce_dim_v1(
+        &self,
+        code: i32,
+        x: &DeviceBuffer,
+        (outer, r, inner): (usize, usize, usize),
+        scale: f32,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let dims = dims_to_i32(&[outer, r, inner])?;
+        let name = "reduce_dim_fwd_v1_f32";
+        let func = self.function(&REDUCE, name)?;
+        let mut launch = self.stream().launch_builder(&func);
+        launch
+            .arg(&code)
+            .arg(x.slice())
+            .arg(&dims[0])
+            .arg(&dims[1])
+            .arg(&dims[2])
+            .arg(&scale)
+            .arg(out.slice_mut());
+        // SAFETY: matches `reduce_dim_fwd_v1_f32(int op, const float* x, int outer, int R,
+        // int inner, float scale, float* out)`; callers pass x of outer·R·inner floats and out
+        // of outer·inner (checked in `reduce_dim`, or sized so for the partials).
+        unsafe { launch.launch(self.grid_1d(outer * inner)) }.map_err(launch_err(name))?;
+        Ok(())
+    }
+
+    /// `reduce_dim_fwd_v3_f32` over `slices` slices of `rchunk` rows, into out
+    /// [slices, outer·inner].
+    #[allow(clippy::too_many_arguments)]
+    fn reduce_dim_v3(
+        &self,
+        code: i32,
+        x: &DeviceBuffer,
+        (outer, r, inner): (usize, usize, usize),
+        slices: usize,
+        rchunk: usize,
+        scale: f32,
+        out: &mut DeviceBuffer,
+    ) -> Result<()> {
+        let dims = dims_to_i32(&[outer, r, inner, rchunk])?;
+        let name = "reduce_dim_fwd_v3_f32";
+        let func = self.function(&REDUCE, name)?;
+        let mut launch = self.stream().launch_builder(&func);
+        launch
+            .arg(&code)
+            .arg(x.slice())
+            .arg(&dims[0])
+            .arg(&dims[1])
+            .arg(&dims[2])
+            .arg(&dims[3])
+            .arg(&scale)
+            .arg(out.slice_mut());
+        let cfg = LaunchConfig {
+            grid_dim: ((outer * inner).div_ceil(32) as u32, slices as u32, 1),
+            block_dim: (32, V3_LANES, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches `reduce_dim_fwd_v3_f32(int op, const float* x, int outer, int R,
+        // int inner, int rchunk, float scale, float* out)`; x holds outer·R·inner floats, out
+        // holds slices·outer·inner, and slices·rchunk ≥ R, so slice y writes only its block.
+        unsafe { launch.launch(cfg) }.map_err(launch_err(name))?;
+        Ok(())
+    }
+}
+
+/// Row lanes per output in `reduce_dim_fwd_v3_f32` (`V3_LANES`).
+const V3_LANES: u32 = 8;
+/// The shortest slice of the reduced dim worth its own blocks (8 rows per lane).
+const MIN_SLICE_ROWS: usize = 64;
+
+/// How many slices of the reduced dim (length `r`) a reduction with `total` outputs runs as
+/// (1: no split), and the rows per slice. Split when v1 would leave the GPU underused (fewer
+/// outputs than 256 threads per SM) and the dim is long: aim at four v3 blocks per SM.
+pub fn dim_slices(total: usize, r: usize, sm_count: usize) -> (usize, usize) {
+    if total >= sm_count * REDUCE_THREADS as usize || r < 2 * MIN_SLICE_ROWS {
+        return (1, r);
+    }
+    let blocks_x = total.div_ceil(32);
+    let slices = (4 * sm_count).div_ceil(blocks_x).min(r / MIN_SLICE_ROWS).max(1);
+    let rchunk = r.div_ceil(slices);
+    (r.div_ceil(rchunk), rchunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dim_slices;
+
+    #[test]
+    fn long_dims_with_few_outputs_are_split_and_covered_once() {
+        // A column sum of [16384, 1024]: 32 blocks across, 17 slices.
+        assert_eq!(dim_slices(1024, 16384, 132).0, 17);
+        // Enough outputs for v1, or a short dim: no split.
+        assert_eq!(dim_slices(1 << 20, 16384, 132).0, 1);
+        assert_eq!(dim_slices(1024, 100, 132).0, 1);
+        for (total, r) in [(1024, 16384), (33, 1000), (7, 129), (5000, 65536)] {
+            let (s, chunk) = dim_slices(total, r, 132);
+            assert!(s * chunk >= r && (s - 1) * chunk < r, "{total} x {r}: {s} x {chunk}");
+        }
     }
 }

@@ -8,7 +8,26 @@ use crate::loss::PairLoss;
 use crate::optim::{AdamConfig, AdamParams, SgdConfig};
 use crate::reduce::ReduceOp;
 
+/// Entry (i, j) of op(A)·op(B), summed in f64.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_entry(layout: GemmLayout, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], i: usize, j: usize) -> f64 {
+    let mut acc = 0.0f64;
+    for p in 0..k {
+        let av = match layout {
+            GemmLayout::TN => a[p * m + i],
+            _ => a[i * k + p],
+        };
+        let bv = match layout {
+            GemmLayout::NT => b[j * k + p],
+            _ => b[p * n + j],
+        };
+        acc += av as f64 * bv as f64;
+    }
+    acc
+}
+
 /// C = alpha·op(A)·op(B) + beta·C, row-major (beta = 0 ignores C's contents).
+#[allow(clippy::too_many_arguments)]
 pub fn sgemm(
     layout: GemmLayout,
     m: usize,
@@ -22,19 +41,7 @@ pub fn sgemm(
 ) {
     for i in 0..m {
         for j in 0..n {
-            let mut acc = 0.0f64;
-            for p in 0..k {
-                let av = match layout {
-                    GemmLayout::TN => a[p * m + i],
-                    _ => a[i * k + p],
-                };
-                let bv = match layout {
-                    GemmLayout::NT => b[j * k + p],
-                    _ => b[p * n + j],
-                };
-                acc += av as f64 * bv as f64;
-            }
-            let prod = alpha as f64 * acc;
+            let prod = alpha as f64 * sgemm_entry(layout, m, n, k, a, b, i, j);
             c[i * n + j] = if beta == 0.0 {
                 prod as f32
             } else {

@@ -61,6 +61,9 @@ fn every_gemm_variant_and_layout_matches_cpu() {
         (130, 67, 45),
         (128, 256, 128),
         (257, 129, 70),
+        // Long K over few tiles: v5 splits these (3 and 8 slices), the second with K % 4 != 0.
+        (100, 128, 1000),
+        (37, 70, 2050),
     ];
     for (m, n, k) in sizes {
         let a_host = uniform(m * k, 1, -1.0, 1.0);
@@ -278,7 +281,16 @@ fn reductions_match_cpu_and_are_deterministic() {
             );
         }
     }
-    for (outer, r, inner) in [(3, 5, 7), (64, 100, 1), (1, 1000, 33), (5, 1, 4)] {
+    // v3 alone (few outputs, short dim), v3 split into slices then v1 (long dims), v1 (many
+    // outputs), v2 (rows).
+    for (outer, r, inner) in [
+        (3, 5, 7),
+        (64, 100, 1),
+        (1, 1000, 33),
+        (5, 1, 4),
+        (2, 4000, 40),
+        (2, 50, 20_000),
+    ] {
         let x_host = uniform(outer * r * inner, 15, -1.0, 1.0);
         let x = gpu.htod(&x_host).unwrap();
         for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
