@@ -33,7 +33,8 @@
 //                     split-K: when M×N gives fewer 128×128 tiles than the GPU has SMs and K
 //                     is long, grid z cuts K into slices, each slice's blocks run the v4 loop
 //                     over their chunk into a workspace, and a second kernel sums the slices
-//                     in a fixed order (deterministic, no atomics). See the kernels below.
+//                     in a fixed order (deterministic, no atomics) and applies the epilogue
+//                     (alpha/beta, or the linear layer's bias + activation).
 //   linear_fwd_v1_f32 the v4 main loop in NT layout with a fused epilogue
 //                     out = act(x·Wᵀ + b): bias add and activation happen in registers
 //                     before the single store, saving two full passes over `out`.
@@ -300,7 +301,7 @@ __device__ __forceinline__ float activate(float v, int act, float slope) {
     switch (act) {
         case ACT_RELU: return fmaxf(v, 0.0f);
         case ACT_LEAKY_RELU: return v > 0.0f ? v : slope * v;
-        case ACT_SIGMOID: return 1.0f / (1.0f + __expf(-v));
+        case ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));  // as the unary kernel
         case ACT_TANH: return tanhf(v);
         default: return v;
     }
@@ -418,15 +419,19 @@ sgemm_fwd_v5_splitk_f32(int layout, int M, int N, int K, int kchunk, const float
                   ACT_NONE, 0.0f);
 }
 
-// C[i] = alpha · Σ_z part[z][i] + beta · C[i], z ascending; i over the M·N outputs.
-extern "C" __global__ void sgemm_splitk_reduce_f32(long long mn, int slices, float alpha,
+// Sums the slices, z ascending, for each of the M·N outputs i (column i % N), then either
+// C[i] = alpha·Σ + beta·C[i] (bias == null: sgemm) or C[i] = act(Σ + bias[i % N]) (the
+// linear layer's epilogue, as linear_fwd_v1_f32 applies it).
+extern "C" __global__ void sgemm_splitk_reduce_f32(long long mn, int N, int slices, float alpha,
                                                    const float* __restrict__ part, float beta,
-                                                   float* __restrict__ C) {
+                                                   float* __restrict__ C,
+                                                   const float* __restrict__ bias, int act,
+                                                   float slope) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < mn;
          i += (long long)gridDim.x * blockDim.x) {
         float acc = 0.0f;
         for (int z = 0; z < slices; ++z) acc += part[z * mn + i];
-        C[i] = epilogue(acc, alpha, beta, C, i);
+        C[i] = bias != 0 ? activate(acc + bias[i % N], act, slope) : epilogue(acc, alpha, beta, C, i);
     }
 }
 

@@ -344,6 +344,40 @@ pub(crate) fn gemm(a: &Tensor, b: &Tensor, init: Option<Tensor>) -> Result<Tenso
     Ok(c)
 }
 
+/// act(x·Wᵀ + b) through kiln-cuda's fused linear layer (one GEMM kernel with the bias and the
+/// activation in its epilogue, or in its split-K reduction), for a row-major x [N, I], W [O, I]
+/// and a bias; `None` where it does not apply (no bias, a strided operand, or an activation
+/// the epilogue lacks), and the caller composes the ops.
+pub(crate) fn linear_fused(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<UnaryOp>,
+) -> Result<Option<Tensor>> {
+    use kiln_cuda::Activation as A;
+    let activation = match act {
+        None => A::None,
+        Some(UnaryOp::Relu) => A::Relu,
+        Some(UnaryOp::LeakyRelu(s)) => A::LeakyRelu(s as f32),
+        Some(UnaryOp::Sigmoid) => A::Sigmoid,
+        Some(UnaryOp::Tanh) => A::Tanh,
+        Some(_) => return Ok(None),
+    };
+    let Some(b) = bias else { return Ok(None) };
+    if !(is_dense(x)? && is_dense(w)? && is_dense(b)?) {
+        return Ok(None);
+    }
+    let gpu = backend(x.device())?;
+    let (n, i, o) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    let mut out = gpu.alloc(n * o)?;
+    read(x, |xb| {
+        read(w, |wb| {
+            read(b, |bb| Ok(gpu.linear_fwd(xb, wb, bb, &mut out, n, i, o, activation)?))
+        })
+    })?;
+    Ok(Some(wrap(out, &[n, o], x.device())))
+}
+
 /// `rows` copies of the 1-D tensor `row` as a dense [rows, len] tensor (the bias of a linear
 /// layer, which the GEMM then accumulates onto).
 pub(crate) fn repeat_rows(row: &Tensor, rows: usize) -> Result<Tensor> {

@@ -8,6 +8,7 @@
 #![cfg(feature = "cuda")]
 
 use kiln_core::{autograd, kiln_cuda, no_grad, DType, Device, Error, Result, Tensor};
+use kiln_cpu::elementwise::UnaryOp;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -217,6 +218,26 @@ fn matmul_and_linear_match_cpu_for_every_layout() {
         &[&[64, 100], &[128, 100], &[128]],
         ACCUMULATING,
         |t| t[0].linear(&t[1], Some(&t[2]))?.relu()?.sum(),
+    );
+    // The fused kernel (bias and activation in the GEMM's epilogue), also through split-K
+    // (K = 1200 over one output tile), and the composed fallback for a transposed weight.
+    for act in [UnaryOp::Relu, UnaryOp::LeakyRelu(0.2), UnaryOp::Sigmoid, UnaryOp::Tanh] {
+        for (n, i, o) in [(16, 10, 7), (8, 1200, 30)] {
+            check(
+                dev,
+                &format!("linear_act {act:?} {n}x{i}x{o}"),
+                &[&[n, i], &[o, i], &[o]],
+                ACCUMULATING,
+                |t| t[0].linear_act(&t[1], Some(&t[2]), act),
+            );
+        }
+    }
+    check(
+        dev,
+        "linear, transposed weight",
+        &[&[16, 10], &[10, 7], &[7]],
+        ACCUMULATING,
+        |t| t[0].linear_act(&t[1].t()?, Some(&t[2]), UnaryOp::Sigmoid),
     );
 }
 

@@ -14,7 +14,7 @@ use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use crate::backend::CudaBackend;
 use crate::elementwise::{BinaryOp, ElementwiseVariant, UnaryOp};
 use crate::error::{CudaError, Result};
-use crate::gemm::{GemmLayout, GemmVariant};
+use crate::gemm::{GemmLayout, GemmTuning, GemmVariant};
 use crate::optim::AdamConfig;
 use crate::pool::DeviceBuffer;
 use crate::reduce::ReduceOp;
@@ -255,18 +255,32 @@ pub fn bench_gemm(
             };
         }
 
-        for variant in GemmVariant::ALL {
+        // Every variant with the engine's settings, then, where v5 splits K, the candidates
+        // with shorter minimum slices.
+        let default = GemmTuning::default();
+        let mut runs: Vec<(String, GemmVariant, GemmTuning)> = GemmVariant::ALL
+            .iter()
+            .map(|&v| (v.label().to_string(), v, default))
+            .collect();
+        if default.split_k(m, n, k, gpu.sm_count() as usize).0 > 1 {
+            for min_split_chunk in [64, 256] {
+                let t = GemmTuning { min_split_chunk };
+                runs.push((format!("sgemm_v5_chunk{min_split_chunk}"), GemmVariant::V5SplitK, t));
+            }
+        }
+        for (label, variant, tuning) in runs {
+            let gemm = |c: &mut DeviceBuffer| gpu.sgemm_tuned(layout, (m, n, k), 1.0, &a, &b, 0.0, c, variant, &tuning);
             gpu.fill(&mut c, f32::NAN)?;
-            gpu.sgemm(layout, m, n, k, &a, &b, &mut c, variant)?;
+            gemm(&mut c)?;
             let validated = match &want {
                 Some(w) => gemm_close(&gpu.dtoh(&c)?, w, k),
                 None => false,
             };
-            let samples = time_ms(gpu, opts, || gpu.sgemm(layout, m, n, k, &a, &b, &mut c, variant))?;
+            let samples = time_ms(gpu, opts, || gemm(&mut c))?;
             let (median_ms, spread) = summarize(samples);
             let gflops = flops / (median_ms * 1e6);
             rows.push(BenchResult {
-                name: variant.label().into(),
+                name: label,
                 size: size.clone(),
                 median_ms,
                 spread,

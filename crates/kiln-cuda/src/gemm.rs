@@ -47,7 +47,7 @@ pub enum GemmVariant {
     /// v4: v3 + float4 loads, conflict-free fragment reads, double buffering.
     V4Vectorized,
     /// v5: v4, with K split across grid z when the output has too few tiles to fill the GPU
-    /// (see [`split_k_slices`]), then a fixed-order sum of the slices (the engine's choice).
+    /// (see [`GemmTuning::split_k`]), then a fixed-order sum of the slices (the engine's choice).
     V5SplitK,
 }
 
@@ -104,25 +104,53 @@ impl GemmVariant {
 
 /// Output tile of the v3–v5 kernels (`SGEMM_BM` = `SGEMM_BN` in gemm.cu).
 const BLOCK_TILE: usize = 128;
+
 /// k per main-loop step of v4/v5 (`SGEMM_BK`); split-K chunks are multiples of it.
 const BLOCK_K: usize = 8;
-/// The shortest K slice worth a block of its own: 32 k-steps of the v4 loop.
-const MIN_SPLIT_CHUNK: usize = 256;
 
-/// How many K slices v5 cuts an m×n×k product into (1: run v4 as is), and the chunk length.
-///
-/// Split only when the 128×128 output tiles cannot fill the GPU (fewer tiles than SMs): aim
-/// at about two blocks per SM, with each slice at least [`MIN_SPLIT_CHUNK`] long. The
-/// article's `x·W1ᵀ` (100×128×12288) is one tile: 48 slices of 256.
-pub fn split_k_slices(m: usize, n: usize, k: usize, sm_count: usize) -> (usize, usize) {
-    let tiles = m.div_ceil(BLOCK_TILE) * n.div_ceil(BLOCK_TILE);
-    if tiles >= sm_count || k < 2 * MIN_SPLIT_CHUNK {
-        return (1, k);
+/// The tunable knob of v5; [`GemmTuning::default`] is what the engine runs. `kiln bench gemm
+/// --device cuda` times other settings next to it. On the H200, for the article's 100×128×
+/// 12288 product, slices of at least 64 / 128 / 256 ran at 93 / 96 / 60 % of cuBLAS. (`SGEMM_BK = 16` was a candidate too: at
+/// 143 registers per thread it fits one block per SM instead of two, over the budget.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmTuning {
+    /// The shortest K slice split-K gives a block of its own.
+    pub min_split_chunk: usize,
+}
+
+impl Default for GemmTuning {
+    fn default() -> Self {
+        GemmTuning { min_split_chunk: 128 }
     }
-    let want = (2 * sm_count).div_ceil(tiles);
-    let slices = want.min(k / MIN_SPLIT_CHUNK).max(1);
-    let chunk = k.div_ceil(slices).div_ceil(BLOCK_K) * BLOCK_K;
-    (k.div_ceil(chunk), chunk)
+}
+
+impl GemmTuning {
+    /// How many K slices v5 cuts an m×n×k product into (1: run v4 as is), and the chunk
+    /// length (a multiple of the kernel's k step).
+    ///
+    /// Two 128×128-tile blocks fit on an SM, so 2·SMs blocks are one wave. Split K into as
+    /// many slices as still fit in that one wave (a second, partial wave costs more than the
+    /// split saves), each at least `min_split_chunk` long. On the H200 (132 SMs): the
+    /// article's `x·W1ᵀ` (100×128×12288, one tile) becomes 96 slices of 128, a 1024³ product
+    /// (64 tiles) 4 slices of 256, and 2048³ (256 tiles) is not split.
+    pub fn split_k(&self, m: usize, n: usize, k: usize, sm_count: usize) -> (usize, usize) {
+        let tiles = m.div_ceil(BLOCK_TILE) * n.div_ceil(BLOCK_TILE);
+        let slices = (2 * sm_count / tiles).min(k / self.min_split_chunk);
+        if slices <= 1 {
+            return (1, k);
+        }
+        let chunk = k.div_ceil(slices).div_ceil(BLOCK_K) * BLOCK_K;
+        (k.div_ceil(chunk), chunk)
+    }
+}
+
+/// What the split-K reduction applies to the summed slices.
+#[derive(Clone, Copy)]
+enum SplitEpilogue<'a> {
+    /// C = alpha·Σ + beta·C.
+    AlphaBeta(f32, f32),
+    /// C = act(Σ + bias[col]).
+    BiasAct(&'a DeviceBuffer, Activation),
 }
 
 /// Activation fused into [`CudaBackend::linear_fwd`].
@@ -206,6 +234,25 @@ impl CudaBackend {
         c: &mut DeviceBuffer,
         variant: GemmVariant,
     ) -> Result<()> {
+        let tuning = GemmTuning::default();
+        self.sgemm_tuned(layout, (m, n, k), alpha, a, b, beta, c, variant, &tuning)
+    }
+
+    /// [`CudaBackend::sgemm_ex`] with another setting of v5's knob (for tuning runs; `tuning`
+    /// does not change v1–v4).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm_tuned(
+        &self,
+        layout: GemmLayout,
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        a: &DeviceBuffer,
+        b: &DeviceBuffer,
+        beta: f32,
+        c: &mut DeviceBuffer,
+        variant: GemmVariant,
+        tuning: &GemmTuning,
+    ) -> Result<()> {
         let ctx = || format!("sgemm {layout:?} m={m} n={n} k={k}");
         check_len(&format!("{} A", ctx()), a.len(), m * k)?;
         check_len(&format!("{} B", ctx()), b.len(), k * n)?;
@@ -218,9 +265,10 @@ impl CudaBackend {
         let code = layout.code();
         let variant = match variant {
             GemmVariant::V5SplitK => {
-                let (slices, chunk) = split_k_slices(m, n, k, self.sm_count() as usize);
+                let (slices, chunk) = tuning.split_k(m, n, k, self.sm_count() as usize);
                 if slices > 1 {
-                    return self.sgemm_split_k(layout, (m, n, k), slices, chunk, alpha, a, b, beta, c);
+                    let epilogue = SplitEpilogue::AlphaBeta(alpha, beta);
+                    return self.sgemm_split_k(layout, (m, n, k), (slices, chunk), a, b, epilogue, c);
                 }
                 GemmVariant::V4Vectorized
             }
@@ -248,18 +296,16 @@ impl CudaBackend {
     }
 
     /// v5 with `slices` > 1: partial products of `chunk`-long K slices into a pooled
-    /// workspace, then their fixed-order sum into C.
+    /// workspace, then their fixed-order sum into C with `epilogue`.
     #[allow(clippy::too_many_arguments)]
     fn sgemm_split_k(
         &self,
         layout: GemmLayout,
         (m, n, k): (usize, usize, usize),
-        slices: usize,
-        chunk: usize,
-        alpha: f32,
+        (slices, chunk): (usize, usize),
         a: &DeviceBuffer,
         b: &DeviceBuffer,
-        beta: f32,
+        epilogue: SplitEpilogue<'_>,
         c: &mut DeviceBuffer,
     ) -> Result<()> {
         let dims = dims_to_i32(&[m, n, k, chunk, slices])?;
@@ -288,21 +334,36 @@ impl CudaBackend {
         let name = "sgemm_splitk_reduce_f32";
         let func = self.function(&GEMM, name)?;
         let mn = (m * n) as i64;
+        let null: u64 = 0;
+        let (alpha, beta, (act, slope)) = match epilogue {
+            SplitEpilogue::AlphaBeta(alpha, beta) => (alpha, beta, Activation::None.code()),
+            SplitEpilogue::BiasAct(_, activation) => (1.0, 0.0, activation.code()),
+        };
         let mut launch = self.stream().launch_builder(&func);
         launch
             .arg(&mn)
+            .arg(&dims[1])
             .arg(&dims[4])
             .arg(&alpha)
             .arg(part.slice())
             .arg(&beta)
             .arg(c.slice_mut());
-        // SAFETY: matches `sgemm_splitk_reduce_f32(long long mn, int slices, float alpha,
-        // const float* part, float beta, float* C)`; part holds slices·mn floats, C holds mn.
+        match epilogue {
+            SplitEpilogue::AlphaBeta(..) => launch.arg(&null),
+            SplitEpilogue::BiasAct(bias, _) => launch.arg(bias.slice()),
+        };
+        launch.arg(&act).arg(&slope);
+        // SAFETY: matches `sgemm_splitk_reduce_f32(long long mn, int N, int slices, float
+        // alpha, const float* part, float beta, float* C, const float* bias, int act, float
+        // slope)`; part holds slices·mn floats, C holds mn = m·n, and bias (when not null)
+        // holds n (checked by `linear_fwd`); the kernel reads bias[i % n] only.
         unsafe { launch.launch(self.grid_1d(m * n)) }.map_err(launch_err(name))?;
         Ok(())
     }
 
-    /// Fused linear layer: out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O]) (PyTorch weight layout).
+    /// Fused linear layer: out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O]) (PyTorch weight layout), one
+    /// kernel (`linear_fwd_v1_f32`), or split-K with the epilogue in its reduction when the
+    /// output has too few tiles for the GPU (see [`GemmTuning::split_k`]).
     pub fn linear_fwd(
         &self,
         x: &DeviceBuffer,
@@ -321,6 +382,14 @@ impl CudaBackend {
         check_len(&format!("{ctx} out"), out.len(), batch * out_features)?;
         if batch == 0 || out_features == 0 {
             return Ok(());
+        }
+        let split = GemmTuning::default().split_k(batch, out_features, in_features, self.sm_count() as usize);
+        if split.0 > 1 {
+            // Few output tiles, long K: split-K, with the bias and activation applied where
+            // the slices are summed.
+            let dims = (batch, out_features, in_features);
+            let epilogue = SplitEpilogue::BiasAct(bias, activation);
+            return self.sgemm_split_k(GemmLayout::NT, dims, split, x, weight, epilogue, out);
         }
         let dims = dims_to_i32(&[batch, out_features, in_features])?;
         let (act, slope) = activation.code();
@@ -351,18 +420,25 @@ mod tests {
 
     #[test]
     fn split_k_only_when_tiles_cannot_fill_the_gpu() {
-        // The article's D forward: one tile, K = 12288 → 48 slices of 256.
-        assert_eq!(split_k_slices(100, 128, 12288, 132), (48, 256));
-        // Enough tiles already: 4096² has 1024.
-        assert_eq!(split_k_slices(4096, 4096, 4096, 132).0, 1);
+        let t = GemmTuning::default();
+        // The article's D forward: one tile, K = 12288 → 96 slices of 128.
+        assert_eq!(t.split_k(100, 128, 12288, 132), (96, 128));
+        // 1024³: 64 tiles, so 4 slices keep the 256 blocks in one wave of 264.
+        assert_eq!(t.split_k(1024, 1024, 1024, 132), (4, 256));
+        // A full wave already: 2048² has 256 tiles, 4096² 1024.
+        assert_eq!(t.split_k(2048, 2048, 2048, 132).0, 1);
+        assert_eq!(t.split_k(4096, 4096, 4096, 132).0, 1);
         // Short K is never split.
-        assert_eq!(split_k_slices(100, 128, 511, 132).0, 1);
+        assert_eq!(t.split_k(100, 128, 255, 132).0, 1);
         // Slices cover K exactly once, in chunks that are multiples of BLOCK_K.
-        for (m, n, k) in [(64, 128, 784), (100, 128, 1000), (37, 70, 2050), (300, 300, 100_000)] {
-            let (s, chunk) = split_k_slices(m, n, k, 132);
-            assert_eq!(chunk % BLOCK_K, 0, "{m}x{n}x{k}");
-            assert!(s * chunk >= k && (s - 1) * chunk < k, "{m}x{n}x{k}: {s} x {chunk}");
-            assert!(s == 1 || chunk >= MIN_SPLIT_CHUNK, "{m}x{n}x{k}: chunk {chunk}");
+        let short = GemmTuning { min_split_chunk: 64 };
+        for t in [t, short] {
+            for (m, n, k) in [(64, 128, 784), (100, 128, 1000), (37, 70, 2050), (300, 300, 100_000)] {
+                let (s, chunk) = t.split_k(m, n, k, 132);
+                assert_eq!(chunk % BLOCK_K, 0, "{m}x{n}x{k}");
+                assert!(s * chunk >= k && (s - 1) * chunk < k, "{m}x{n}x{k}: {s} x {chunk}");
+                assert!(s == 1 || chunk >= t.min_split_chunk, "{m}x{n}x{k}: chunk {chunk}");
+            }
         }
     }
 }

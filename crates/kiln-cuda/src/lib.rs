@@ -43,7 +43,7 @@ pub mod reference;
 pub use backend::{driver_available, CudaBackend};
 pub use elementwise::{BinaryOp, BroadcastParams, ElementwiseVariant, UnaryOp};
 pub use error::{CudaError, Result};
-pub use gemm::{Activation, GemmLayout, GemmVariant};
+pub use gemm::{Activation, GemmLayout, GemmTuning, GemmVariant};
 pub use loss::PairLoss;
 pub use optim::{AdamConfig, SgdConfig};
 pub use pool::{DeviceBuffer, PoolStats};

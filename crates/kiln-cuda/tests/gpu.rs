@@ -7,7 +7,7 @@
 use kiln_cuda::reference::{self, max_violation, uniform};
 use kiln_cuda::{
     driver_available, Activation, AdamConfig, BinaryOp, CudaBackend, CudaError, DeviceBuffer, ElementwiseVariant,
-    GemmLayout, GemmVariant, PairLoss, ReduceOp, SgdConfig, UnaryOp,
+    GemmLayout, GemmTuning, GemmVariant, PairLoss, ReduceOp, SgdConfig, UnaryOp,
 };
 
 fn gpu() -> Option<&'static CudaBackend> {
@@ -61,7 +61,7 @@ fn every_gemm_variant_and_layout_matches_cpu() {
         (130, 67, 45),
         (128, 256, 128),
         (257, 129, 70),
-        // Long K over few tiles: v5 splits these (3 and 8 slices), the second with K % 4 != 0.
+        // Long K over few tiles: v5 splits these (7 and 16 slices), the second with K % 4 != 0.
         (100, 128, 1000),
         (37, 70, 2050),
     ];
@@ -96,6 +96,17 @@ fn every_gemm_variant_and_layout_matches_cpu() {
                     1e-4,
                 );
             }
+            // The tuning candidates `kiln bench` times (shorter split-K slices).
+            for min_split_chunk in [64, 256] {
+                let (variant, tuning) = (GemmVariant::V5SplitK, GemmTuning { min_split_chunk });
+                let mut c = gpu.htod(&c0).unwrap();
+                gpu.sgemm_tuned(layout, (m, n, k), 0.5, &a, &b, -2.0, &mut c, variant, &tuning)
+                    .unwrap();
+                let mut want = c0.clone();
+                reference::sgemm(layout, m, n, k, 0.5, &a_host, &b_host, -2.0, &mut want);
+                let what = format!("{variant:?} {tuning:?} {layout:?} {m}x{n}x{k}");
+                assert_close(&what, &download(gpu, &c), &want, 1e-5 * k as f64, 1e-4);
+            }
         }
     }
 }
@@ -122,7 +133,8 @@ fn linear_fwd_with_each_activation_matches_cpu() {
         Activation::Sigmoid,
         Activation::Tanh,
     ];
-    for (batch, inf, outf) in [(37, 29, 19), (64, 128, 256), (1, 784, 3)] {
+    // The last two run split-K (the epilogue in the reduction), the last with I % 4 != 0.
+    for (batch, inf, outf) in [(37, 29, 19), (64, 128, 256), (1, 784, 3), (37, 2050, 70)] {
         let x_host = uniform(batch * inf, 4, -1.0, 1.0);
         let w_host = uniform(outf * inf, 5, -0.5, 0.5);
         let b_host = uniform(outf, 6, -0.5, 0.5);

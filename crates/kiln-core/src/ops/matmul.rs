@@ -236,6 +236,9 @@ impl Tensor {
             Device::Cpu => linear_cpu(self, &wt, bias, act, n, o),
             #[cfg(feature = "cuda")]
             Device::Cuda(_) => {
+                if let Some(out) = crate::cuda::linear_fused(self, weight, bias, act)? {
+                    return Ok(out);
+                }
                 let init = bias.map(|b| crate::cuda::repeat_rows(b, n)).transpose()?;
                 let z = crate::cuda::gemm(self, &wt, init)?;
                 match act {
