@@ -86,38 +86,66 @@ cp scripts/pytorch_gan_step.py "$out/"
 
 cat >"$out/run-all.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs on the GPU machine: every kiln-cuda test with a GPU required, then the benchmarks.
-# Results: stdout, and bench-*.json next to this script.
-set -uo pipefail
+# Runs on the GPU machine: every kiln-cuda test with a GPU required, then the benchmarks, each
+# step under its own timeout; no new step starts once BUDGET seconds have passed (GPU time is
+# scarce). Everything goes to $OUT/log.txt (OUT defaults to ./out), JSON results to $OUT/res/.
+# Knobs (environment): BUDGET (s, default 480), TESTS, BENCHES (default: gemm layers
+# elementwise reduce adam gan-step train), GEMM_SIZES (1024,2048,4096,8192), GEMM_REPEATS (5),
+# PRESETS for the short training runs (toy seed mlp:shapes64).
+set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export KILN_REQUIRE_GPU=1 KILN_REQUIRE_NVRTC=1
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true
+export KILN_REQUIRE_GPU=1 KILN_REQUIRE_NVRTC=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-$here/out}
+res="$OUT/res"
+mkdir -p "$res"
+log="$OUT/log.txt"
+BUDGET=${BUDGET:-480}
+start=$(date +%s)
 status=0
-for t in ./kiln_cuda_*; do
-    echo "=== $t"
-    "$t" --nocapture --test-threads=1 || status=1
+step() { # <timeout s> <command…>
+    local t=$1; shift
+    local now=$(( $(date +%s) - start ))
+    if [ "$now" -gt "$BUDGET" ]; then echo "=== skipped (over the ${BUDGET} s budget): $*" | tee -a "$log"; status=1; return; fi
+    echo "=== [${now} s] $*" | tee -a "$log"
+    timeout "$t" "$@" >>"$log" 2>&1
+    local rc=$?
+    [ $rc -eq 0 ] || status=1
+    echo "=== rc=$rc after $(( $(date +%s) - start )) s" | tee -a "$log"
+}
+step 20 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv
+for t in ${TESTS:-$(ls kiln_cuda_* | sort)}; do
+    step 120 "./$t" --test-threads=4
 done
-if [ -x ./kiln ]; then
-    for what in gemm layers elementwise reduce adam gan-step; do
-        echo "=== kiln bench $what"
-        ./kiln bench "$what" --device cuda --json "bench-$what.json" || status=1
-    done
-    # The same GAN steps in PyTorch eager on the same GPU (the issue's reference).
-    if [ -f ./pytorch_gan_step.py ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-        echo "=== PyTorch gan-step --device cuda"
-        python3 ./pytorch_gan_step.py --device cuda --configs seed,article,toy | tee bench-gan-step-torch.jsonl || status=1
-    fi
-    # Every preset trains on the GPU (short runs; the summary line shows the speed).
-    for preset in "toy" "toy --data grid25" "seed" "mlp --data shapes64"; do
-        echo "=== kiln train --device cuda --preset $preset"
-        # shellcheck disable=SC2086
-        ./kiln train --device cuda --preset $preset --steps 300 --quiet --out "runs-gpu/$(echo "$preset" | tr -d "-" | tr " " "_")" || status=1
-    done
-else
-    echo "no kiln binary in the bundle; benchmarks skipped"
+if [ ! -x ./kiln ]; then
+    echo "no kiln binary in the bundle; benchmarks skipped" | tee -a "$log"
+    exit 1
 fi
+for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train}; do
+    case $what in
+        gemm) step 240 ./kiln bench gemm --device cuda --sizes "${GEMM_SIZES:-1024,2048,4096,8192}" \
+                  --repeats "${GEMM_REPEATS:-5}" --json "$res/bench-gemm.json" ;;
+        gan-step)
+            step 120 ./kiln bench gan-step --device cuda --repeats 5 --steps 50 --json "$res/bench-gan-step.json"
+            # The same GAN steps in PyTorch eager on the same GPU (the reference).
+            if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+                step 120 python3 ./pytorch_gan_step.py --device cuda --configs seed,article,toy --repeats 5
+            fi ;;
+        train)
+            # Every preset trains on the GPU (short runs; the summary line shows the speed).
+            # PRESETS items are preset[:dataset]; mlp's own Fashion-MNIST needs a download.
+            for item in ${PRESETS:-toy seed mlp:shapes64}; do
+                preset=${item%%:*}
+                data=()
+                [ "$item" = "$preset" ] || data=(--data "${item#*:}")
+                step 120 ./kiln train --device cuda --preset "$preset" "${data[@]}" --steps 300 --quiet \
+                    --out "$res/runs-$preset"
+            done ;;
+        *) step 120 ./kiln bench "$what" --device cuda --repeats 5 --json "$res/bench-$what.json" ;;
+    esac
+done
+echo "=== done after $(( $(date +%s) - start )) s, status $status" | tee -a "$log"
 exit $status
 RUN
 chmod +x "$out/run-all.sh"
