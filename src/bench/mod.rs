@@ -179,6 +179,76 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     Ok(report)
 }
 
+/// `MachineInfo::fma_isa` of a report that describes a GPU run (see [`write_device_plot`]).
+const GPU_ISA: &str = "CUDA";
+
+/// One timed row of a benchmark that ran elsewhere (the CUDA backend's `kiln bench
+/// --device cuda`), for [`write_device_plot`].
+#[derive(Clone, Debug)]
+pub struct PlotPoint {
+    /// The case (its label on the x axis), e.g. `1024x1024x1024 NN`.
+    pub case: String,
+    /// Implementation name (one line each).
+    pub implementation: String,
+    /// Median rate in `unit`.
+    pub rate: f64,
+    /// `GFLOP/s` or `GB/s`.
+    pub unit: &'static str,
+}
+
+/// Draws `points` as `kiln bench --plot` draws a CPU run: rate against case, one line per
+/// implementation, with `peak_gflops` or `peak_gbps` (the device's, by its attributes) as
+/// the dashed peak line, and `device` in the title.
+pub fn write_device_plot(
+    device: &str,
+    kernel: &str,
+    (peak_gflops, peak_gbps): (f64, f64),
+    points: &[PlotPoint],
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let machine = MachineInfo {
+        cpu_model: device.to_string(),
+        features: String::new(),
+        logical_cpus: 0,
+        threads: 0,
+        fma_isa: GPU_ISA.into(),
+        fma_peak_1t: peak_gflops,
+        fma_peak: peak_gflops,
+        copy_gbs: peak_gbps,
+    };
+    let mut cases: Vec<&str> = Vec::new();
+    let measurements = points
+        .iter()
+        .map(|p| Measurement {
+            kernel: kernel.to_string(),
+            case: p.case.clone(),
+            // The case's index in order of first appearance: its place on the x axis.
+            size: match cases.iter().position(|c| *c == p.case) {
+                Some(i) => i,
+                None => {
+                    cases.push(&p.case);
+                    cases.len() - 1
+                }
+            },
+            implementation: p.implementation.clone(),
+            status: Status::Ok,
+            // A rate of `rate` as 1 s per call of rate·1e9 units of work.
+            work: p.rate * 1e9,
+            unit: p.unit,
+            timing: Some(Timing::constant(1.0)),
+            frac_of_peak: None,
+            vs_reference: None,
+        })
+        .collect();
+    let report = BenchReport {
+        machine,
+        kernel: kernel.to_string(),
+        measurements,
+        notes: Vec::new(),
+    };
+    plot::write_plot(&report, path)
+}
+
 fn run_in_pool(cfg: &BenchConfig) -> Result<BenchReport, String> {
     let kernels: Vec<&str> = match cfg.kernel.as_str() {
         "all" => vec!["gemm", "layers", "elementwise", "reduce", "adam"],

@@ -72,17 +72,25 @@ fn render(report: &BenchReport) -> Result<Canvas, String> {
         cv.fill_rect(x, BOTTOM, x + 1, BOTTOM + 5, BLACK);
         cv.text(x - Canvas::text_width(&lab, 1) / 2, BOTTOM + 10, &lab, BLACK, 1);
     }
-    let title = format!(
-        "kiln bench {} - {} thread(s) - {}",
-        report.kernel, report.machine.threads, unit
-    );
+    let gpu = report.machine.fma_isa == super::GPU_ISA;
+    let on = if gpu {
+        report.machine.cpu_model.clone()
+    } else {
+        format!("{} thread(s)", report.machine.threads)
+    };
+    let title = format!("kiln bench {} - {on} - {unit}", report.kernel);
     cv.text(LEFT, 12, &title, BLACK, 2);
     let xlabel = if short { "case" } else { "case (index, see table)" };
     cv.text(LEFT, H as i64 - 30, xlabel, BLACK, 1);
 
     // The measured peak, dashed.
     hline(&mut cv, LEFT, RIGHT, ypos(peak), 2, 8, PEAK);
-    let peak_name = if unit == "GFLOP/s" { "FMA peak" } else { "copy BW" };
+    let peak_name = match (unit == "GFLOP/s", gpu) {
+        (true, false) => "FMA peak",
+        (false, false) => "copy BW",
+        (true, true) => "FP32 peak",
+        (false, true) => "DRAM peak",
+    };
     let legend_x = RIGHT + 20;
     hline(&mut cv, legend_x, legend_x + 24, 50, 2, 6, PEAK);
     cv.text(legend_x + 32, 47, &format!("{peak_name} {peak:.0}"), BLACK, 1);
@@ -136,17 +144,7 @@ mod tests {
             status: Status::Ok,
             work: 2.0 * (n * n * n) as f64,
             unit: "GFLOP/s",
-            timing: Some(Timing {
-                median: seconds,
-                min: seconds,
-                max: seconds,
-                p10: seconds,
-                p90: seconds,
-                inner: 1,
-                repeats: 1,
-                peak_around: Vec::new(),
-                samples: vec![seconds],
-            }),
+            timing: Some(Timing::constant(seconds)),
             frac_of_peak: None,
             vs_reference: None,
         }
@@ -205,6 +203,48 @@ mod tests {
         for color in &PALETTE[..2] {
             assert!(px.chunks_exact(3).any(|p| p == color), "{color:?} missing");
         }
+    }
+
+    /// The PNG at `path` as RGB bytes.
+    fn pixels(path: &Path) -> Vec<u8> {
+        let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+        let mut reader = decoder.read_info().unwrap();
+        let mut px = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut px).unwrap();
+        px
+    }
+
+    #[test]
+    fn device_plot_puts_each_rate_on_its_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gpu.png");
+        let point = |case: &str, implementation: &str, rate: f64| crate::bench::PlotPoint {
+            case: case.into(),
+            implementation: implementation.into(),
+            rate,
+            unit: "GFLOP/s",
+        };
+        let points = [
+            point("a", "x", 50.0),
+            point("a", "y", 20.0),
+            point("b", "x", 60.0),
+            point("b", "y", 30.0),
+        ];
+        crate::bench::write_device_plot("GPU", "gemm", (100.0, 1.0), &points, &path).unwrap();
+        let px = pixels(&path);
+        let at = |x: i64, y: i64| -> Rgb {
+            let i = (y as usize * W + x as usize) * 3;
+            [px[i], px[i + 1], px[i + 2]]
+        };
+        // Two cases (not four): case i sits at (i + 0.5)/2 of the width; the y axis ends at
+        // 1.1 × the peak of 100.
+        let (pw, ph) = ((RIGHT - LEFT) as f64, (BOTTOM - TOP) as f64);
+        let x = |i: f64| LEFT + ((i + 0.5) / 2.0 * pw) as i64;
+        let y = |v: f64| (TOP as f64 + ph - v / 110.0 * ph).round() as i64;
+        assert_eq!(at(x(0.0), y(50.0)), PALETTE[0]);
+        assert_eq!(at(x(1.0), y(60.0)), PALETTE[0]);
+        assert_eq!(at(x(0.0), y(20.0)), PALETTE[1]);
+        assert_eq!(at(x(1.0), y(30.0)), PALETTE[1]);
     }
 
     #[test]

@@ -28,6 +28,21 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// One repeat of one call that took `seconds` (for rows measured elsewhere).
+    pub fn constant(seconds: f64) -> Self {
+        Timing {
+            median: seconds,
+            min: seconds,
+            max: seconds,
+            p10: seconds,
+            p90: seconds,
+            inner: 1,
+            repeats: 1,
+            peak_around: Vec::new(),
+            samples: vec![seconds],
+        }
+    }
+
     /// The median over repeats of `work / time` divided by the peak probed
     /// around that repeat, if a probe ran: a fraction of peak that compares
     /// each repeat with the machine's speed of that moment. With an even

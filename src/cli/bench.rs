@@ -174,6 +174,26 @@ fn cuda_bench(a: &BenchArgs, device: Device) -> Result<ExitCode> {
             if r.validated { "yes" } else { "FAILED" }
         );
     }
+    if let Some(path) = &a.plot {
+        let points: Vec<crate::bench::PlotPoint> = results
+            .iter()
+            .filter_map(|r| {
+                let (rate, unit) = match (r.gflops, r.gbps) {
+                    (Some(g), _) => (g, "GFLOP/s"),
+                    (None, Some(b)) => (b, "GB/s"),
+                    (None, None) => return None,
+                };
+                Some(crate::bench::PlotPoint {
+                    case: r.size.clone(),
+                    implementation: r.name.clone(),
+                    rate,
+                    unit,
+                })
+            })
+            .collect();
+        let peaks = (info.peak_gflops.unwrap_or(0.0), info.peak_gbps.unwrap_or(0.0));
+        crate::bench::write_device_plot(&info.name, &a.kernel, peaks, &points, path).map_err(Error::Invalid)?;
+    }
     if let Some(p) = &a.json {
         let rows: Vec<serde_json::Value> = results
             .iter()
