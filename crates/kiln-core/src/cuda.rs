@@ -337,7 +337,7 @@ pub(crate) fn gemm(a: &Tensor, b: &Tensor, init: Option<Tensor>) -> Result<Tenso
         };
         read(&a, |ab| {
             read(&b, |bb| {
-                Ok(gpu.sgemm_ex(layout, m, n, k, 1.0, ab, bb, beta, cb, kiln_cuda::GemmVariant::V5SplitK)?)
+                Ok(gpu.sgemm_ex(layout, m, n, k, 1.0, ab, bb, beta, cb, kiln_cuda::GemmVariant::Auto)?)
             })
         })?;
     }

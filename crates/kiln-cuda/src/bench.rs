@@ -14,7 +14,7 @@ use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use crate::backend::CudaBackend;
 use crate::elementwise::{BinaryOp, ElementwiseVariant, UnaryOp};
 use crate::error::{CudaError, Result};
-use crate::gemm::{GemmLayout, GemmTuning, GemmVariant};
+use crate::gemm::{GemmLayout, GemmTuning, GemmVariant, V6_CONFIGS};
 use crate::optim::AdamConfig;
 use crate::pool::DeviceBuffer;
 use crate::reduce::ReduceOp;
@@ -255,16 +255,23 @@ pub fn bench_gemm(
             };
         }
 
-        // Every variant with the engine's settings, then, where v5 splits K, the candidates
-        // with shorter minimum slices.
+        // Every variant with the engine's settings, then the tuning candidates: v6's other
+        // configurations, and where v5 splits K, other minimum slice lengths.
         let default = GemmTuning::default();
         let mut runs: Vec<(String, GemmVariant, GemmTuning)> = GemmVariant::ALL
             .iter()
             .map(|&v| (v.label().to_string(), v, default))
             .collect();
+        for v6_config in (1..=V6_CONFIGS.len()).filter(|&c| c != default.v6_config) {
+            let t = GemmTuning { v6_config, ..default };
+            runs.push((format!("sgemm_v6_cfg{v6_config}"), GemmVariant::V6WarpTile, t));
+        }
         if default.split_k(m, n, k, gpu.sm_count() as usize).0 > 1 {
             for min_split_chunk in [64, 256] {
-                let t = GemmTuning { min_split_chunk };
+                let t = GemmTuning {
+                    min_split_chunk,
+                    ..default
+                };
                 runs.push((format!("sgemm_v5_chunk{min_split_chunk}"), GemmVariant::V5SplitK, t));
             }
         }

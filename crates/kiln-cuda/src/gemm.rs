@@ -7,7 +7,7 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::backend::{check_len, launch_err, CudaBackend};
 use crate::error::{CudaError, Result};
-use crate::nvrtc::GEMM;
+use crate::nvrtc::{GEMM, GEMM_WARPTILE};
 use crate::pool::DeviceBuffer;
 
 /// Which operands are transposed; all matrices are row-major and contiguous.
@@ -49,16 +49,24 @@ pub enum GemmVariant {
     /// v5: v4, with K split across grid z when the output has too few tiles to fill the GPU
     /// (see [`GemmTuning::split_k`]), then a fixed-order sum of the slices (the engine's choice).
     V5SplitK,
+    /// v6: warp tiles inside the block tile, BK = 16 (`kernels/gemm_warptile.cu`); its
+    /// configuration is [`GemmTuning::v6_config`].
+    V6WarpTile,
+    /// The engine's choice: v5's split-K where it splits (an output under one wave, long K),
+    /// v6 everywhere else.
+    Auto,
 }
 
 impl GemmVariant {
     /// Every variant.
-    pub const ALL: [GemmVariant; 5] = [
+    pub const ALL: [GemmVariant; 7] = [
         GemmVariant::V1Naive,
         GemmVariant::V2SmemTiled,
         GemmVariant::V3RegBlock,
         GemmVariant::V4Vectorized,
         GemmVariant::V5SplitK,
+        GemmVariant::V6WarpTile,
+        GemmVariant::Auto,
     ];
 
     /// The CUDA kernel's name.
@@ -69,6 +77,7 @@ impl GemmVariant {
             GemmVariant::V3RegBlock => "sgemm_fwd_v3_f32",
             GemmVariant::V4Vectorized => "sgemm_fwd_v4_f32",
             GemmVariant::V5SplitK => "sgemm_fwd_v5_splitk_f32",
+            GemmVariant::V6WarpTile | GemmVariant::Auto => "sgemm_fwd_v6_f32",
         }
     }
 
@@ -80,10 +89,12 @@ impl GemmVariant {
             GemmVariant::V3RegBlock => "sgemm_v3_regblock",
             GemmVariant::V4Vectorized => "sgemm_v4_vectorized",
             GemmVariant::V5SplitK => "sgemm_v5_splitk",
+            GemmVariant::V6WarpTile => "sgemm_v6_warptile",
+            GemmVariant::Auto => "sgemm_auto",
         }
     }
 
-    fn launch_config(self, m: usize, n: usize) -> LaunchConfig {
+    fn launch_config(self, m: usize, n: usize, tuning: &GemmTuning) -> LaunchConfig {
         // Must match the #define defaults in gemm.cu.
         const V1_BLOCK: u32 = 16;
         const V2_TILE: u32 = 32;
@@ -92,6 +103,14 @@ impl GemmVariant {
             GemmVariant::V2SmemTiled => (V2_TILE, (V2_TILE, V2_TILE, 1)),
             GemmVariant::V3RegBlock | GemmVariant::V4Vectorized | GemmVariant::V5SplitK => {
                 (BLOCK_TILE as u32, (256, 1, 1))
+            }
+            GemmVariant::V6WarpTile | GemmVariant::Auto => {
+                let (threads, bm, bn) = V6_CONFIGS[tuning.v6_config_index()];
+                return LaunchConfig {
+                    grid_dim: (n.div_ceil(bn) as u32, m.div_ceil(bm) as u32, 1),
+                    block_dim: (threads, 1, 1),
+                    shared_mem_bytes: 0,
+                };
             }
         };
         LaunchConfig {
@@ -108,23 +127,60 @@ const BLOCK_TILE: usize = 128;
 /// k per main-loop step of v4/v5 (`SGEMM_BK`); split-K chunks are multiples of it.
 const BLOCK_K: usize = 8;
 
-/// The tunable knob of v5; [`GemmTuning::default`] is what the engine runs. `kiln bench gemm
-/// --device cuda` times other settings next to it. On the H200, for the article's 100×128×
-/// 12288 product, slices of at least 64 / 128 / 256 ran at 93 / 96 / 60 % of cuBLAS. (`SGEMM_BK = 16` was a candidate too: at
-/// 143 registers per thread it fits one block per SM instead of two, over the budget.)
+/// v6's configurations (`-DSGEMM6_CFG=1..=8` in `kernels/gemm_warptile.cu`): threads, BM, BN.
+pub const V6_CONFIGS: [(u32, usize, usize); 8] = [
+    (128, 128, 128),
+    (256, 128, 128),
+    (128, 64, 128),
+    (256, 128, 256),
+    (256, 128, 128),
+    (256, 128, 128),
+    (256, 128, 128),
+    (256, 256, 128),
+];
+/// The configuration the engine uses (`SGEMM6_CFG`'s default in the kernel file).
+const V6_DEFAULT: usize = 2;
+
+/// The tunable knobs of v5 and v6; [`GemmTuning::default`] is what the engine runs. `kiln
+/// bench gemm --device cuda` times other settings next to it. On the H200, for the article's
+/// 100×128×12288 product, slices of at least 64 / 128 / 256 ran at 93 / 96 / 60 % of cuBLAS.
+/// (`SGEMM_BK = 16` in v4 was a candidate too: at 143 registers per thread it fits one block
+/// per SM instead of two, over the budget.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmTuning {
     /// The shortest K slice split-K gives a block of its own.
     pub min_split_chunk: usize,
+    /// v6's configuration, 1 to 8 (see [`V6_CONFIGS`] and the kernel's header).
+    pub v6_config: usize,
 }
 
 impl Default for GemmTuning {
     fn default() -> Self {
-        GemmTuning { min_split_chunk: 128 }
+        GemmTuning {
+            min_split_chunk: 128,
+            v6_config: V6_DEFAULT,
+        }
     }
 }
 
 impl GemmTuning {
+    /// Index of `v6_config` into [`V6_CONFIGS`] (out-of-range values count as the default).
+    fn v6_config_index(&self) -> usize {
+        if (1..=V6_CONFIGS.len()).contains(&self.v6_config) {
+            self.v6_config - 1
+        } else {
+            V6_DEFAULT - 1
+        }
+    }
+
+    /// The `-D` options that compile v6 in this configuration (none for the default).
+    pub fn v6_defines(&self) -> Vec<String> {
+        match self.v6_config_index() + 1 {
+            V6_DEFAULT => Vec::new(),
+            cfg => vec![format!("-DSGEMM6_CFG={cfg}")],
+        }
+    }
+
     /// How many K slices v5 cuts an m×n×k product into (1: run v4 as is), and the chunk
     /// length (a multiple of the kernel's k step).
     ///
@@ -264,18 +320,24 @@ impl CudaBackend {
         let (mi, ni, ki) = (dims[0], dims[1], dims[2]);
         let code = layout.code();
         let variant = match variant {
-            GemmVariant::V5SplitK => {
+            GemmVariant::V5SplitK | GemmVariant::Auto => {
                 let (slices, chunk) = tuning.split_k(m, n, k, self.sm_count() as usize);
                 if slices > 1 {
                     let epilogue = SplitEpilogue::AlphaBeta(alpha, beta);
                     return self.sgemm_split_k(layout, (m, n, k), (slices, chunk), a, b, epilogue, c);
                 }
-                GemmVariant::V4Vectorized
+                match variant {
+                    GemmVariant::V5SplitK => GemmVariant::V4Vectorized,
+                    _ => GemmVariant::V6WarpTile,
+                }
             }
             v => v,
         };
         let name = variant.kernel_name();
-        let func = self.function(&GEMM, name)?;
+        let func = match variant {
+            GemmVariant::V6WarpTile => self.function_with_defines(&GEMM_WARPTILE, name, &tuning.v6_defines())?,
+            _ => self.function(&GEMM, name)?,
+        };
         let mut launch = self.stream().launch_builder(&func);
         launch
             .arg(&code)
@@ -291,7 +353,7 @@ impl CudaBackend {
         // int K, float alpha, const float* A, const float* B, float beta, float* C)`; A, B, C
         // hold m·k, k·n, m·n floats (checked above), which is all the kernel indexes for this
         // layout; the grid covers C exactly as the kernel's tiling expects.
-        unsafe { launch.launch(variant.launch_config(m, n)) }.map_err(launch_err(name))?;
+        unsafe { launch.launch(variant.launch_config(m, n, tuning)) }.map_err(launch_err(name))?;
         Ok(())
     }
 
@@ -323,7 +385,7 @@ impl CudaBackend {
             .arg(a.slice())
             .arg(b.slice())
             .arg(part.slice_mut());
-        let mut cfg = GemmVariant::V5SplitK.launch_config(m, n);
+        let mut cfg = GemmVariant::V5SplitK.launch_config(m, n, &GemmTuning::default());
         cfg.grid_dim.2 = dims[4] as u32;
         // SAFETY: matches `sgemm_fwd_v5_splitk_f32(int layout, int M, int N, int K, int kchunk,
         // const float* A, const float* B, float* part)`; A and B hold m·k and k·n floats
@@ -361,9 +423,9 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Fused linear layer: out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O]) (PyTorch weight layout), one
-    /// kernel (`linear_fwd_v1_f32`), or split-K with the epilogue in its reduction when the
-    /// output has too few tiles for the GPU (see [`GemmTuning::split_k`]).
+    /// Fused linear layer: out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O]) (PyTorch weight layout), as
+    /// the engine runs it: [`CudaBackend::linear_fwd_with`] and [`GemmVariant::Auto`].
+    #[allow(clippy::too_many_arguments)]
     pub fn linear_fwd(
         &self,
         x: &DeviceBuffer,
@@ -375,6 +437,26 @@ impl CudaBackend {
         out_features: usize,
         activation: Activation,
     ) -> Result<()> {
+        let dims = (batch, in_features, out_features);
+        self.linear_fwd_with(x, weight, bias, out, dims, activation, GemmVariant::Auto)
+    }
+
+    /// The fused linear layer through one GEMM variant, the bias and activation in its
+    /// epilogue: `V4Vectorized` (`linear_fwd_v1_f32`), or `Auto`/`V5SplitK`, which split K
+    /// where [`GemmTuning::split_k`] does (the epilogue then runs in the reduction of the
+    /// slices) and otherwise run v4's. (v6 has no fused linear kernel: with the epilogue it
+    /// spilled at the register count of two blocks per SM.) `dims` is (N, I, O).
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_fwd_with(
+        &self,
+        x: &DeviceBuffer,
+        weight: &DeviceBuffer,
+        bias: &DeviceBuffer,
+        out: &mut DeviceBuffer,
+        (batch, in_features, out_features): (usize, usize, usize),
+        activation: Activation,
+        variant: GemmVariant,
+    ) -> Result<()> {
         let ctx = format!("linear_fwd N={batch} I={in_features} O={out_features}");
         check_len(&format!("{ctx} x"), x.len(), batch * in_features)?;
         check_len(&format!("{ctx} weight"), weight.len(), out_features * in_features)?;
@@ -383,13 +465,24 @@ impl CudaBackend {
         if batch == 0 || out_features == 0 {
             return Ok(());
         }
-        let split = GemmTuning::default().split_k(batch, out_features, in_features, self.sm_count() as usize);
-        if split.0 > 1 {
-            // Few output tiles, long K: split-K, with the bias and activation applied where
-            // the slices are summed.
-            let dims = (batch, out_features, in_features);
-            let epilogue = SplitEpilogue::BiasAct(bias, activation);
-            return self.sgemm_split_k(GemmLayout::NT, dims, split, x, weight, epilogue, out);
+        let tuning = GemmTuning::default();
+        match variant {
+            GemmVariant::V5SplitK | GemmVariant::Auto => {
+                let split = tuning.split_k(batch, out_features, in_features, self.sm_count() as usize);
+                if split.0 > 1 {
+                    // Few output tiles, long K: split-K, with the bias and activation applied
+                    // where the slices are summed.
+                    let dims = (batch, out_features, in_features);
+                    let epilogue = SplitEpilogue::BiasAct(bias, activation);
+                    return self.sgemm_split_k(GemmLayout::NT, dims, split, x, weight, epilogue, out);
+                }
+            }
+            GemmVariant::V4Vectorized => {}
+            other => {
+                return Err(CudaError::Shape(format!(
+                    "{ctx}: no fused linear kernel for {other:?} (v4, v5 or Auto)"
+                )))
+            }
         }
         let dims = dims_to_i32(&[batch, out_features, in_features])?;
         let (act, slope) = activation.code();
@@ -408,7 +501,7 @@ impl CudaBackend {
             .arg(out.slice_mut());
         // SAFETY: matches `linear_fwd_v1_f32(int M, int N, int K, const float* x, const float* w,
         // const float* b, int act, float slope, float* out)`; buffer lengths checked above.
-        let cfg = GemmVariant::V4Vectorized.launch_config(batch, out_features);
+        let cfg = GemmVariant::V4Vectorized.launch_config(batch, out_features, &tuning);
         unsafe { launch.launch(cfg) }.map_err(launch_err(name))?;
         Ok(())
     }
@@ -417,6 +510,18 @@ impl CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v6_defines_name_every_configuration_but_the_kernels_default() {
+        let d = GemmTuning::default();
+        assert!(d.v6_defines().is_empty());
+        for cfg in (1..=V6_CONFIGS.len()).filter(|&c| c != d.v6_config) {
+            let t = GemmTuning { v6_config: cfg, ..d };
+            assert_eq!(t.v6_defines(), vec![format!("-DSGEMM6_CFG={cfg}")]);
+        }
+        // Out of range: the default.
+        assert!(GemmTuning { v6_config: 0, ..d }.v6_defines().is_empty());
+    }
 
     #[test]
     fn split_k_only_when_tiles_cannot_fill_the_gpu() {
@@ -431,7 +536,10 @@ mod tests {
         // Short K is never split.
         assert_eq!(t.split_k(100, 128, 255, 132).0, 1);
         // Slices cover K exactly once, in chunks that are multiples of BLOCK_K.
-        let short = GemmTuning { min_split_chunk: 64 };
+        let short = GemmTuning {
+            min_split_chunk: 64,
+            ..GemmTuning::default()
+        };
         for t in [t, short] {
             for (m, n, k) in [(64, 128, 784), (100, 128, 1000), (37, 70, 2050), (300, 300, 100_000)] {
                 let (s, chunk) = t.split_k(m, n, k, 132);

@@ -23,6 +23,12 @@ pub const GEMM: KernelSource = KernelSource {
     file: "gemm.cu",
     source: include_str!("../../../kernels/gemm.cu"),
 };
+/// `kernels/gemm_warptile.cu`: SGEMM v6, warp-tiled, its configuration chosen with
+/// `-DSGEMM6_CFG=n`.
+pub const GEMM_WARPTILE: KernelSource = KernelSource {
+    file: "gemm_warptile.cu",
+    source: include_str!("../../../kernels/gemm_warptile.cu"),
+};
 /// `kernels/elementwise.cu`: unary/binary ops, strided copy, fill.
 pub const ELEMENTWISE: KernelSource = KernelSource {
     file: "elementwise.cu",
@@ -45,7 +51,7 @@ pub const OPTIM: KernelSource = KernelSource {
 };
 
 /// Every kernel file, in a fixed order.
-pub const ALL_SOURCES: [KernelSource; 5] = [GEMM, ELEMENTWISE, REDUCE, LOSS, OPTIM];
+pub const ALL_SOURCES: [KernelSource; 6] = [GEMM, GEMM_WARPTILE, ELEMENTWISE, REDUCE, LOSS, OPTIM];
 
 /// True when libnvrtc can be loaded. Every NVRTC call must be guarded by this: cudarc panics
 /// when the library is missing.

@@ -4,6 +4,7 @@
 //! GPU machine runs them) a missing device is a failure. Tolerances are stated per test as
 //! |gpu − ref| ≤ atol + rtol·|ref|.
 
+use kiln_cuda::gemm::V6_CONFIGS;
 use kiln_cuda::reference::{self, max_violation, uniform};
 use kiln_cuda::{
     driver_available, Activation, AdamConfig, BinaryOp, CudaBackend, CudaError, DeviceBuffer, ElementwiseVariant,
@@ -96,9 +97,27 @@ fn every_gemm_variant_and_layout_matches_cpu() {
                     1e-4,
                 );
             }
-            // The tuning candidates `kiln bench` times (shorter split-K slices).
-            for min_split_chunk in [64, 256] {
-                let (variant, tuning) = (GemmVariant::V5SplitK, GemmTuning { min_split_chunk });
+            // The tuning candidates `kiln bench` times: other split-K slice lengths, v6's
+            // other configurations.
+            let d = GemmTuning::default();
+            let candidates = [
+                (
+                    GemmVariant::V5SplitK,
+                    GemmTuning {
+                        min_split_chunk: 64,
+                        ..d
+                    },
+                ),
+                (
+                    GemmVariant::V5SplitK,
+                    GemmTuning {
+                        min_split_chunk: 256,
+                        ..d
+                    },
+                ),
+            ];
+            let v6 = (1..=V6_CONFIGS.len()).map(|v6_config| (GemmVariant::V6WarpTile, GemmTuning { v6_config, ..d }));
+            for (variant, tuning) in candidates.into_iter().chain(v6) {
                 let mut c = gpu.htod(&c0).unwrap();
                 gpu.sgemm_tuned(layout, (m, n, k), 0.5, &a, &b, -2.0, &mut c, variant, &tuning)
                     .unwrap();
@@ -108,6 +127,19 @@ fn every_gemm_variant_and_layout_matches_cpu() {
                 assert_close(&what, &download(gpu, &c), &want, 1e-5 * k as f64, 1e-4);
             }
         }
+    }
+}
+
+#[test]
+fn linear_fwd_refuses_a_variant_without_a_fused_kernel() {
+    let Some(gpu) = gpu() else { return };
+    let (x, w, b) = (gpu.zeros(6).unwrap(), gpu.zeros(6).unwrap(), gpu.zeros(3).unwrap());
+    let mut out = gpu.alloc(6).unwrap();
+    for variant in [GemmVariant::V1Naive, GemmVariant::V6WarpTile] {
+        let err = gpu
+            .linear_fwd_with(&x, &w, &b, &mut out, (2, 2, 3), Activation::Relu, variant)
+            .unwrap_err();
+        assert!(err.to_string().contains("no fused linear kernel"), "{variant:?}: {err}");
     }
 }
 
@@ -142,11 +174,18 @@ fn linear_fwd_with_each_activation_matches_cpu() {
         let w = gpu.htod(&w_host).unwrap();
         let b = gpu.htod(&b_host).unwrap();
         for act in activations {
+            let want = reference::linear_fwd(&x_host, &w_host, &b_host, batch, inf, outf, act);
             let mut out = gpu.alloc(batch * outf).unwrap();
             gpu.linear_fwd(&x, &w, &b, &mut out, batch, inf, outf, act).unwrap();
-            let want = reference::linear_fwd(&x_host, &w_host, &b_host, batch, inf, outf, act);
             let what = format!("linear {act:?} N={batch} I={inf} O={outf}");
             assert_close(&what, &download(gpu, &out), &want, 1e-5 * inf as f64, 1e-4);
+            let dims = (batch, inf, outf);
+            for variant in [GemmVariant::V4Vectorized, GemmVariant::V5SplitK] {
+                gpu.fill(&mut out, f32::NAN).unwrap();
+                gpu.linear_fwd_with(&x, &w, &b, &mut out, dims, act, variant).unwrap();
+                let what = format!("linear {variant:?} {act:?} N={batch} I={inf} O={outf}");
+                assert_close(&what, &download(gpu, &out), &want, 1e-5 * inf as f64, 1e-4);
+            }
         }
     }
 }
