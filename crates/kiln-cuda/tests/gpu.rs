@@ -133,7 +133,8 @@ fn every_gemm_variant_and_layout_matches_cpu() {
 #[test]
 fn linear_fwd_refuses_a_variant_without_a_fused_kernel() {
     let Some(gpu) = gpu() else { return };
-    let (x, w, b) = (gpu.zeros(6).unwrap(), gpu.zeros(6).unwrap(), gpu.zeros(3).unwrap());
+    // N = 2, I = 2, O = 3: x [2, 2], W [3, 2], b [3], out [2, 3].
+    let (x, w, b) = (gpu.zeros(4).unwrap(), gpu.zeros(6).unwrap(), gpu.zeros(3).unwrap());
     let mut out = gpu.alloc(6).unwrap();
     for variant in [GemmVariant::V1Naive, GemmVariant::V6WarpTile] {
         let err = gpu
