@@ -294,8 +294,8 @@ impl CudaBackend {
         self.sgemm_tuned(layout, (m, n, k), alpha, a, b, beta, c, variant, &tuning)
     }
 
-    /// [`CudaBackend::sgemm_ex`] with another setting of v5's knob (for tuning runs; `tuning`
-    /// does not change v1–v4).
+    /// [`CudaBackend::sgemm_ex`] with other settings of v5's and v6's knobs (for tuning runs;
+    /// `tuning` does not change v1–v4).
     #[allow(clippy::too_many_arguments)]
     pub fn sgemm_tuned(
         &self,
