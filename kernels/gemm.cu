@@ -8,8 +8,8 @@
 //   2 = TN: A is [K,M], B is [K,N]        C = Aᵀ·B   (Linear grad_weight = dyᵀ·x)
 // beta == 0 never reads C, so C may hold garbage (NaN) on entry.
 //
-// Variants (every one compiled and selectable; the engine uses v5, which is v4 unless
-// splitting K pays):
+// Variants (every one compiled and selectable; the engine's GEMM is v5 where it splits K,
+// else v6 of gemm_warptile.cu; its linear layer is linear_fwd_v1_f32, or v5 where it splits):
 //   sgemm_fwd_v1_f32  naive: one thread per C element, K-loop straight from global
 //                     memory. Each A/B element is re-read from DRAM/L2 by every thread
 //                     that needs it: ~2·K loads per 2·K flops, hopelessly memory bound.
@@ -30,8 +30,8 @@
 //                     fetched into registers while the current one is multiplied, so global
 //                     latency hides behind math and there is one __syncthreads per k-tile.
 //   sgemm_fwd_v5_splitk_f32 + sgemm_splitk_reduce_f32
-//                     split-K: when M×N gives fewer 128×128 tiles than the GPU has SMs and K
-//                     is long, grid z cuts K into slices, each slice's blocks run the v4 loop
+//                     split-K: when M×N gives fewer 128×128 tiles than one wave (2 blocks per
+//                     SM) and K is long, grid z cuts K into slices, each slice's blocks run the v4 loop
 //                     over their chunk into a workspace, and a second kernel sums the slices
 //                     in a fixed order (deterministic, no atomics) and applies the epilogue
 //                     (alpha/beta, or the linear layer's bias + activation).
@@ -408,8 +408,8 @@ sgemm_fwd_v4_f32(int layout, int M, int N, int K, float alpha, const float* __re
 // input gradient over 12288 features at batch 100 fills one 128×128 tile: v4 would run one
 // block on one SM of 132). Grid z slices K into chunks of `kchunk` (a multiple of SGEMM_BK);
 // slice z runs the v4 main loop over its chunk and writes its partial product to
-// part[z][M][N]. sgemm_splitk_reduce_f32 then sums the slices in z order and applies
-// alpha/beta, so the result does not depend on scheduling.
+// part[z][M][N]. sgemm_splitk_reduce_f32 then sums the slices in z order and applies the
+// epilogue, so the result does not depend on scheduling.
 extern "C" __global__ void __launch_bounds__(SGEMM_THREADS)
 sgemm_fwd_v5_splitk_f32(int layout, int M, int N, int K, int kchunk, const float* __restrict__ A,
                         const float* __restrict__ B, float* __restrict__ part) {

@@ -319,18 +319,14 @@ impl CudaBackend {
         let dims = dims_to_i32(&[m, n, k])?;
         let (mi, ni, ki) = (dims[0], dims[1], dims[2]);
         let code = layout.code();
+        if let Some(split) = self.split_plan(variant, (m, n, k), tuning) {
+            let epilogue = SplitEpilogue::AlphaBeta(alpha, beta);
+            return self.sgemm_split_k(layout, (m, n, k), split, a, b, epilogue, c);
+        }
+        // Unsplit, v5 is v4 and Auto is v6.
         let variant = match variant {
-            GemmVariant::V5SplitK | GemmVariant::Auto => {
-                let (slices, chunk) = tuning.split_k(m, n, k, self.sm_count() as usize);
-                if slices > 1 {
-                    let epilogue = SplitEpilogue::AlphaBeta(alpha, beta);
-                    return self.sgemm_split_k(layout, (m, n, k), (slices, chunk), a, b, epilogue, c);
-                }
-                match variant {
-                    GemmVariant::V5SplitK => GemmVariant::V4Vectorized,
-                    _ => GemmVariant::V6WarpTile,
-                }
-            }
+            GemmVariant::V5SplitK => GemmVariant::V4Vectorized,
+            GemmVariant::Auto => GemmVariant::V6WarpTile,
             v => v,
         };
         let name = variant.kernel_name();
@@ -355,6 +351,19 @@ impl CudaBackend {
         // layout; the grid covers C exactly as the kernel's tiling expects.
         unsafe { launch.launch(variant.launch_config(m, n, tuning)) }.map_err(launch_err(name))?;
         Ok(())
+    }
+
+    /// The (slices, chunk) that v5 and Auto cut an m×n×k product into, or `None` where they
+    /// run it unsplit (and for every other variant).
+    fn split_plan(
+        &self,
+        variant: GemmVariant,
+        (m, n, k): (usize, usize, usize),
+        tuning: &GemmTuning,
+    ) -> Option<(usize, usize)> {
+        matches!(variant, GemmVariant::V5SplitK | GemmVariant::Auto)
+            .then(|| tuning.split_k(m, n, k, self.sm_count() as usize))
+            .filter(|&(slices, _)| slices > 1)
     }
 
     /// v5 with `slices` > 1: partial products of `chunk`-long K slices into a pooled
@@ -466,23 +475,20 @@ impl CudaBackend {
             return Ok(());
         }
         let tuning = GemmTuning::default();
-        match variant {
-            GemmVariant::V5SplitK | GemmVariant::Auto => {
-                let split = tuning.split_k(batch, out_features, in_features, self.sm_count() as usize);
-                if split.0 > 1 {
-                    // Few output tiles, long K: split-K, with the bias and activation applied
-                    // where the slices are summed.
-                    let dims = (batch, out_features, in_features);
-                    let epilogue = SplitEpilogue::BiasAct(bias, activation);
-                    return self.sgemm_split_k(GemmLayout::NT, dims, split, x, weight, epilogue, out);
-                }
-            }
-            GemmVariant::V4Vectorized => {}
-            other => {
-                return Err(CudaError::Shape(format!(
-                    "{ctx}: no fused linear kernel for {other:?} (v4, v5 or Auto)"
-                )))
-            }
+        let dims = (batch, out_features, in_features);
+        if let Some(split) = self.split_plan(variant, dims, &tuning) {
+            // Few output tiles, long K: split-K, with the bias and activation applied where the
+            // slices are summed.
+            let epilogue = SplitEpilogue::BiasAct(bias, activation);
+            return self.sgemm_split_k(GemmLayout::NT, dims, split, x, weight, epilogue, out);
+        }
+        if !matches!(
+            variant,
+            GemmVariant::V4Vectorized | GemmVariant::V5SplitK | GemmVariant::Auto
+        ) {
+            return Err(CudaError::Shape(format!(
+                "{ctx}: no fused linear kernel for {variant:?} (v4, v5 or Auto)"
+            )));
         }
         let dims = dims_to_i32(&[batch, out_features, in_features])?;
         let (act, slope) = activation.code();

@@ -156,17 +156,16 @@ impl CudaBackend {
             unsafe { launch.launch(cfg) }.map_err(launch_err(name))?;
         } else {
             let total = outer * inner;
-            let (slices, rchunk) = dim_slices(total, r, self.sm_count() as usize);
-            if slices == 1 && total < self.sm_count() as usize * REDUCE_THREADS as usize {
-                // Too few outputs for one thread each to fill the GPU, too short a dim to
-                // split: v3's 8 lanes per output still beat v1's one thread.
-                self.reduce_dim_v3(code, x, (outer, r, inner), 1, r, scale, out)?;
-            } else if slices == 1 {
-                self.reduce_dim_v1(code, x, (outer, r, inner), scale, out)?;
-            } else {
-                let mut part = self.alloc(slices * total)?;
-                self.reduce_dim_v3(code, x, (outer, r, inner), slices, rchunk, 1.0, &mut part)?;
-                self.reduce_dim_v1(code, &part, (1, slices, total), scale, out)?;
+            match dim_plan(total, r, self.sm_count() as usize) {
+                DimPlan::PerThread => self.reduce_dim_v1(code, x, (outer, r, inner), scale, out)?,
+                DimPlan::Lanes { slices: 1, rchunk } => {
+                    self.reduce_dim_v3(code, x, (outer, r, inner), 1, rchunk, scale, out)?
+                }
+                DimPlan::Lanes { slices, rchunk } => {
+                    let mut part = self.alloc(slices * total)?;
+                    self.reduce_dim_v3(code, x, (outer, r, inner), slices, rchunk, 1.0, &mut part)?;
+                    self.reduce_dim_v1(code, &part, (1, slices, total), scale, out)?;
+                }
             }
         }
         Ok(())
@@ -244,32 +243,59 @@ const V3_LANES: u32 = 8;
 /// The shortest slice of the reduced dim worth its own blocks (8 rows per lane).
 const MIN_SLICE_ROWS: usize = 64;
 
-/// How many slices of the reduced dim (length `r`) a reduction with `total` outputs runs as
-/// (1: no split), and the rows per slice. Split when v1 would leave the GPU underused (fewer
-/// outputs than 256 threads per SM) and the dim is long: aim at four v3 blocks per SM.
-pub fn dim_slices(total: usize, r: usize, sm_count: usize) -> (usize, usize) {
-    if total >= sm_count * REDUCE_THREADS as usize || r < 2 * MIN_SLICE_ROWS {
-        return (1, r);
+/// How `reduce_dim` runs a reduction with `total` outputs over a dim of length `r`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DimPlan {
+    /// v1, one thread per output: enough outputs (256 per SM) to fill the GPU.
+    PerThread,
+    /// v3, 8 row lanes per output, over `slices` slices of `rchunk` rows; with more than one
+    /// slice, v1 then sums the slices' partials in slice order.
+    Lanes {
+        /// Slices of the reduced dim (grid y).
+        slices: usize,
+        /// Rows per slice (the last may be shorter).
+        rchunk: usize,
+    },
+}
+
+/// The plan for `total` outputs over a dim of length `r`. With fewer outputs than 256 threads
+/// per SM, v3's lanes beat v1's single thread; a long dim is also cut into slices, aiming at
+/// four v3 blocks per SM, each slice at least `MIN_SLICE_ROWS` (64) long.
+pub fn dim_plan(total: usize, r: usize, sm_count: usize) -> DimPlan {
+    if total >= sm_count * REDUCE_THREADS as usize {
+        return DimPlan::PerThread;
+    }
+    if r < 2 * MIN_SLICE_ROWS {
+        return DimPlan::Lanes { slices: 1, rchunk: r };
     }
     let blocks_x = total.div_ceil(32);
     let slices = (4 * sm_count).div_ceil(blocks_x).min(r / MIN_SLICE_ROWS).max(1);
     let rchunk = r.div_ceil(slices);
-    (r.div_ceil(rchunk), rchunk)
+    DimPlan::Lanes {
+        slices: r.div_ceil(rchunk),
+        rchunk,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::dim_slices;
+    use super::{dim_plan, DimPlan};
 
     #[test]
     fn long_dims_with_few_outputs_are_split_and_covered_once() {
         // A column sum of [16384, 1024]: 32 blocks across, 17 slices.
-        assert_eq!(dim_slices(1024, 16384, 132).0, 17);
+        assert!(matches!(dim_plan(1024, 16384, 132), DimPlan::Lanes { slices: 17, .. }));
         // Enough outputs for v1, or a short dim: no split.
-        assert_eq!(dim_slices(1 << 20, 16384, 132).0, 1);
-        assert_eq!(dim_slices(1024, 100, 132).0, 1);
+        assert_eq!(dim_plan(1 << 20, 16384, 132), DimPlan::PerThread);
+        assert_eq!(dim_plan(1024, 100, 132), DimPlan::Lanes { slices: 1, rchunk: 100 });
         for (total, r) in [(1024, 16384), (33, 1000), (7, 129), (5000, 65536)] {
-            let (s, chunk) = dim_slices(total, r, 132);
+            let DimPlan::Lanes {
+                slices: s,
+                rchunk: chunk,
+            } = dim_plan(total, r, 132)
+            else {
+                panic!("{total} x {r}: expected lanes");
+            };
             assert!(s * chunk >= r && (s - 1) * chunk < r, "{total} x {r}: {s} x {chunk}");
         }
     }
