@@ -492,6 +492,23 @@ fn sum_of_many_elements_is_accurate() {
 }
 
 #[test]
+fn sum_squares_f64_of_contiguous_and_strided_tensors() {
+    let x = rnd(&[300, 700], -2.0, 2.0, 62);
+    for dtype in [DType::F32, DType::F64] {
+        let want = seen(&x, dtype).mapv(|v| v * v).sum();
+        let t = kt(&x, dtype);
+        let got = t.sum_squares_f64().unwrap();
+        assert!((got - want).abs() < 1e-9 * want, "{dtype}: {got} vs {want}");
+        // A transposed view goes through its own element order.
+        let got_t = t.transpose(0, 1).unwrap().sum_squares_f64().unwrap();
+        assert!(
+            (got_t - want).abs() < 1e-9 * want,
+            "{dtype} transposed: {got_t} vs {want}"
+        );
+    }
+}
+
+#[test]
 fn max_with_ties_picks_the_value_and_splits_the_gradient() {
     let x = Tensor::from_vec(vec![1.0f64, 3.0, 3.0, -1.0, 2.0, 2.0, 2.0, 0.0], &[2, 4], Device::Cpu)
         .unwrap()

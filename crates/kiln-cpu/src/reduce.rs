@@ -75,6 +75,41 @@ pub fn reduce_all<T: Float>(op: ReduceOp, x: &[T]) -> T {
     partial.iter().fold(identity(op), |a, &v| combine(op, a, v))
 }
 
+/// Σ x² over one piece, in f64: eight independent partial sums (lane l takes
+/// the elements ≡ l mod 8), combined pairwise in a fixed order. The lanes
+/// vectorise (four f64 squares per instruction with AVX2) where a single
+/// running sum would be a chain of dependent additions, one per element.
+#[inline(always)]
+fn sum_squares_seq<T: Float>(x: &[T]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for l in 0..8 {
+            let v = c[l].to_f64();
+            acc[l] += v * v;
+        }
+    }
+    let mut s = 0f64;
+    for &v in it.remainder() {
+        s += v.to_f64() * v.to_f64();
+    }
+    let pairs = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + s
+}
+
+/// Σ x² of every element, accumulated in f64 (gradient norms: a sum of
+/// millions of f32 squares keeps its precision). Fixed [`CHUNK`] pieces whose
+/// sums are added in index order: the same bits at any thread count.
+pub fn sum_squares_f64<T: Float>(x: &[T]) -> f64 {
+    let piece = |c: &[T]| simd(|| sum_squares_seq(c));
+    if x.len() < PAR_THRESHOLD {
+        x.chunks(CHUNK).map(piece).fold(0.0, |a, v| a + v)
+    } else {
+        let partial: Vec<f64> = x.par_chunks(CHUNK).map(piece).collect();
+        partial.iter().fold(0.0, |a, &v| a + v)
+    }
+}
+
 /// `dst[i]` = reduce over `j < r` of `x[j·stride + i]`: whole rows in j order,
 /// which vectorises over i and keeps a fixed order per output element.
 #[inline(always)]
@@ -151,6 +186,38 @@ mod tests {
         assert_eq!(one.to_bits(), run(5).to_bits());
         let exact: f64 = x.iter().map(|&v| v as f64).sum();
         assert!((one as f64 - exact).abs() < 1e-2 * exact.abs().max(1.0));
+    }
+
+    #[test]
+    fn sum_squares_matches_an_exact_sum_and_ignores_the_thread_count() {
+        // Lengths around the chunk and parallel thresholds and an odd tail.
+        for n in [0, 7, 8, 9, CHUNK + 3, PAR_THRESHOLD + 5] {
+            let x: Vec<f32> = (0..n as u64).map(|i| ((i * 7919) % 1013) as f32 * 1e-2 - 4.9).collect();
+            let run = |t: usize| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+                    .install(|| sum_squares_f64(&x))
+            };
+            let one = run(1);
+            assert_eq!(one.to_bits(), run(2).to_bits(), "n = {n}");
+            assert_eq!(one.to_bits(), run(3).to_bits(), "n = {n}");
+            // Against one running f64 sum: another order, within rounding.
+            let exact: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            assert!(
+                (one - exact).abs() <= 1e-12 * exact.max(1.0),
+                "n = {n}: {one} vs {exact}"
+            );
+        }
+        let big = [1e20f32, -3e19, f32::MAX];
+        assert!(
+            sum_squares_f64(&big[..2]).is_finite(),
+            "f32 squares overflow, f64 ones do not"
+        );
+        assert_eq!(sum_squares_f64(&big[2..]), (f32::MAX as f64).powi(2));
+        assert!(sum_squares_f64(&[1.0f32, f32::NAN]).is_nan());
+        assert_eq!(sum_squares_f64(&[3.0f64, 4.0]), 25.0);
     }
 
     #[test]

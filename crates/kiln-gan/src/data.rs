@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::idx::read_idx_images;
@@ -134,12 +135,6 @@ fn hsv(h: f32, s: f32, v: f32) -> Color {
     }
 }
 
-enum Figure {
-    Disc,
-    Square,
-    StripedSquare { period: f32, other: Color },
-}
-
 impl Shapes {
     /// A generator of images of `shape`; `c` must be 1 (grey) or 3 (RGB).
     pub fn new(shape: ImageShape) -> Result<Self> {
@@ -157,11 +152,46 @@ impl Shapes {
         self.shape
     }
 
-    /// Append one image (planar CHW, values in `[0, 1]`) drawn from `rng`.
-    pub fn render(&self, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
+    /// Replace `out` with `n` images drawn from `rng`. Each image draws one seed from `rng`
+    /// and renders from a generator of its own, so the images render in parallel, and the
+    /// batch is the same at any thread count.
+    pub fn batch(&self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
         let (c, h, w) = self.shape;
+        let dim = c * h * w;
+        let seeds: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
+        // Every value is overwritten: a buffer of the right length is not cleared first.
+        out.truncate(n * dim);
+        out.resize(n * dim, 0.0);
+        out.par_chunks_mut(dim).zip(&seeds).for_each_init(
+            || vec![0f32; if c == 3 { 0 } else { 3 * h * w }],
+            |scratch, (image, &seed)| self.render(&mut ChaCha8Rng::seed_from_u64(seed), scratch, image),
+        );
+    }
+
+    /// Render one image into `out` (planar CHW, `c·h·w` values in `[0, 1]`). A grey image
+    /// is rendered in colour into `scratch` (`3·h·w` values) first; RGB needs no scratch.
+    pub fn render(&self, rng: &mut ChaCha8Rng, scratch: &mut [f32], out: &mut [f32]) {
+        let (c, h, w) = self.shape;
+        assert_eq!(out.len(), c * h * w, "Shapes::render: output size");
+        if c == 3 {
+            self.render_rgb(rng, out);
+        } else {
+            assert_eq!(scratch.len(), 3 * h * w, "Shapes::render: scratch size");
+            self.render_rgb(rng, scratch);
+            let (r, rest) = scratch.split_at(h * w);
+            let (g, b) = rest.split_at(h * w);
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = (0.299 * r[i] + 0.587 * g[i] + 0.114 * b[i]).clamp(0.0, 1.0);
+            }
+        }
+    }
+
+    /// Render one colour image into three planes (`planes` holds `3·h·w` values). The
+    /// per-pixel loops have no branches (a figure's kind is a type parameter and every
+    /// pixel of its box is blended, by 0 where it does not reach), so they vectorise.
+    fn render_rgb(&self, rng: &mut ChaCha8Rng, planes: &mut [f32]) {
+        let (_, h, w) = self.shape;
         let size = h.min(w) as f32;
-        let mut rgb = vec![[0f32; 3]; h * w];
 
         // Background: muted, dark or light, so objects of the opposite brightness stand out.
         let dark_background = rng.gen_bool(0.5);
@@ -183,15 +213,25 @@ impl Shapes {
             let angle: f32 = rng.gen_range(0.0..std::f32::consts::PI);
             (angle.cos(), angle.sin(), size / rng.gen_range(3.0..8.0))
         });
+        let mut stripe = vec![0f32; w];
         for y in 0..h {
             let t = y as f32 / (h - 1) as f32;
-            for x in 0..w {
-                let mut color = mix(top, bottom, t);
-                if let Some((cos, sin, period)) = background_stripes {
+            let row = mix(top, bottom, t);
+            if let Some((cos, sin, period)) = background_stripes {
+                for (x, s) in stripe.iter_mut().enumerate() {
                     let along = (x as f32 * cos + y as f32 * sin) / period;
-                    color = mix(color, bottom, 0.35 * stripe_coverage(along, period));
+                    *s = 0.35 * stripe_coverage(along, period);
                 }
-                rgb[y * w + x] = color;
+            }
+            for (k, plane) in planes.chunks_exact_mut(h * w).enumerate() {
+                let line = &mut plane[y * w..(y + 1) * w];
+                if background_stripes.is_some() {
+                    for (p, &s) in line.iter_mut().zip(&stripe) {
+                        *p = row[k] + (bottom[k] - row[k]) * s;
+                    }
+                } else {
+                    line.fill(row[k]);
+                }
             }
         }
 
@@ -203,61 +243,90 @@ impl Shapes {
                 rng.gen_range(0.2..0.55)
             };
             let color = hsv(rng.gen(), rng.gen_range(0.5..1.0), object_value);
-            let figure = match rng.gen_range(0..3) {
-                0 => Figure::Disc,
-                1 => Figure::Square,
-                _ => Figure::StripedSquare {
-                    period: size * rng.gen_range(0.06..0.14),
-                    other: hsv(rng.gen(), rng.gen_range(0.3..1.0), rng.gen_range(0.3..1.0)),
-                },
-            };
+            let kind = rng.gen_range(0..3);
+            let stripes = (kind == 2).then(|| {
+                let period = size * rng.gen_range(0.06..0.14);
+                (period, hsv(rng.gen(), rng.gen_range(0.3..1.0), rng.gen_range(0.3..1.0)))
+            });
             let radius = size * rng.gen_range(0.1..0.3);
             let cx = rng.gen_range(radius * 0.5..w as f32 - radius * 0.5);
             let cy = rng.gen_range(radius * 0.5..h as f32 - radius * 0.5);
             let angle: f32 = rng.gen_range(0.0..std::f32::consts::FRAC_PI_2);
-            let (cos, sin) = (angle.cos(), angle.sin());
-            // Only pixels near the figure can change: a rotated square reaches 0.85·√2·r.
-            let reach = 1.25 * radius + 1.0;
-            let rows = (cy - reach).max(0.0) as usize..((cy + reach).ceil() as usize).min(h);
-            let columns = (cx - reach).max(0.0) as usize..((cx + reach).ceil() as usize).min(w);
-            for y in rows {
-                for x in columns.clone() {
-                    // Pixel centre relative to the figure, in the figure's rotated frame.
-                    let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
-                    let (u, v) = (dx * cos + dy * sin, -dx * sin + dy * cos);
-                    // Signed distance in pixels to the outline (negative inside).
-                    let distance = match figure {
-                        Figure::Disc => (dx * dx + dy * dy).sqrt() - radius,
-                        Figure::Square | Figure::StripedSquare { .. } => {
-                            let side = radius * 0.85;
-                            let (qx, qy) = (u.abs() - side, v.abs() - side);
-                            let outside = (qx.max(0.0).powi(2) + qy.max(0.0).powi(2)).sqrt();
-                            outside + qx.max(qy).min(0.0)
-                        }
-                    };
-                    let coverage = (0.5 - distance).clamp(0.0, 1.0);
-                    if coverage == 0.0 {
-                        continue;
-                    }
-                    let fill = match figure {
-                        Figure::StripedSquare { period, other } => mix(color, other, stripe_coverage(u, period)),
-                        _ => color,
-                    };
-                    let pixel = &mut rgb[y * w + x];
-                    *pixel = mix(*pixel, fill, coverage);
-                }
+            let figure = Figure {
+                color,
+                radius,
+                center: (cx, cy),
+                rotation: (angle.cos(), angle.sin()),
+            };
+            match (kind, stripes) {
+                (0, _) => figure.draw::<DISC>(planes, (h, w), None),
+                (_, None) => figure.draw::<SQUARE>(planes, (h, w), None),
+                (_, Some(s)) => figure.draw::<SQUARE>(planes, (h, w), Some(s)),
             }
         }
+        for p in planes.iter_mut() {
+            *p = p.clamp(0.0, 1.0);
+        }
+    }
+}
 
-        out.reserve(c * h * w);
-        if c == 1 {
-            out.extend(
-                rgb.iter()
-                    .map(|p| (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).clamp(0.0, 1.0)),
+/// Figure kinds, as the const parameter of [`Figure::draw`].
+const DISC: u8 = 0;
+const SQUARE: u8 = 1;
+
+/// One disc or (rotated, possibly striped) square.
+struct Figure {
+    color: Color,
+    radius: f32,
+    center: (f32, f32),
+    /// cos and sin of the square's rotation.
+    rotation: (f32, f32),
+}
+
+impl Figure {
+    /// Blend the figure into `planes` (three `h·w` planes) with a one-pixel anti-aliased
+    /// edge; `stripes` (period, second colour) stripes it along its rotated x axis.
+    fn draw<const KIND: u8>(&self, planes: &mut [f32], (h, w): (usize, usize), stripes: Option<(f32, Color)>) {
+        let (cx, cy) = self.center;
+        let (cos, sin) = self.rotation;
+        // Only pixels near the figure can change: a rotated square reaches 0.85·√2·r.
+        let reach = 1.25 * self.radius + 1.0;
+        let rows = (cy - reach).max(0.0) as usize..((cy + reach).ceil() as usize).min(h);
+        let columns = (cx - reach).max(0.0) as usize..((cx + reach).ceil() as usize).min(w);
+        let side = self.radius * 0.85;
+        let (period, other) = stripes.unwrap_or((1.0, self.color));
+        let (plane_r, rest) = planes.split_at_mut(h * w);
+        let (plane_g, plane_b) = rest.split_at_mut(h * w);
+        for y in rows {
+            let span = y * w + columns.start..y * w + columns.end;
+            let (r, g, b) = (
+                &mut plane_r[span.clone()],
+                &mut plane_g[span.clone()],
+                &mut plane_b[span],
             );
-        } else {
-            for channel in 0..3 {
-                out.extend(rgb.iter().map(|p| p[channel].clamp(0.0, 1.0)));
+            let dy = y as f32 + 0.5 - cy;
+            for (i, ((r, g), b)) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()).enumerate() {
+                // Pixel centre relative to the figure, in the figure's rotated frame.
+                let dx = (columns.start + i) as f32 + 0.5 - cx;
+                let (u, v) = (dx * cos + dy * sin, -dx * sin + dy * cos);
+                // Signed distance in pixels to the outline (negative inside).
+                let distance = if KIND == DISC {
+                    (dx * dx + dy * dy).sqrt() - self.radius
+                } else {
+                    let (qx, qy) = (u.abs() - side, v.abs() - side);
+                    let outside = (qx.max(0.0) * qx.max(0.0) + qy.max(0.0) * qy.max(0.0)).sqrt();
+                    outside + qx.max(qy).min(0.0)
+                };
+                let coverage = (0.5 - distance).clamp(0.0, 1.0);
+                let s = if stripes.is_some() {
+                    stripe_coverage(u, period)
+                } else {
+                    0.0
+                };
+                let fill = mix(self.color, other, s);
+                *r += (fill[0] - *r) * coverage;
+                *g += (fill[1] - *g) * coverage;
+                *b += (fill[2] - *b) * coverage;
             }
         }
     }
@@ -274,7 +343,13 @@ fn mix(a: Color, b: Color, t: f32) -> Color {
 /// How much of a pixel at coordinate `along` (pixels) lies in the "on" half of stripes with
 /// the given period, with a one-pixel soft edge.
 fn stripe_coverage(along: f32, period: f32) -> f32 {
-    let phase = along.rem_euclid(period);
+    // `along mod period`, in [0, period]. Without SSE4.1 in the baseline target, `rem_euclid`
+    // and `floor` are libm calls per pixel; the truncating conversion is one instruction
+    // (`along / period` is far inside i32's range: images are at most a few thousand pixels).
+    let t = along / period;
+    let truncated = t as i32 as f32;
+    let floor = if truncated > t { truncated - 1.0 } else { truncated };
+    let phase = along - period * floor;
     let half = period / 2.0;
     // Distance to the nearest stripe edge, positive inside the "on" first half-period.
     let edge = if phase < half {
@@ -471,11 +546,16 @@ impl Dataset {
     /// Replace `out` with a row-major `[n, dim]` batch. Images are in `[0, 1]` (the trainer
     /// rescales to the generator's output range); points are raw coordinates.
     pub fn batch(&mut self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
-        out.clear();
         match self {
-            Dataset::Mixture(m) => m.sample(n, rng, out),
-            Dataset::Shapes(shapes) => (0..n).for_each(|_| shapes.render(rng, out)),
-            Dataset::Images(set) => set.batch(n, rng, out),
+            Dataset::Mixture(m) => {
+                out.clear();
+                m.sample(n, rng, out)
+            }
+            Dataset::Shapes(shapes) => shapes.batch(n, rng, out),
+            Dataset::Images(set) => {
+                out.clear();
+                set.batch(n, rng, out)
+            }
         }
     }
 

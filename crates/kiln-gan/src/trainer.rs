@@ -640,12 +640,8 @@ impl Trainer {
 pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
     let mut sq = 0.0f64;
     for p in params {
-        let Some(g) = p.grad() else { continue };
-        if g.is_cuda() {
-            // Σ g² on the device; one scalar crosses to the host.
-            sq += g.mul(&g)?.sum()?.item()?;
-        } else {
-            sq += g.with_slice::<f32, _>(|s| s.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())?;
+        if let Some(g) = p.grad() {
+            sq += g.sum_squares_f64()?;
         }
     }
     Ok(sq.sqrt())

@@ -99,6 +99,29 @@ fn shapes64_are_varied_rgb_images_in_unit_range() {
 }
 
 #[test]
+fn shapes64_batches_do_not_depend_on_the_thread_count() {
+    let data = parse_data_spec("shapes64").unwrap().load(None).unwrap();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut data = data.clone();
+        let mut r = rng(11);
+        // Two batches: the second starts where the first left the generator.
+        pool.install(|| [batch_from(&mut data, 9, &mut r), batch_from(&mut data, 5, &mut r)])
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(4));
+    assert_ne!(one[0][..3 * 64 * 64], one[1][..3 * 64 * 64], "the generator moved on");
+}
+
+fn batch_from(data: &mut Dataset, n: usize, r: &mut ChaCha8Rng) -> Vec<f32> {
+    let mut out = vec![7.0; 3];
+    data.batch(n, r, &mut out);
+    assert_eq!(out.len(), n * data.dim(), "the batch replaces what `out` held");
+    out
+}
+
+#[test]
 fn shapes_render_at_a_requested_grey_shape() {
     let mut data = DataSpec::Shapes64.load(Some((1, 32, 32))).unwrap();
     assert_eq!(data.dim(), 32 * 32);

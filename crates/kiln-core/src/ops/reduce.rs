@@ -95,6 +95,21 @@ impl Tensor {
         }))
     }
 
+    /// Σ x² of every element as an `f64`, accumulated in f64 in a fixed order
+    /// (the same bits at any thread count). Not recorded in the graph: it is
+    /// for diagnostics such as gradient norms. On a GPU the sum runs on the
+    /// device and one scalar crosses to the host.
+    pub fn sum_squares_f64(&self) -> Result<f64> {
+        #[cfg(feature = "cuda")]
+        if self.is_cuda() {
+            return crate::no_grad(|| self.mul(self)?.sum()?.item());
+        }
+        match self.dtype() {
+            crate::DType::F32 => self.with_slice(kiln_cpu::reduce::sum_squares_f64::<f32>),
+            crate::DType::F64 => self.with_slice(kiln_cpu::reduce::sum_squares_f64::<f64>),
+        }
+    }
+
     /// Mean of all elements.
     #[track_caller]
     pub fn mean(&self) -> Result<Tensor> {
