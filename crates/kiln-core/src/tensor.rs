@@ -248,6 +248,18 @@ impl Tensor {
         Self::from_data(T::wrap(data.into()), shape, Device::Cpu).to(device)
     }
 
+    /// A tensor of `shape` whose values `fill` writes straight into a pooled
+    /// buffer: data made on the host (a training batch) without a copy
+    /// through a `Vec` first. `fill` must write every element: the buffer
+    /// holds whatever its last user left (the caller's values otherwise, never
+    /// uninitialised memory).
+    pub fn from_fill<T: Element>(shape: &[usize], device: Device, fill: impl FnOnce(&mut [T])) -> Result<Tensor> {
+        Self::check_device(device)?;
+        let mut v = crate::storage::take::<T>(shape.iter().product());
+        fill(&mut v);
+        Self::from_data(T::wrap(v), shape, Device::Cpu).to(device)
+    }
+
     /// A tensor of `shape` holding a copy of `data` in a pooled buffer (no
     /// allocation in a steady state, unlike [`Tensor::from_vec`] with a fresh `Vec`).
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: Device) -> Result<Tensor> {

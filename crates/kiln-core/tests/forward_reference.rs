@@ -724,7 +724,25 @@ fn constructors_fill_the_right_values() {
     assert_eq!(v.strides(), &[3, 1]);
     assert_eq!(v.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     assert_eq!(v.dim(-1).unwrap(), 3);
-    assert!(Tensor::zeros(&[1], DType::F32, Device::Cuda(0)).is_err());
+    if !cfg!(feature = "cuda") {
+        // Without the backend compiled in, a GPU tensor is an error (with it, a machine
+        // with a GPU makes one: cuda_parity.rs covers that side).
+        assert!(Tensor::zeros(&[1], DType::F32, Device::Cuda(0)).is_err());
+        assert!(Tensor::from_fill(&[1], Device::Cuda(0), |b: &mut [f32]| b.fill(0.0)).is_err());
+    }
+
+    // from_fill: the closure sees a buffer of the shape's size and its values become the tensor.
+    let f = Tensor::from_fill(&[2, 3], Device::Cpu, |b: &mut [f64]| {
+        assert_eq!(b.len(), 6);
+        b.iter_mut().enumerate().for_each(|(i, x)| *x = i as f64 * 0.5);
+    })
+    .unwrap();
+    assert_eq!((f.shape(), f.dtype()), (&[2usize, 3][..], DType::F64));
+    assert_eq!(f.to_vec::<f64>().unwrap(), vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+    // A buffer back in the pool is reused, and overwritten: the tensor it served is unchanged.
+    drop(f);
+    let g = Tensor::from_fill(&[6], Device::Cpu, |b: &mut [f64]| b.fill(7.0)).unwrap();
+    assert_eq!(g.to_vec::<f64>().unwrap(), vec![7.0; 6]);
 }
 
 #[test]

@@ -97,13 +97,19 @@ impl GaussianMixture {
 
     /// Append `n` samples `[x, y]`: a uniformly chosen mode plus `N(0, std²)` noise per axis.
     pub fn sample(&self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
-        out.reserve(2 * n);
-        for _ in 0..n {
+        let start = out.len();
+        out.resize(start + 2 * n, 0.0);
+        self.sample_into(rng, &mut out[start..]);
+    }
+
+    /// Fill `out` (an even length) with samples `[x, y]`, as [`sample`](Self::sample) draws them.
+    pub fn sample_into(&self, rng: &mut ChaCha8Rng, out: &mut [f32]) {
+        for point in out.chunks_exact_mut(2) {
             let mode = self.modes[rng.gen_range(0..self.modes.len())];
             let dx: f32 = rng.sample(StandardNormal);
             let dy: f32 = rng.sample(StandardNormal);
-            out.push(mode[0] + self.std * dx);
-            out.push(mode[1] + self.std * dy);
+            point[0] = mode[0] + self.std * dx;
+            point[1] = mode[1] + self.std * dy;
         }
     }
 }
@@ -152,17 +158,16 @@ impl Shapes {
         self.shape
     }
 
-    /// Replace `out` with `n` images drawn from `rng`. Each image draws one seed from `rng`
+    /// Images drawn from `rng`. Each image draws one seed from `rng`
     /// and renders from a generator of its own, so the images render in parallel, and the
     /// batch is the same at any thread count.
-    pub fn batch(&self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
+    ///
+    /// `out` holds the batch, `c·h·w` values per image (every value is written).
+    pub fn batch_into(&self, rng: &mut ChaCha8Rng, out: &mut [f32]) {
         let (c, h, w) = self.shape;
         let dim = c * h * w;
-        let seeds: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
-        // Every value is overwritten: a buffer of the right length is not cleared first.
-        out.truncate(n * dim);
-        out.resize(n * dim, 0.0);
-        out.par_chunks_mut(dim).zip(&seeds).for_each_init(
+        let seeds: Vec<u64> = (0..out.len() / dim).map(|_| rng.gen()).collect();
+        out.par_chunks_exact_mut(dim).zip(&seeds).for_each_init(
             || vec![0f32; if c == 3 { 0 } else { 3 * h * w }],
             |scratch, (image, &seed)| self.render(&mut ChaCha8Rng::seed_from_u64(seed), scratch, image),
         );
@@ -464,9 +469,15 @@ impl ImageSet {
     /// Append `n` images scaled to `[0, 1]`, continuing the current epoch and starting a new,
     /// freshly shuffled one whenever it is used up (a batch may span two epochs).
     pub fn batch(&mut self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
+        let start = out.len();
+        out.resize(start + n * self.shape.0 * self.shape.1 * self.shape.2, 0.0);
+        self.batch_into(rng, &mut out[start..]);
+    }
+
+    /// Fill `out` with the next images (`c·h·w` values each), as [`batch`](Self::batch) does.
+    pub fn batch_into(&mut self, rng: &mut ChaCha8Rng, out: &mut [f32]) {
         let dim = self.shape.0 * self.shape.1 * self.shape.2;
-        out.reserve(n * dim);
-        for _ in 0..n {
+        for dst in out.chunks_exact_mut(dim) {
             if self.state.epoch == 0 || self.state.cursor == self.count {
                 let order_seed = rng.gen();
                 self.state = EpochState {
@@ -478,7 +489,9 @@ impl ImageSet {
             }
             let index = self.order[self.state.cursor];
             self.state.cursor += 1;
-            out.extend(self.image(index).iter().map(|&p| p as f32 / 255.0));
+            for (d, &p) in dst.iter_mut().zip(self.image(index)) {
+                *d = p as f32 / 255.0;
+            }
         }
     }
 }
@@ -546,16 +559,21 @@ impl Dataset {
     /// Replace `out` with a row-major `[n, dim]` batch. Images are in `[0, 1]` (the trainer
     /// rescales to the generator's output range); points are raw coordinates.
     pub fn batch(&mut self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
+        // Every value is written: a buffer of the right length is not cleared first.
+        out.truncate(n * self.dim());
+        out.resize(n * self.dim(), 0.0);
+        self.batch_into(rng, out);
+    }
+
+    /// Fill `out` with a row-major batch of `out.len() / dim` samples, the values
+    /// [`batch`](Self::batch) gives (every value is written). `out.len()` must be a multiple
+    /// of [`dim`](Self::dim).
+    pub fn batch_into(&mut self, rng: &mut ChaCha8Rng, out: &mut [f32]) {
+        assert_eq!(out.len() % self.dim(), 0, "Dataset::batch_into: not whole samples");
         match self {
-            Dataset::Mixture(m) => {
-                out.clear();
-                m.sample(n, rng, out)
-            }
-            Dataset::Shapes(shapes) => shapes.batch(n, rng, out),
-            Dataset::Images(set) => {
-                out.clear();
-                set.batch(n, rng, out)
-            }
+            Dataset::Mixture(m) => m.sample_into(rng, out),
+            Dataset::Shapes(shapes) => shapes.batch_into(rng, out),
+            Dataset::Images(set) => set.batch_into(rng, out),
         }
     }
 

@@ -125,7 +125,6 @@ pub struct Trainer {
     sample_noise: Tensor,
     eval_noise: Tensor,
     history: Vec<(u64, f64, f64)>,
-    real_buf: Vec<f32>,
 }
 
 /// The device of `--device`, checked: creating a tensor there fails with `NoDevice` (and a
@@ -190,7 +189,6 @@ impl Trainer {
             sample_noise,
             eval_noise,
             history: Vec::new(),
-            real_buf: Vec::new(),
         };
         Ok(t)
     }
@@ -284,12 +282,13 @@ impl Trainer {
     }
 
     fn real_batch(&mut self) -> Result<Tensor> {
-        let n = self.config.batch;
-        self.data.batch(n, &mut self.rng_data, &mut self.real_buf);
-        if self.config.g_out == GOut::Tanh {
-            self.real_buf.iter_mut().for_each(|x| *x = *x * 2.0 - 1.0);
-        }
-        Tensor::from_slice(&self.real_buf, &[n, self.dim], Device::Cpu)?.to(self.device)
+        let (data, rng, tanh) = (&mut self.data, &mut self.rng_data, self.config.g_out == GOut::Tanh);
+        Tensor::from_fill(&[self.config.batch, self.dim], self.device, |batch: &mut [f32]| {
+            data.batch_into(rng, batch);
+            if tanh {
+                batch.iter_mut().for_each(|x| *x = *x * 2.0 - 1.0);
+            }
+        })
     }
 
     fn noise(&mut self, n: usize) -> Result<Tensor> {
