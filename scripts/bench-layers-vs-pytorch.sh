@@ -3,24 +3,31 @@
 # engine's dispatch) and in PyTorch (scripts/pytorch_layers.py, torch.mm) on
 # the same machine, and prints kiln's speed as a ratio of PyTorch's per GEMM.
 #
-# The two sides run one after the other, ROUNDS times (default 2), and each
-# side's time for a case is its median over the rounds: on a shared machine
-# whose speed changes every few seconds, alternating rounds gives both sides a
-# share of the fast and the slow moments.
+# The machine's speed changes every few seconds, so the two sides take turns
+# on it (scripts/round_robin.py, SLICE seconds each, default 4): they start
+# together and see the same mix of fast and slow moments. The slice is long
+# next to one timed loop (0.1 s in kiln, 0.05 s in the PyTorch script), so
+# few loops contain a pause and the medians step over them. PyTorch sweeps its
+# list SWEEPS times (default 4: about as long as kiln's run) and reports each
+# case's median over the sweeps. ROUNDS (default 1) repeats the pair; each
+# side's time for a case is then its median over the rounds.
 # Needs a Python with torch: PYTHON=/path/to/python (default python3).
-# Usage: [ROUNDS=2] [PYTHON=python3] scripts/bench-layers-vs-pytorch.sh [THREADS]
+# Usage: [ROUNDS=1] [SLICE=4] [SWEEPS=4] [PYTHON=python3] scripts/bench-layers-vs-pytorch.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-1}
-rounds=${ROUNDS:-2}
+rounds=${ROUNDS:-1}
+slice=${SLICE:-4}
+sweeps=${SWEEPS:-4}
 py=${PYTHON:-python3}
 "$py" -c 'import torch' 2>/dev/null || { echo "no torch in $py (set PYTHON=…)" >&2; exit 1; }
 bin=${KILN_BIN:-target/release/kiln}
 [ -x "$bin" ] || cargo build --release
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 for r in $(seq "$rounds"); do
-  "$bin" bench layers --threads "$threads" --impls dispatch --json "$tmp/kiln-$r.json" >/dev/null
-  "$py" scripts/pytorch_layers.py --threads "$threads" > "$tmp/torch-$r.jsonl"
+  "$py" scripts/round_robin.py --slice "$slice" \
+    "$bin bench layers --threads $threads --impls dispatch --json $tmp/kiln-$r.json >/dev/null" \
+    "$py scripts/pytorch_layers.py --threads $threads --sweeps $sweeps > $tmp/torch-$r.jsonl"
 done
 "$py" - "$tmp" "$rounds" "$threads" <<'PY'
 import json, statistics, sys

@@ -8,11 +8,14 @@ The layer list and the case names are kiln's (src/bench/gemm.rs, GAN_LAYERS),
 so scripts/bench-layers-vs-pytorch.sh can pair the rows.
 
 Timing: per case, a warm-up, then --repeats loops of enough calls to last
---min-time seconds each; one JSON line per case with the median time per call.
+--min-time seconds each, the median of them per call. --sweeps runs the whole
+list that many times (to last as long as kiln's run when the two take turns
+on the machine, see bench-layers-vs-pytorch.sh); one JSON line per case with
+the median over the sweeps.
 Threads are set before torch loads (the environment variables) and again with
 torch.set_num_threads.
 
-Usage: pytorch_layers.py [--threads N] [--repeats R] [--min-time S] [--only SUBSTRING]
+Usage: pytorch_layers.py [--threads N] [--repeats R] [--min-time S] [--sweeps K] [--only SUBSTRING]
 """
 import argparse
 import json
@@ -78,20 +81,24 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.05)
     ap.add_argument("--only", default="", help="only cases whose name contains this")
+    ap.add_argument("--sweeps", type=int, default=1, help="times to run the whole list (median over them)")
     a = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(a.threads)
     import torch
 
     torch.set_num_threads(a.threads)
-    for case, mnk, call in cases(torch):
-        if a.only not in case:
-            continue
-        med, lo, hi = time_case(call, a.repeats, a.min_time)
+    todo = [c for c in cases(torch) if a.only in c[0]]
+    times = {case: [] for case, _, _ in todo}
+    for _ in range(a.sweeps):
+        for case, _, call in todo:
+            times[case].append(time_case(call, a.repeats, a.min_time)[0])
+    for case, mnk, _ in todo:
+        med = statistics.median(times[case])
         print(json.dumps({"case": case, "impl": "torch.mm", "threads": a.threads, "time_median_s": med,
-                          "time_min_s": lo, "time_max_s": hi, "gflops": 2 * mnk / med / 1e9,
-                          "torch": torch.__version__}))
-        sys.stdout.flush()
+                          "time_min_s": min(times[case]), "time_max_s": max(times[case]),
+                          "gflops": 2 * mnk / med / 1e9, "sweeps": a.sweeps, "torch": torch.__version__}))
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
