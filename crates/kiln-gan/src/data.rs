@@ -158,11 +158,10 @@ impl Shapes {
         self.shape
     }
 
-    /// Images drawn from `rng`. Each image draws one seed from `rng`
-    /// and renders from a generator of its own, so the images render in parallel, and the
-    /// batch is the same at any thread count.
-    ///
-    /// `out` holds the batch, `c·h·w` values per image (every value is written).
+    /// Fill `out` with images drawn from `rng` (`c·h·w` values each; every value is
+    /// written). Each image draws one seed from `rng`, in order, and renders from a generator
+    /// of its own: the images of a batch render in parallel, and the batch is the same at any
+    /// thread count.
     pub fn batch_into(&self, rng: &mut ChaCha8Rng, out: &mut [f32]) {
         let (c, h, w) = self.shape;
         let dim = c * h * w;
