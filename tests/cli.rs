@@ -354,6 +354,21 @@ fn same_seed_same_weights_for_any_thread_count() {
     let one = generator_after(cwd, "i1", &[&flags[..], &["--threads", "1"]].concat());
     let two = generator_after(cwd, "i2", &[&flags[..], &["--threads", "2"]].concat());
     assert_eq!(one, two, "--threads 1 and 2 give different weights on images");
+
+    // shapes64: the real batches render in parallel, one image per seed.
+    let flags = [
+        "--preset",
+        "seed",
+        "--g-hidden",
+        "8",
+        "--d-hidden",
+        "8",
+        "--batch",
+        "12",
+    ];
+    let one = generator_after(cwd, "p1", &[&flags[..], &["--threads", "1"]].concat());
+    let two = generator_after(cwd, "p2", &[&flags[..], &["--threads", "2"]].concat());
+    assert_eq!(one, two, "--threads 1 and 2 give different weights on shapes64");
 }
 
 #[test]
