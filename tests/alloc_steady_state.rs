@@ -3,15 +3,17 @@
 //! counting global allocator; small graph bookkeeping (nodes, edges) is
 //! counted separately and reported.
 
+use kiln::gan::config::TrainConfig;
 use kiln::gan::config::{Act, GanLoss};
 use kiln::gan::losses::{d_loss, g_loss};
-use kiln::gan::trainer::mlp;
+use kiln::gan::trainer::{mlp, Trainer};
 use kiln::nn::{Activation, Adam, AdamConfig, Module, Optimizer};
 use kiln::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Allocations at least this large count as tensor-sized.
 const LARGE: usize = 4096;
@@ -20,6 +22,9 @@ struct Counting;
 static ON: AtomicBool = AtomicBool::new(false);
 static LARGE_ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static SMALL_ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// The counters are process-wide: the tests of this file take turns, or one
+/// would count the other's allocations.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn count(size: usize) {
     if ON.load(Ordering::Relaxed) {
@@ -58,7 +63,26 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// (large, small) allocations per step over `steps` steps after a warm-up.
+/// (large, small) allocations per call of `step` over 10 calls, after 5 of warm-up.
+fn count_per_step(mut step: impl FnMut()) -> (usize, usize) {
+    for _ in 0..5 {
+        step();
+    }
+    let steps = 10;
+    LARGE_ALLOCS.store(0, Ordering::Relaxed);
+    SMALL_ALLOCS.store(0, Ordering::Relaxed);
+    ON.store(true, Ordering::Relaxed);
+    for _ in 0..steps {
+        step();
+    }
+    ON.store(false, Ordering::Relaxed);
+    (
+        LARGE_ALLOCS.load(Ordering::Relaxed) / steps,
+        SMALL_ALLOCS.load(Ordering::Relaxed) / steps,
+    )
+}
+
+/// (large, small) allocations per step of the engine's GAN step.
 fn measure(g_w: &[usize], d_w: &[usize], d_sigmoid: bool, loss: GanLoss, batch: usize) -> (usize, usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let g = mlp(g_w, Act::Relu, None, &mut rng).unwrap();
@@ -84,25 +108,12 @@ fn measure(g_w: &[usize], d_w: &[usize], d_sigmoid: bool, loss: GanLoss, batch: 
         lg.backward().unwrap();
         opt_g.step().unwrap();
     };
-    for _ in 0..5 {
-        step(&mut rng);
-    }
-    let steps = 10;
-    LARGE_ALLOCS.store(0, Ordering::Relaxed);
-    SMALL_ALLOCS.store(0, Ordering::Relaxed);
-    ON.store(true, Ordering::Relaxed);
-    for _ in 0..steps {
-        step(&mut rng);
-    }
-    ON.store(false, Ordering::Relaxed);
-    (
-        LARGE_ALLOCS.load(Ordering::Relaxed) / steps,
-        SMALL_ALLOCS.load(Ordering::Relaxed) / steps,
-    )
+    count_per_step(|| step(&mut rng))
 }
 
 #[test]
 fn gan_steps_allocate_no_tensor_memory_in_steady_state() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Run on one thread so every buffer returns to the pool it came from.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
@@ -112,5 +123,23 @@ fn gan_steps_allocate_no_tensor_memory_in_steady_state() {
         let (large, small) = measure(&[100, 128, 784], &[784, 128, 1], true, GanLoss::Ns, 64);
         println!("seed: {large} tensor-sized and {small} small allocations per step");
         assert_eq!(large, 0, "seed step allocated tensor memory");
+    });
+}
+
+#[test]
+fn trainer_steps_on_shapes64_allocate_no_tensor_memory_in_steady_state() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The trainer's own work around the engine's step: the real batch drawn into a pooled
+    // tensor, the gradient norms, the loss and D(x) read-outs. The article's model on shapes64.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        let mut config = TrainConfig::preset("seed", None).unwrap();
+        config.batch = 16;
+        let mut trainer = Trainer::new(config).unwrap();
+        let (large, small) = count_per_step(|| {
+            trainer.train_step().unwrap();
+        });
+        println!("trainer, seed preset: {large} tensor-sized and {small} small allocations per step");
+        assert_eq!(large, 0, "the trainer's step allocated tensor memory");
     });
 }

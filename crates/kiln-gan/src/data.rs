@@ -159,16 +159,20 @@ impl Shapes {
     }
 
     /// Fill `out` with images drawn from `rng` (`c·h·w` values each; every value is
-    /// written). Each image draws one seed from `rng`, in order, and renders from a generator
-    /// of its own: the images of a batch render in parallel, and the batch is the same at any
-    /// thread count.
+    /// written). The batch draws one seed from `rng`, and image i renders from stream i of a
+    /// generator with that seed (ChaCha's independent streams): the images of a batch render
+    /// in parallel, and the batch is the same at any thread count.
     pub fn batch_into(&self, rng: &mut ChaCha8Rng, out: &mut [f32]) {
         let (c, h, w) = self.shape;
         let dim = c * h * w;
-        let seeds: Vec<u64> = (0..out.len() / dim).map(|_| rng.gen()).collect();
-        out.par_chunks_exact_mut(dim).zip(&seeds).for_each_init(
+        let seed: u64 = rng.gen();
+        out.par_chunks_exact_mut(dim).enumerate().for_each_init(
             || vec![0f32; if c == 3 { 0 } else { 3 * h * w }],
-            |scratch, (image, &seed)| self.render(&mut ChaCha8Rng::seed_from_u64(seed), scratch, image),
+            |scratch, (i, image)| {
+                let mut image_rng = ChaCha8Rng::seed_from_u64(seed);
+                image_rng.set_stream(i as u64);
+                self.render(&mut image_rng, scratch, image)
+            },
         );
     }
 
