@@ -181,7 +181,13 @@ mod on_gpu {
         for step in 0..3 {
             let c = cpu.train_step().unwrap();
             let g = gpu.train_step().unwrap();
-            for (what, a, b) in [("loss_d", c.loss_d, g.loss_d), ("loss_g", c.loss_g, g.loss_g)] {
+            for (what, a, b) in [
+                ("loss_d", c.loss_d, g.loss_d),
+                ("loss_g", c.loss_g, g.loss_g),
+                // The norms are summed on the device, one read for all parameters.
+                ("grad_norm_d", c.grad_norm_d, g.grad_norm_d),
+                ("grad_norm_g", c.grad_norm_g, g.grad_norm_g),
+            ] {
                 assert!(
                     (a - b).abs() <= 1e-3 + 1e-3 * a.abs(),
                     "step {step}: {what} cpu {a} cuda {b}"

@@ -314,13 +314,14 @@ impl Trainer {
 
     /// Checks a loss and the gradients for NaN/Inf before the update; on a
     /// bad gradient, reruns `recompute` in anomaly mode to name the op.
+    /// Returns the loss and the gradient norm (each read from the device once).
     fn check_finite(
         &self,
         what: &str,
         loss: &Tensor,
         params: &[Tensor],
         recompute: impl Fn() -> Result<()>,
-    ) -> Result<f64> {
+    ) -> Result<(f64, f64)> {
         let v = loss.item()?;
         if !v.is_finite() {
             return Err(Error::Invalid(format!(
@@ -352,7 +353,7 @@ impl Trainer {
                 self.step + 1
             )));
         }
-        Ok(norm)
+        Ok((v, norm))
     }
 
     /// One generator step with its `d_steps` discriminator steps.
@@ -389,11 +390,10 @@ impl Trainer {
             let (loss, d_real, d_fake) = d_forward(&self.d, &f)?;
             self.opt_d.zero_grad();
             loss.backward()?;
-            stats.grad_norm_d = self.check_finite("loss_d", &loss, self.opt_d.params(), || {
+            (stats.loss_d, stats.grad_norm_d) = self.check_finite("loss_d", &loss, self.opt_d.params(), || {
                 d_forward(&self.d, &f)?.0.backward()
             })?;
             self.opt_d.step()?;
-            stats.loss_d = loss.item()?;
             stats.d_real = self.prob(&d_real)?;
             stats.d_fake = self.prob(&d_fake)?;
             if k + 1 == self.config.d_steps {
@@ -408,10 +408,9 @@ impl Trainer {
         // Only G's gradients: D's weight gradients (a GEMM per D layer) are
         // never computed, only the input gradients that flow through D.
         loss.backward_to(self.opt_g.params())?;
-        stats.grad_norm_g = self.check_finite("loss_g", &loss, self.opt_g.params(), || Ok(()))?;
+        (stats.loss_g, stats.grad_norm_g) = self.check_finite("loss_g", &loss, self.opt_g.params(), || Ok(()))?;
         self.opt_g.step()?;
         self.opt_d.zero_grad();
-        stats.loss_g = loss.item()?;
         if let (Some(ema), Some(decay)) = (&self.g_ema, self.config.ema) {
             update_ema(ema, &self.g, decay)?;
         }
@@ -636,12 +635,26 @@ impl Trainer {
 }
 
 /// L2 norm of the gradients of `params` (missing gradients count as zero).
+/// Host gradients are summed in f64 ([`Tensor::sum_squares_f64`]); device
+/// ones on the device, with one scalar read for all of them (one wait for the
+/// GPU per call instead of one per parameter).
 pub fn grad_norm(params: &[Tensor]) -> Result<f64> {
     let mut sq = 0.0f64;
+    let mut on_device: Option<Tensor> = None;
     for p in params {
-        if let Some(g) = p.grad() {
+        let Some(g) = p.grad() else { continue };
+        if g.is_cuda() {
+            let s = no_grad(|| g.mul(&g)?.sum())?;
+            on_device = Some(match on_device {
+                Some(total) => no_grad(|| total.add(&s))?,
+                None => s,
+            });
+        } else {
             sq += g.sum_squares_f64()?;
         }
+    }
+    if let Some(total) = on_device {
+        sq += total.item()?;
     }
     Ok(sq.sqrt())
 }
