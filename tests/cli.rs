@@ -323,14 +323,20 @@ fn generator_after(cwd: &Path, name: &str, extra: &[&str]) -> BTreeMap<String, (
     tensors(&dir.join("generator.safetensors"))
 }
 
+/// The generator's weights after training with `flags` at 1 and at 2 threads, which must agree.
+fn same_weights_at_1_and_2_threads(cwd: &Path, what: &str, flags: &[&str]) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+    let one = generator_after(cwd, &format!("{what}-1"), &[flags, &["--threads", "1"]].concat());
+    let two = generator_after(cwd, &format!("{what}-2"), &[flags, &["--threads", "2"]].concat());
+    assert_eq!(one, two, "{what}: --threads 1 and 2 give different weights");
+    one
+}
+
 #[test]
 fn same_seed_same_weights_for_any_thread_count() {
     let tmp = tmp();
     let cwd = tmp.path();
     // Default toy widths (128) so that the kernels have work to split.
-    let one = generator_after(cwd, "t1", &["--threads", "1"]);
-    let two = generator_after(cwd, "t2", &["--threads", "2"]);
-    assert_eq!(one, two, "--threads 1 and 2 give different weights");
+    let one = same_weights_at_1_and_2_threads(cwd, "toy", &[]);
     let other = generator_after(cwd, "s1", &["--threads", "2", "--seed", "1"]);
     assert_eq!(other.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
     assert_ne!(other, one, "seeds 0 and 1 give the same weights");
@@ -339,36 +345,16 @@ fn same_seed_same_weights_for_any_thread_count() {
     let idx = cwd.join("img.idx");
     write_random_idx(&idx, 40, 28, 28, 1);
     let data = format!("idx:{}", idx.display());
-    let flags = [
-        "--preset",
-        "mlp",
-        "--data",
-        &data,
-        "--g-hidden",
-        "64",
-        "--d-hidden",
-        "64",
-        "--batch",
-        "32",
-    ];
-    let one = generator_after(cwd, "i1", &[&flags[..], &["--threads", "1"]].concat());
-    let two = generator_after(cwd, "i2", &[&flags[..], &["--threads", "2"]].concat());
-    assert_eq!(one, two, "--threads 1 and 2 give different weights on images");
+    let small = ["--g-hidden", "64", "--d-hidden", "64", "--batch", "32"];
+    same_weights_at_1_and_2_threads(
+        cwd,
+        "images",
+        &[&["--preset", "mlp", "--data", &data][..], &small].concat(),
+    );
 
-    // shapes64: the real batches render in parallel, one image per seed.
-    let flags = [
-        "--preset",
-        "seed",
-        "--g-hidden",
-        "8",
-        "--d-hidden",
-        "8",
-        "--batch",
-        "12",
-    ];
-    let one = generator_after(cwd, "p1", &[&flags[..], &["--threads", "1"]].concat());
-    let two = generator_after(cwd, "p2", &[&flags[..], &["--threads", "2"]].concat());
-    assert_eq!(one, two, "--threads 1 and 2 give different weights on shapes64");
+    // shapes64: the real batches render in parallel, one generator stream per image.
+    let small = ["--g-hidden", "8", "--d-hidden", "8", "--batch", "12"];
+    same_weights_at_1_and_2_threads(cwd, "shapes64", &[&["--preset", "seed"][..], &small].concat());
 }
 
 #[test]
