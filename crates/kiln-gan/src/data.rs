@@ -221,7 +221,12 @@ impl Shapes {
             let angle: f32 = rng.gen_range(0.0..std::f32::consts::PI);
             (angle.cos(), angle.sin(), size / rng.gen_range(3.0..8.0))
         });
-        let mut stripe = vec![0f32; w];
+        // One row of stripe coverage, shared by the three planes (no allocation without stripes).
+        let mut stripe = if background_stripes.is_some() {
+            vec![0f32; w]
+        } else {
+            Vec::new()
+        };
         for y in 0..h {
             let t = y as f32 / (h - 1) as f32;
             let row = mix(top, bottom, t);
@@ -469,15 +474,9 @@ impl ImageSet {
         order
     }
 
-    /// Append `n` images scaled to `[0, 1]`, continuing the current epoch and starting a new,
-    /// freshly shuffled one whenever it is used up (a batch may span two epochs).
-    pub fn batch(&mut self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
-        let start = out.len();
-        out.resize(start + n * self.shape.0 * self.shape.1 * self.shape.2, 0.0);
-        self.batch_into(rng, &mut out[start..]);
-    }
-
-    /// Fill `out` with the next images (`c·h·w` values each), as [`batch`](Self::batch) does.
+    /// Fill `out` with the next images (`c·h·w` values each) scaled to `[0, 1]`, continuing
+    /// the current epoch and starting a new, freshly shuffled one whenever it is used up (a
+    /// batch may span two epochs).
     pub fn batch_into(&mut self, rng: &mut ChaCha8Rng, out: &mut [f32]) {
         let dim = self.shape.0 * self.shape.1 * self.shape.2;
         for dst in out.chunks_exact_mut(dim) {
@@ -563,7 +562,6 @@ impl Dataset {
     /// rescales to the generator's output range); points are raw coordinates.
     pub fn batch(&mut self, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f32>) {
         // Every value is written: a buffer of the right length is not cleared first.
-        out.truncate(n * self.dim());
         out.resize(n * self.dim(), 0.0);
         self.batch_into(rng, out);
     }
