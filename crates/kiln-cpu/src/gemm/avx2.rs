@@ -7,6 +7,11 @@
 //! independent chains (12 > 2 FMA pipes × 4 cycles latency) to keep both FMA
 //! pipes busy every cycle. The k loop is inline assembly ([`k_loop`]) so that
 //! this register plan is the one that runs.
+//!
+//! Edge tiles run shorter loops with the same per-element arithmetic: a last
+//! row panel of at most 4 rows ([`k_loop_4x16`]) and a last column panel of
+//! at most 8 columns ([`k_loop_6x8`]) take 4 cycles per step (the FMA latency
+//! of their 8 or 6 chains) instead of the full tile's 6.
 
 use super::packed::{pack_a, pack_b_panel, pack_b_panels, prefetch_c_tile, store_tile, Blocking, Packers};
 use std::arch::x86_64::*;
@@ -71,8 +76,16 @@ unsafe fn kernel_impl(
         unsafe { store_full(&acc, c, rs_c, alpha, beta) };
     } else {
         prefetch_c_tile(c, rs_c, cs_c, mr, nr);
-        // SAFETY: as above.
-        let acc = unsafe { k_loop(kc, a, b) };
+        // SAFETY: as above; the short and narrow loops read a subset of it.
+        let acc = unsafe {
+            if mr <= SHORT_MR {
+                k_loop_4x16(kc, a, b)
+            } else if nr <= NARROW_NR {
+                k_loop_6x8(kc, a, b)
+            } else {
+                k_loop(kc, a, b)
+            }
+        };
         // SAFETY: forwarded from the caller's contract.
         unsafe { store_edge(&acc, c, rs_c, cs_c, alpha, beta, mr, nr) };
     }
@@ -406,6 +419,151 @@ unsafe fn k_loop_direct_a(kc: usize, a: *const f32, lda: isize, b: *const f32) -
     )
 }
 
+/// Tiles of at most this many rows run the 4-row loop ([`k_loop_4x16`]).
+pub(super) const SHORT_MR: usize = 4;
+/// Tiles of at most this many columns (and more than [`SHORT_MR`] rows) run
+/// the 8-column loop ([`k_loop_6x8`]).
+const NARROW_NR: usize = 8;
+
+/// One step of p of the 4×16 loop: [`step_6x16`] without rows 4 and 5.
+macro_rules! step_4x16 {
+    ($b:literal, $r0:literal, $r1:literal, $r2:literal, $r3:literal) => {
+        concat!(
+            "vmovups ymm0, [{b} + ",
+            $b,
+            "]\n",
+            "vmovups ymm1, [{b} + ",
+            $b,
+            " + 32]\n",
+            "vbroadcastss ymm2, [",
+            $r0,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r1,
+            "]\n",
+            "vfmadd231ps ymm4, ymm2, ymm0\n",
+            "vfmadd231ps ymm5, ymm2, ymm1\n",
+            "vfmadd231ps ymm6, ymm3, ymm0\n",
+            "vfmadd231ps ymm7, ymm3, ymm1\n",
+            "vbroadcastss ymm2, [",
+            $r2,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r3,
+            "]\n",
+            "vfmadd231ps ymm8, ymm2, ymm0\n",
+            "vfmadd231ps ymm9, ymm2, ymm1\n",
+            "vfmadd231ps ymm10, ymm3, ymm0\n",
+            "vfmadd231ps ymm11, ymm3, ymm1\n",
+        )
+    };
+}
+
+/// One step of p of the 6×8 loop: [`step_6x16`] on the first 8 values of
+/// the B panel only (the accumulators of the right half are not touched).
+macro_rules! step_6x8 {
+    ($b:literal, $r0:literal, $r1:literal, $r2:literal, $r3:literal, $r4:literal, $r5:literal) => {
+        concat!(
+            "vmovups ymm0, [{b} + ",
+            $b,
+            "]\n",
+            "vbroadcastss ymm2, [",
+            $r0,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r1,
+            "]\n",
+            "vfmadd231ps ymm4, ymm2, ymm0\n",
+            "vfmadd231ps ymm6, ymm3, ymm0\n",
+            "vbroadcastss ymm2, [",
+            $r2,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r3,
+            "]\n",
+            "vfmadd231ps ymm8, ymm2, ymm0\n",
+            "vfmadd231ps ymm10, ymm3, ymm0\n",
+            "vbroadcastss ymm2, [",
+            $r4,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $r5,
+            "]\n",
+            "vfmadd231ps ymm12, ymm2, ymm0\n",
+            "vfmadd231ps ymm14, ymm3, ymm0\n",
+        )
+    };
+}
+
+/// [`k_loop`] for a tile of at most 4 rows (the last row panel of a batch
+/// such as 64, 100 or 256 rows, which are 4 more than a multiple of 6):
+/// rows 0–3 of the packed panel only. Eight FMA chains take four cycles per
+/// step (the FMA latency) where the full loop takes six, so such a panel
+/// costs two thirds of a full one instead of a whole one. Each accumulator
+/// sees the same FMAs in the same order as in [`k_loop`], so the same bits;
+/// rows 4 and 5 come back zero.
+///
+/// # Safety
+/// AVX2 and FMA; `a` must hold `kc` groups of MR floats whose first four are
+/// read, `b` `kc·NR` floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn k_loop_4x16(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
+    k_loop_6x16!(
+        kc: kc,
+        four: {
+            step_4x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12"),
+            step_4x16!("64", "{a} + 24", "{a} + 28", "{a} + 32", "{a} + 36"),
+            step_4x16!("128", "{a} + 48", "{a} + 52", "{a} + 56", "{a} + 60"),
+            step_4x16!("192", "{a} + 72", "{a} + 76", "{a} + 80", "{a} + 84"),
+            "add {a}, 96",
+            "add {b}, 256",
+        },
+        one: {
+            step_4x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12"),
+            "add {a}, 24",
+            "add {b}, 64",
+        },
+        operands: {
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+        }
+    )
+}
+
+/// [`k_loop`] for a tile of at most 8 columns (the last column panel of a
+/// 100-wide product, say): the left half of the B panel only. Six FMA chains
+/// take four cycles per step where the full loop takes six. Same bits as
+/// [`k_loop`] for the columns it computes; the right half comes back zero.
+///
+/// # Safety
+/// AVX2 and FMA; `a` must hold `kc·MR` floats, `b` `kc` groups of NR floats
+/// whose first eight are read.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn k_loop_6x8(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
+    k_loop_6x16!(
+        kc: kc,
+        four: {
+            step_6x8!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
+            step_6x8!("64", "{a} + 24", "{a} + 28", "{a} + 32", "{a} + 36", "{a} + 40", "{a} + 44"),
+            step_6x8!("128", "{a} + 48", "{a} + 52", "{a} + 56", "{a} + 60", "{a} + 64", "{a} + 68"),
+            step_6x8!("192", "{a} + 72", "{a} + 76", "{a} + 80", "{a} + 84", "{a} + 88", "{a} + 92"),
+            "add {a}, 96",
+            "add {b}, 256",
+        },
+        one: {
+            step_6x8!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
+            "add {a}, 24",
+            "add {b}, 64",
+        },
+        operands: {
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+        }
+    )
+}
+
 /// v4's packers: the portable ones with the common layouts vectorised.
 ///
 /// Packing is pure data movement, but for the GAN's skinny layers
@@ -418,6 +576,7 @@ pub(super) const PACKERS: Packers = Packers {
     a: pack_a_6,
     b: pack_b_16,
     direct_a: Some(kernel_v4_direct_a),
+    short_rows: SHORT_MR,
 };
 
 /// Transposes the 8×8 block in `r` (row i = `r[i]`) in registers.
@@ -493,16 +652,18 @@ unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize;
         }
         return;
     }
-    for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate().take(full) {
-        // SAFETY: row ip·MR + MR - 1 < mc is inside A.
+    for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate().take(mc.div_ceil(MR)) {
+        let rows = MR.min(mc - ip * MR);
+        // SAFETY: row ip·MR < mc is inside A.
         let a0 = unsafe { a.offset((ip * MR) as isize * ars) };
         if acs == 1 {
-            // Row-major A: 6 rows × 8 columns in, 8 groups of 6 out.
+            // Row-major A: 6 rows × 8 columns in, 8 groups of 6 out (a
+            // partial last panel: its rows, then zeros).
             let mut p = 0;
             while p + 8 <= kc {
                 let mut r = [_mm256_setzero_ps(); 8];
-                for (i, ri) in r.iter_mut().enumerate().take(MR) {
-                    // SAFETY: row i < MR, columns p..p+8 ≤ kc.
+                for (i, ri) in r.iter_mut().enumerate().take(rows) {
+                    // SAFETY: row i < rows, columns p..p+8 ≤ kc.
                     *ri = unsafe { _mm256_loadu_ps(a0.offset(i as isize * ars).add(p)) };
                 }
                 for (q, col) in transpose8(r).iter().enumerate() {
@@ -521,32 +682,24 @@ unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize;
             }
             for p in p..kc {
                 for i in 0..MR {
-                    // SAFETY: (i, p) inside the block.
-                    panel[p * MR + i] = unsafe { *a0.offset(i as isize * ars + p as isize) };
+                    // SAFETY: (i, p) inside the block when i < rows.
+                    panel[p * MR + i] = if i < rows {
+                        unsafe { *a0.offset(i as isize * ars + p as isize) }
+                    } else {
+                        0.0
+                    };
                 }
             }
-        } else if ars == 1 {
+        } else if ars == 1 && rows == MR {
             // Column-major A (a transposed operand): 6 contiguous floats per p.
             for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
                 // SAFETY: column p < kc, rows ip·MR..+6 are contiguous.
                 dst.copy_from_slice(unsafe { std::slice::from_raw_parts(a0.offset(p as isize * acs), MR) });
             }
         } else {
-            // SAFETY: forwarded; one full panel of MR rows.
-            unsafe { pack_a::<MR>(MR, kc, a0, [ars, acs], panel) };
+            // SAFETY: forwarded; one panel of `rows` rows.
+            unsafe { pack_a::<MR>(rows, kc, a0, [ars, acs], panel) };
         }
-    }
-    if full * MR < mc {
-        // SAFETY: the partial last panel; forwarded.
-        unsafe {
-            pack_a::<MR>(
-                mc - full * MR,
-                kc,
-                a.offset((full * MR) as isize * ars),
-                [ars, acs],
-                &mut out[full * MR * kc..],
-            )
-        };
     }
 }
 

@@ -85,15 +85,26 @@ pub(super) struct Packers {
     pub b: unsafe fn(usize, usize, usize, *const f32, [isize; 2], &mut [f32]),
     /// The kernel for row-major A read in place, used in the small-m order.
     pub direct_a: Option<DirectAKernel>,
+    /// A partial last row panel of at most this many rows (fewer than MR)
+    /// is packed as its own rows, zero-padded, and runs as a short tile,
+    /// which the kernel computes for less than a full tile's cost. A longer
+    /// one is the block's last MR rows (see the driver). 0: never short.
+    pub short_rows: usize,
 }
 
 impl Packers {
+    /// Whether a partial last panel of `rows` rows runs as a short tile.
+    fn short(&self, rows: usize) -> bool {
+        (1..=self.short_rows).contains(&rows)
+    }
+
     /// The portable packers for an MR×NR tile.
     pub const fn portable<const MR: usize, const NR: usize>() -> Packers {
         Packers {
             a: pack_a::<MR>,
             b: pack_b_panels::<NR>,
             direct_a: None,
+            short_rows: 0,
         }
     }
 }
@@ -209,8 +220,9 @@ pub(super) unsafe fn pack_a<const MR: usize>(
 
 /// Packs the `mc×kc` block of A at `a` for the driver's tiles, from panel
 /// `from` on: full panels as `pack` lays them out, and a partial last panel,
-/// when the block has at least MR rows, as the full panel of its last MR
-/// rows (see the overlapping panel in the driver).
+/// when the block has at least MR rows and the panel is not short
+/// ([`Packers::short_rows`]), as the full panel of its last MR rows (see the
+/// overlapping panel in the driver).
 ///
 /// # Safety
 /// As for `pack`: `a` covers the `mc×kc` block with strides `strides`, and
@@ -224,7 +236,7 @@ unsafe fn pack_a_block<const MR: usize>(
     from: usize,
     out: &mut [f32],
 ) {
-    let split = if mc >= MR && !mc.is_multiple_of(MR) {
+    let split = if mc >= MR && !mc.is_multiple_of(MR) && !pack.short(mc % MR) {
         mc / MR
     } else {
         mc.div_ceil(MR)
@@ -621,9 +633,13 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             // zero-padded panel took a packed A and an out-of-line store and
             // cost about twice a full panel (`[100×12288]` rows: 2.5 % of
             // the GEMM).
+            //
+            // A short last panel (`pack.short_rows`) is packed with its own
+            // rows and runs as a short tile instead: same sums, less work.
             let left = mc - ip * MR;
-            let shift = if left < MR && mc >= MR { MR - left } else { 0 };
-            let in_place = direct.filter(|_| left >= MR || shift > 0);
+            let short = pack.short(left);
+            let shift = if left < MR && mc >= MR && !short { MR - left } else { 0 };
+            let in_place = direct.filter(|_| mc >= MR && !short);
             for q in 0..cols.div_ceil(NR) {
                 pf.iter_mut().for_each(Prefetch::some);
                 // Pointer arithmetic only; the call-site contract keeps both
@@ -633,13 +649,13 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     .get()
                     .wrapping_offset((ic + ip * MR) as isize * crs + (col0 + q * NR) as isize * ccs);
                 let nr = NR.min(cols - q * NR);
-                // An overlapping panel's tile goes whole (MR×NR, plain sums)
+                // An overlapping panel's tile goes whole (MR×nr, plain sums)
                 // into `tmp`; its last `left` rows then go into C as an edge
                 // tile is stored.
-                let (dst, rs, cs, al, be, mr, nr_k) = if shift > 0 {
-                    (tmp.as_mut_ptr(), NR as isize, 1, 1.0, 0.0, MR, NR)
+                let (dst, rs, cs, al, be, mr) = if shift > 0 {
+                    (tmp.as_mut_ptr(), NR as isize, 1, 1.0, 0.0, MR)
                 } else {
-                    (c_q, crs, ccs, alpha, beta_blk, MR.min(left), nr)
+                    (c_q, crs, ccs, alpha, beta_blk, MR.min(left))
                 };
                 match in_place {
                     // SAFETY: the call-site contract above; rows
@@ -656,25 +672,12 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             cs,
                             al,
                             be,
-                            nr_k,
+                            nr,
                         )
                     },
                     // SAFETY: the call-site contract above; the packer put
                     // an overlapping panel's rows in panel ip.
-                    None => unsafe {
-                        kernel(
-                            kc,
-                            a_pack.as_ptr().add(ip * MR * kc),
-                            b_q,
-                            dst,
-                            rs,
-                            cs,
-                            al,
-                            be,
-                            mr,
-                            nr_k,
-                        )
-                    },
+                    None => unsafe { kernel(kc, a_pack.as_ptr().add(ip * MR * kc), b_q, dst, rs, cs, al, be, mr, nr) },
                 }
                 if shift > 0 {
                     // SAFETY: the call-site contract above.
@@ -741,8 +744,13 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     .map(|kd| (kd, a_blk));
                 with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
                     // Read in place, A needs packing only when it has fewer
-                    // than MR rows (no full panel to overlap).
-                    let from = if direct.is_some() && m >= MR { m_panels } else { 0 };
+                    // than MR rows (no full panel to overlap) or a short
+                    // last panel (that one alone).
+                    let from = match direct {
+                        Some(_) if m >= MR && pack.short(m % MR) => m / MR,
+                        Some(_) if m >= MR => m_panels,
+                        _ => 0,
+                    };
                     // SAFETY: the m×kc block is inside A; a_pack holds its panels.
                     unsafe { pack_a_block::<MR>(pack, m, kc, a_blk, a_strides, from, a_pack) };
                     with_buffer(&PACK_B, group * NR * kc, |panels| {

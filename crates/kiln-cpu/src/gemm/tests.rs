@@ -236,6 +236,78 @@ fn results_are_bit_identical_across_thread_counts() {
 }
 
 #[test]
+fn short_and_narrow_edge_tiles_give_the_bits_of_full_tiles() {
+    // The last row panel of 1–4 rows and the last column panel of 1–8
+    // columns run shorter k loops. Each C element must still get the same
+    // FMAs in the same order as in a full tile: the product on the leading
+    // m×n corner of operands whose full tiles cover it (m rounded up to 6, n
+    // to 16, same storage and strides) has to give the same bits, and leave
+    // the rest of C alone. Shapes: the small-m order with a packed and an
+    // in-place A (k > KC), the blocked order (m > MC), and a single short
+    // panel. (With beta·C added, edge tiles round `alpha·acc + beta·C` twice
+    // where full tiles use one FMA, so beta is 0, or 1 with alpha 1, as in
+    // a gradient accumulated into C.) v4 is the kernel with such tiles; v6
+    // sends some of the padded shapes down its skinny paths instead.
+    let v = Variant::V4Avx2;
+    if !v.is_available() {
+        eprintln!("skipped: {v} needs AVX2 and FMA");
+        return;
+    }
+    {
+        for (m, n, k, ta) in [
+            (64usize, 100usize, 300, false),
+            (100, 120, 700, false),
+            (100, 40, 700, true),
+            (62, 8, 10, false),
+            (148, 36, 64, false),
+            (4, 20, 30, false),
+            (65, 47, 129, false),
+        ] {
+            let (mf, nf) = (m.div_ceil(6) * 6, n.div_ceil(16) * 16);
+            let a = Mat::new(mf, k, ta, 31);
+            let b = Mat::new(k, nf, false, 32);
+            let ldc = nf + 1;
+            let c0 = fill(mf * ldc, 33);
+            let run = |m: usize, n: usize, alpha: f32, beta: f32| {
+                let mut c = c0.clone();
+                sgemm_variant(
+                    v,
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    &a.data,
+                    a.strides,
+                    &b.data,
+                    b.strides,
+                    beta,
+                    &mut c,
+                    [ldc as isize, 1],
+                );
+                c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            for (alpha, beta) in [(0.7, 0.0), (1.0, 1.0)] {
+                let (part, full) = (run(m, n, alpha, beta), run(mf, nf, alpha, beta));
+                for i in 0..mf {
+                    for j in 0..ldc {
+                        let want = if i < m && j < n {
+                            full[i * ldc + j]
+                        } else {
+                            c0[i * ldc + j].to_bits()
+                        };
+                        assert_eq!(
+                            part[i * ldc + j],
+                            want,
+                            "{v} {m}x{n}x{k} (A transposed: {ta}, beta {beta}) at ({i}, {j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn reading_a_in_place_gives_the_bits_of_packing_it() {
     // A small batch with a long row-major A takes the in-place kernel; the
     // same values stored column-major are packed. Same FMAs, same order.
