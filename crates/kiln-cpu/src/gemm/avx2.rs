@@ -162,6 +162,68 @@ unsafe fn store_edge(
     unsafe { store_tile(&tile, NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
 }
 
+/// Two rows of one step of p as assembly text: the A values at `$ra` and
+/// `$rb` broadcast into ymm2 and ymm3, each times the 16 values of B in
+/// ymm0/ymm1, added into the accumulators `$a0 $a1` and `$b0 $b1`.
+macro_rules! rows_16 {
+    ($ra:literal, $rb:literal, $a0:literal, $a1:literal, $b0:literal, $b1:literal) => {
+        concat!(
+            "vbroadcastss ymm2, [",
+            $ra,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $rb,
+            "]\n",
+            "vfmadd231ps ",
+            $a0,
+            ", ymm2, ymm0\n",
+            "vfmadd231ps ",
+            $a1,
+            ", ymm2, ymm1\n",
+            "vfmadd231ps ",
+            $b0,
+            ", ymm3, ymm0\n",
+            "vfmadd231ps ",
+            $b1,
+            ", ymm3, ymm1\n",
+        )
+    };
+}
+
+/// [`rows_16`] against the first 8 values of B (ymm0) only.
+macro_rules! rows_8 {
+    ($ra:literal, $rb:literal, $a0:literal, $b0:literal) => {
+        concat!(
+            "vbroadcastss ymm2, [",
+            $ra,
+            "]\n",
+            "vbroadcastss ymm3, [",
+            $rb,
+            "]\n",
+            "vfmadd231ps ",
+            $a0,
+            ", ymm2, ymm0\n",
+            "vfmadd231ps ",
+            $b0,
+            ", ymm3, ymm0\n",
+        )
+    };
+}
+
+/// The 16 values of B at byte offset `$b` from `{b}` into ymm0/ymm1.
+macro_rules! load_b16 {
+    ($b:literal) => {
+        concat!(
+            "vmovups ymm0, [{b} + ",
+            $b,
+            "]\n",
+            "vmovups ymm1, [{b} + ",
+            $b,
+            " + 32]\n"
+        )
+    };
+}
+
 /// One step of p of the 6×16 kernel as assembly text: the 16 values of B at
 /// byte offset `$b` from `{b}` into ymm0/ymm1, then the six values of A
 /// (addresses `$r0`…`$r5`) broadcast in pairs into ymm2/ymm3, each pair
@@ -170,42 +232,10 @@ unsafe fn store_edge(
 macro_rules! step_6x16 {
     ($b:literal, $r0:literal, $r1:literal, $r2:literal, $r3:literal, $r4:literal, $r5:literal) => {
         concat!(
-            "vmovups ymm0, [{b} + ",
-            $b,
-            "]\n",
-            "vmovups ymm1, [{b} + ",
-            $b,
-            " + 32]\n",
-            "vbroadcastss ymm2, [",
-            $r0,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r1,
-            "]\n",
-            "vfmadd231ps ymm4, ymm2, ymm0\n",
-            "vfmadd231ps ymm5, ymm2, ymm1\n",
-            "vfmadd231ps ymm6, ymm3, ymm0\n",
-            "vfmadd231ps ymm7, ymm3, ymm1\n",
-            "vbroadcastss ymm2, [",
-            $r2,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r3,
-            "]\n",
-            "vfmadd231ps ymm8, ymm2, ymm0\n",
-            "vfmadd231ps ymm9, ymm2, ymm1\n",
-            "vfmadd231ps ymm10, ymm3, ymm0\n",
-            "vfmadd231ps ymm11, ymm3, ymm1\n",
-            "vbroadcastss ymm2, [",
-            $r4,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r5,
-            "]\n",
-            "vfmadd231ps ymm12, ymm2, ymm0\n",
-            "vfmadd231ps ymm13, ymm2, ymm1\n",
-            "vfmadd231ps ymm14, ymm3, ymm0\n",
-            "vfmadd231ps ymm15, ymm3, ymm1\n",
+            load_b16!($b),
+            rows_16!($r0, $r1, "ymm4", "ymm5", "ymm6", "ymm7"),
+            rows_16!($r2, $r3, "ymm8", "ymm9", "ymm10", "ymm11"),
+            rows_16!($r4, $r5, "ymm12", "ymm13", "ymm14", "ymm15"),
         )
     };
 }
@@ -429,32 +459,9 @@ const NARROW_NR: usize = 8;
 macro_rules! step_4x16 {
     ($b:literal, $r0:literal, $r1:literal, $r2:literal, $r3:literal) => {
         concat!(
-            "vmovups ymm0, [{b} + ",
-            $b,
-            "]\n",
-            "vmovups ymm1, [{b} + ",
-            $b,
-            " + 32]\n",
-            "vbroadcastss ymm2, [",
-            $r0,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r1,
-            "]\n",
-            "vfmadd231ps ymm4, ymm2, ymm0\n",
-            "vfmadd231ps ymm5, ymm2, ymm1\n",
-            "vfmadd231ps ymm6, ymm3, ymm0\n",
-            "vfmadd231ps ymm7, ymm3, ymm1\n",
-            "vbroadcastss ymm2, [",
-            $r2,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r3,
-            "]\n",
-            "vfmadd231ps ymm8, ymm2, ymm0\n",
-            "vfmadd231ps ymm9, ymm2, ymm1\n",
-            "vfmadd231ps ymm10, ymm3, ymm0\n",
-            "vfmadd231ps ymm11, ymm3, ymm1\n",
+            load_b16!($b),
+            rows_16!($r0, $r1, "ymm4", "ymm5", "ymm6", "ymm7"),
+            rows_16!($r2, $r3, "ymm8", "ymm9", "ymm10", "ymm11"),
         )
     };
 }
@@ -467,30 +474,9 @@ macro_rules! step_6x8 {
             "vmovups ymm0, [{b} + ",
             $b,
             "]\n",
-            "vbroadcastss ymm2, [",
-            $r0,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r1,
-            "]\n",
-            "vfmadd231ps ymm4, ymm2, ymm0\n",
-            "vfmadd231ps ymm6, ymm3, ymm0\n",
-            "vbroadcastss ymm2, [",
-            $r2,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r3,
-            "]\n",
-            "vfmadd231ps ymm8, ymm2, ymm0\n",
-            "vfmadd231ps ymm10, ymm3, ymm0\n",
-            "vbroadcastss ymm2, [",
-            $r4,
-            "]\n",
-            "vbroadcastss ymm3, [",
-            $r5,
-            "]\n",
-            "vfmadd231ps ymm12, ymm2, ymm0\n",
-            "vfmadd231ps ymm14, ymm3, ymm0\n",
+            rows_8!($r0, $r1, "ymm4", "ymm6"),
+            rows_8!($r2, $r3, "ymm8", "ymm10"),
+            rows_8!($r4, $r5, "ymm12", "ymm14"),
         )
     };
 }
