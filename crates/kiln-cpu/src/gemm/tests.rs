@@ -236,6 +236,28 @@ fn results_are_bit_identical_across_thread_counts() {
 }
 
 #[test]
+fn k_blocks_are_evened_out_without_adding_passes() {
+    let blk = super::packed::Blocking {
+        mc: 144,
+        kc: 256,
+        nc: 3072,
+    };
+    assert_eq!(blk.depth(100), 100);
+    assert_eq!(blk.depth(256), 256);
+    assert_eq!(blk.depth(300), 300, "one block up to 5/4·KC");
+    assert_eq!(blk.depth(784), 262, "784 = 262 + 262 + 260, not 3·256 + 16");
+    assert_eq!(blk.depth(12288), 256);
+    for k in 257..20_000 {
+        let d = blk.depth(k);
+        let blocks = k.div_ceil(d);
+        let last = k - (blocks - 1) * d;
+        assert!(d <= 320, "k {k}: depth {d}");
+        assert!(blocks <= k.div_ceil(256), "k {k}: {blocks} blocks of {d}");
+        assert!(2 * last >= d, "k {k}: last block {last} of {d}");
+    }
+}
+
+#[test]
 fn short_and_narrow_edge_tiles_give_the_bits_of_full_tiles() {
     // The last row panel of 1–4 rows and the last column panel of 1–8
     // columns run shorter k loops. Each C element must still get the same
