@@ -676,13 +676,8 @@ unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize;
                     };
                 }
             }
-        } else if ars == 1 && rows == MR {
-            // Column-major A (a transposed operand): 6 contiguous floats per p.
-            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                // SAFETY: column p < kc, rows ip·MR..+6 are contiguous.
-                dst.copy_from_slice(unsafe { std::slice::from_raw_parts(a0.offset(p as isize * acs), MR) });
-            }
         } else {
+            // Neither stride is 1 (a column-major A went the first way).
             // SAFETY: forwarded; one panel of `rows` rows.
             unsafe { pack_a::<MR>(rows, kc, a0, [ars, acs], panel) };
         }

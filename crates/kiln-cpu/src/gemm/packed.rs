@@ -696,7 +696,8 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                         )
                     },
                     // SAFETY: the call-site contract above; the packer put
-                    // an overlapping panel's rows in panel ip.
+                    // an overlapping panel's rows, or a short panel's own
+                    // rows (zero-padded), in panel ip.
                     None => unsafe { kernel(kc, a_pack.as_ptr().add(ip * MR * kc), b_q, dst, rs, cs, al, be, mr, nr) },
                 }
                 if shift > 0 {
@@ -752,10 +753,10 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     None => Prefetch::NONE,
                 };
                 let mut pf = [next_a, Prefetch::NONE];
-                // A long row-major A (several k blocks: it streams from
+                // A long row-major A (deeper than KC: it streams from
                 // memory once, like B) is read in place when the kernel can,
-                // saving the core time of packing it; only a partial last row
-                // panel is packed. A short one is packed: its block is reused
+                // saving the core time of packing it; only a short last row
+                // panel is packed. A short A is packed: its block is reused
                 // for every column block.
                 // SAFETY (pointer arithmetic): (0, pc) is inside A.
                 let a_blk = unsafe { a.get().offset(pc as isize * acs) };
