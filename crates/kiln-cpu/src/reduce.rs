@@ -40,25 +40,48 @@ fn identity<T: Float>(op: ReduceOp) -> T {
     }
 }
 
+/// Σ f(x) over one piece: eight independent partial sums (lane l takes the
+/// elements ≡ l mod 8), combined pairwise in a fixed order. The lanes
+/// vectorise where a single running sum would be a chain of dependent
+/// additions, one per element.
+#[inline(always)]
+fn lane_sum<T: Float, A: Float>(x: &[T], f: impl Fn(T) -> A) -> A {
+    let mut acc = [A::ZERO; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for l in 0..8 {
+            acc[l] += f(c[l]);
+        }
+    }
+    let mut s = A::ZERO;
+    for &v in it.remainder() {
+        s += f(v);
+    }
+    let pairs = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + s
+}
+
 fn reduce_seq<T: Float>(op: ReduceOp, x: &[T]) -> T {
     match op {
-        // Eight independent partial sums: vectorisable, and still a fixed order.
-        ReduceOp::Sum => {
-            let mut acc = [T::ZERO; 8];
-            let mut it = x.chunks_exact(8);
-            for c in &mut it {
-                for l in 0..8 {
-                    acc[l] += c[l];
-                }
-            }
-            let mut s = T::ZERO;
-            for &v in it.remainder() {
-                s += v;
-            }
-            let pairs = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
-            (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + s
-        }
+        ReduceOp::Sum => lane_sum(x, |v| v),
         ReduceOp::Max => x.iter().fold(identity(op), |a, &v| combine(op, a, v)),
+    }
+}
+
+/// `piece` over fixed [`CHUNK`]-sized pieces of `x` (on the pool from
+/// [`PAR_THRESHOLD`] elements), their results folded with `combine` from
+/// `init` in index order: the same bits at any thread count.
+fn fold_pieces<T: Float, A: Copy + Send>(
+    x: &[T],
+    piece: impl Fn(&[T]) -> A + Sync + Send,
+    init: A,
+    combine: impl Fn(A, A) -> A,
+) -> A {
+    if x.len() < PAR_THRESHOLD {
+        x.chunks(CHUNK).map(piece).fold(init, combine)
+    } else {
+        let partial: Vec<A> = x.par_chunks(CHUNK).map(piece).collect();
+        partial.into_iter().fold(init, combine)
     }
 }
 
@@ -67,47 +90,18 @@ pub fn reduce_all<T: Float>(op: ReduceOp, x: &[T]) -> T {
     if x.len() <= CHUNK {
         return reduce_seq(op, x);
     }
-    let partial: Vec<T> = if x.len() < PAR_THRESHOLD {
-        x.chunks(CHUNK).map(|c| reduce_seq(op, c)).collect()
-    } else {
-        x.par_chunks(CHUNK).map(|c| reduce_seq(op, c)).collect()
-    };
-    partial.iter().fold(identity(op), |a, &v| combine(op, a, v))
-}
-
-/// Σ x² over one piece, in f64: eight independent partial sums (lane l takes
-/// the elements ≡ l mod 8), combined pairwise in a fixed order. The lanes
-/// vectorise (four f64 squares per instruction with AVX2) where a single
-/// running sum would be a chain of dependent additions, one per element.
-#[inline(always)]
-fn sum_squares_seq<T: Float>(x: &[T]) -> f64 {
-    let mut acc = [0f64; 8];
-    let mut it = x.chunks_exact(8);
-    for c in &mut it {
-        for l in 0..8 {
-            let v = c[l].to_f64();
-            acc[l] += v * v;
-        }
-    }
-    let mut s = 0f64;
-    for &v in it.remainder() {
-        s += v.to_f64() * v.to_f64();
-    }
-    let pairs = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
-    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + s
+    fold_pieces(x, |c| reduce_seq(op, c), identity(op), |a, v| combine(op, a, v))
 }
 
 /// Σ x² of every element, accumulated in f64 (gradient norms: a sum of
-/// millions of f32 squares keeps its precision). Fixed [`CHUNK`] pieces whose
-/// sums are added in index order: the same bits at any thread count.
+/// millions of f32 squares keeps its precision; four f64 squares per
+/// instruction with AVX2), in fixed pieces added in index order.
 pub fn sum_squares_f64<T: Float>(x: &[T]) -> f64 {
-    let piece = |c: &[T]| simd(|| sum_squares_seq(c));
-    if x.len() < PAR_THRESHOLD {
-        x.chunks(CHUNK).map(piece).fold(0.0, |a, v| a + v)
-    } else {
-        let partial: Vec<f64> = x.par_chunks(CHUNK).map(piece).collect();
-        partial.iter().fold(0.0, |a, &v| a + v)
-    }
+    let square = |v: T| {
+        let v = v.to_f64();
+        v * v
+    };
+    fold_pieces(x, |c| simd(|| lane_sum(c, square)), 0.0, |a, v| a + v)
 }
 
 /// `dst[i]` = reduce over `j < r` of `x[j·stride + i]`: whole rows in j order,
