@@ -271,10 +271,10 @@ impl Shapes {
                 center: (cx, cy),
                 rotation: (angle.cos(), angle.sin()),
             };
-            match (kind, stripes) {
-                (0, _) => figure.draw::<DISC>(planes, (h, w), None),
-                (_, None) => figure.draw::<SQUARE>(planes, (h, w), None),
-                (_, Some(s)) => figure.draw::<SQUARE>(planes, (h, w), Some(s)),
+            if kind == 0 {
+                figure.draw::<DISC>(planes, (h, w), None)
+            } else {
+                figure.draw::<SQUARE>(planes, (h, w), stripes)
             }
         }
         for p in planes.iter_mut() {
