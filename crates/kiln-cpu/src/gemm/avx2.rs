@@ -21,12 +21,24 @@ pub(super) const MR: usize = 6;
 /// Columns of the v4 tile (two ymm registers).
 pub(super) const NR: usize = 16;
 
-/// v4 blocking: A block 144×256 (144 KiB, in a 512 KiB L2), B micro-panel
-/// 256×16 (16 KiB, in L1), B block 256×3072 (3 MiB, in L3).
+/// v4 blocking: k blocks of 512 (at most 640 once evened out), A blocks of
+/// 48×512 (96 KiB) next to a group of 8 B micro-panels (8 × 32 KiB) in a
+/// 512 KiB L2, the tile's A panel (12 KiB) in L1, B block 512×3072 (6 MiB,
+/// in L3); batches of up to 144 rows run in the small-batch order.
+///
+/// Deep k blocks halve what a k block costs besides its FMAs: the passes
+/// over C (each tile loaded, added to, stored) and the kernel calls (each
+/// one's C prefetches, loop exit and store). Measured against 144×256 (the
+/// textbook values for this tile) with the two alternating in one process,
+/// 1 thread on the Zen 3 host of docs/benchmarks.md: 1.045–1.05× at 1024³,
+/// 1.04× at 512³, 1.00× at 2048³, and 0.97–1.06× (median of the ratios 1.0)
+/// on the GAN's layer GEMMs. The A block shrinks so that it and the B group
+/// stay well inside L2 (96 KiB + 256 KiB); 48 and 72 rows measured alike.
 pub(super) const BLOCKING: Blocking = Blocking {
-    mc: 144,
-    kc: 256,
+    mc: 48,
+    kc: 512,
     nc: 3072,
+    small_m: 144,
 };
 
 /// The v4 micro-kernel (see [`super::packed::MicroKernel`]).

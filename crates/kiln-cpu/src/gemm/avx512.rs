@@ -19,6 +19,7 @@ pub(super) const BLOCKING: Blocking = Blocking {
     mc: 144,
     kc: 256,
     nc: 3072,
+    small_m: 144,
 };
 
 /// The v5 micro-kernel (see [`super::packed::MicroKernel`]).

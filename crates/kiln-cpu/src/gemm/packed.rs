@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Inside a block the tiles run row panel by row panel across a group of 8 B
-//! panels, so C is written in whole lines of its rows. A batch of at most MC
-//! rows takes a different order (see the small-m branch): A packed once per k
+//! panels, so C is written in whole lines of its rows. A batch of at most
+//! `small_m` rows ([`Blocking`]) takes a different order (see the small-m
+//! branch): A packed once per k
 //! block (or read in place by a kernel that can), B packed a group at a time
 //! just before use, the next sources prefetched while the tiles run.
 //!
@@ -36,6 +37,10 @@ pub(super) struct Blocking {
     pub kc: usize,
     /// Columns of B per packed block (a multiple of NR).
     pub nc: usize,
+    /// The most rows a product may have to run in the small-batch order
+    /// (A packed once per k block, B streamed a group of panels at a time);
+    /// taller ones are cut into blocks of `mc` rows. A multiple of MR.
+    pub small_m: usize,
 }
 
 impl Blocking {
@@ -463,8 +468,8 @@ impl Prefetch {
 }
 
 /// B micro-panels whose tiles run together, row panel by row panel (both
-/// orders), and which the small-m order packs together (8·16·KC floats,
-/// 128 KiB: in L2 next to the A block).
+/// orders), and which the small-m order packs together (8·NR·KC floats,
+/// 256 KiB for v4: in L2 next to the A block).
 const TILE_GROUP: usize = 8;
 
 /// A raw pointer that may cross to rayon workers: each worker writes a
@@ -522,13 +527,14 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     c_strides: [isize; 2],
     epi: Epilogue,
 ) {
-    debug_assert!(blk.mc.is_multiple_of(MR) && blk.nc.is_multiple_of(NR) && MR * NR <= MAX_TILE);
+    debug_assert!(blk.mc.is_multiple_of(MR) && blk.small_m.is_multiple_of(MR));
+    debug_assert!(blk.nc.is_multiple_of(NR) && MR * NR <= MAX_TILE);
     debug_assert!((epi.bias.is_none() && epi.act.is_none()) || c_strides[1] == 1);
     debug_assert!(epi.bias.is_none_or(|b| b.len() >= n));
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS;
     let slab = (B_GROUP * NR) * n.div_ceil(threads * B_GROUP * NR);
-    if parallel && m <= blk.mc && slab < n {
+    if parallel && m <= blk.small_m && slab < n {
         // A small batch on several threads: each runs the single-threaded
         // small-m order below on its own slab of columns (A is small or
         // cheap to pack twice; B, the large operand, is split). Slabs start
@@ -722,8 +728,8 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             let first_last = (pc == 0, pc + kc == k);
             // SAFETY: (pc, jc) is inside B.
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
-            if !parallel && m <= blk.mc {
-                // Small m (a batch of ≤ MC rows): A is packed once and stays in
+            if !parallel && m <= blk.small_m {
+                // Small m (a batch of ≤ small_m rows): A is packed once and stays in
                 // L2; B is packed a group of TILE_GROUP micro-panels at a
                 // time just before the row panels use them, so it goes from
                 // memory to L2 once instead of through a block-sized buffer,
@@ -944,6 +950,7 @@ pub(super) const V3_BLOCKING: Blocking = Blocking {
     mc: 96,
     kc: 256,
     nc: 2048,
+    small_m: 96,
 };
 
 /// v3 micro-kernel: portable Rust over the packed panels. Each step of p

@@ -92,7 +92,8 @@ fn every_variant_matches_f64_reference_on_odd_shapes() {
         (6, 16, 256),
         (13, 33, 300),
         (65, 47, 129),
-        (150, 70, 520),
+        // Two k blocks for every packed variant (v4's run up to 640 deep).
+        (150, 70, 700),
         // Many B panels in groups, with a short last group and an edge panel,
         // and a second NC block that is not a whole number of groups.
         (100, 600, 300),
@@ -219,8 +220,9 @@ fn run_in_pool(threads: usize, v: Variant, m: usize, n: usize, k: usize) -> Vec<
 fn results_are_bit_identical_across_thread_counts() {
     // Above the parallel threshold (2·m·n·k ≥ PAR_MIN_FLOPS), with edge
     // tiles in both directions and several k blocks: row blocks split over
-    // threads, a batch just above MC (the B-panel split), and a batch below
-    // MC (column slabs, each in the single-threaded small-m order).
+    // threads, a batch just above the small-batch limit (the B-panel split),
+    // and a batch below it (column slabs, each in the single-threaded
+    // small-m order).
     for (m, n, k) in [(301, 603, 777), (150, 1000, 900), (100, 1100, 1300)] {
         assert!(2 * m * n * k >= super::packed::PAR_MIN_FLOPS);
         for &v in Variant::available().iter().filter(|v| v.is_parallel()) {
@@ -241,6 +243,7 @@ fn k_blocks_are_evened_out_without_adding_passes() {
         mc: 144,
         kc: 256,
         nc: 3072,
+        small_m: 144,
     };
     assert_eq!(blk.depth(100), 100);
     assert_eq!(blk.depth(256), 256);
@@ -265,7 +268,7 @@ fn short_and_narrow_edge_tiles_give_the_bits_of_full_tiles() {
     // m×n corner of operands whose full tiles cover it (m rounded up to 6, n
     // to 16, same storage and strides) has to give the same bits, and leave
     // the rest of C alone. Shapes: the small-m order with a packed and an
-    // in-place A (k > KC), the blocked order (m > MC), and a single short
+    // in-place A (k > KC), the blocked order (m > 144), and a single short
     // panel. (With beta·C added, edge tiles round `alpha·acc + beta·C` twice
     // where full tiles use one FMA, so beta is 0, or 1 with alpha 1, as in
     // a gradient accumulated into C.) v4 is the kernel with such tiles; v6
@@ -496,12 +499,12 @@ fn check_fused(
 #[test]
 fn fused_bias_and_activation_give_the_bits_of_separate_passes() {
     use crate::elementwise::UnaryOp::{LeakyRelu, Relu, Sigmoid, Tanh};
-    // Small batch (one and several k blocks, in-place A), a batch above MC
+    // Small batch (one and several k blocks, in-place A), a batch above 144 rows
     // (the block order), edge tiles, and shapes that fall back (skinny,
     // tiny); with and without bias and activation.
     for (m, n, k) in [
         (100, 300, 130),
-        (100, 200, 600),
+        (100, 200, 700),
         (200, 150, 300),
         (13, 37, 5),
         (3, 40, 50),
