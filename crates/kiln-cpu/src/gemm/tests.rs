@@ -239,24 +239,31 @@ fn results_are_bit_identical_across_thread_counts() {
 
 #[test]
 fn k_blocks_are_evened_out_without_adding_passes() {
-    let blk = super::packed::Blocking {
-        mc: 144,
-        kc: 256,
+    let blocking = |kc| super::packed::Blocking {
+        mc: 48,
+        kc,
         nc: 3072,
         small_m: 144,
     };
+    let blk = blocking(256);
     assert_eq!(blk.depth(100), 100);
     assert_eq!(blk.depth(256), 256);
     assert_eq!(blk.depth(300), 300, "one block up to 5/4·KC");
     assert_eq!(blk.depth(784), 262, "784 = 262 + 262 + 260, not 3·256 + 16");
     assert_eq!(blk.depth(12288), 256);
-    for k in 257..20_000 {
-        let d = blk.depth(k);
-        let blocks = k.div_ceil(d);
-        let last = k - (blocks - 1) * d;
-        assert!(d <= 320, "k {k}: depth {d}");
-        assert!(blocks <= k.div_ceil(256), "k {k}: {blocks} blocks of {d}");
-        assert!(2 * last >= d, "k {k}: last block {last} of {d}");
+    // v4's KC of 512: the seed's 784 in two halves, 1024 in two blocks.
+    let v4 = blocking(512);
+    assert_eq!((v4.depth(640), v4.depth(784), v4.depth(1024)), (640, 392, 512));
+    for kc in [256, 512] {
+        let blk = blocking(kc);
+        for k in kc + 1..20_000 {
+            let d = blk.depth(k);
+            let blocks = k.div_ceil(d);
+            let last = k - (blocks - 1) * d;
+            assert!(d <= kc + kc / 4, "KC {kc}, k {k}: depth {d}");
+            assert!(blocks <= k.div_ceil(kc), "KC {kc}, k {k}: {blocks} blocks of {d}");
+            assert!(2 * last >= d, "KC {kc}, k {k}: last block {last} of {d}");
+        }
     }
 }
 
