@@ -135,7 +135,16 @@ impl Packers {
 }
 
 /// Below this many flops (2·m·n·k) the driver stays on the caller's thread.
-pub(super) const PAR_MIN_FLOPS: usize = 1 << 28;
+///
+/// 4 MFLOP is about 50 µs of one core's work, several times what waking
+/// rayon's workers costs. The seed's 784-wide products (12.8 MFLOP) and
+/// the toy's 128-wide ones (8.4 MFLOP) split; the 100→128 layers of a batch
+/// of 64 (1.6 MFLOP) do not. On the 2-core Zen 3 host of docs/benchmarks.md
+/// this took a training step at 2 threads from 404–499 to 633–728 steps/s
+/// (seed) and from 524–670 to 693–873 (toy), against 2²⁸ before. That
+/// earlier limit dated from days when the host's two vCPUs shared one core's
+/// FMA units, and splitting a small product only added the wake-up.
+pub(super) const PAR_MIN_FLOPS: usize = 1 << 22;
 
 /// Work the driver does on C around the tiles, while each row panel's
 /// columns are in L1 (a linear layer's bias and activation, fused), for a C

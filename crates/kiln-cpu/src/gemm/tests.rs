@@ -223,7 +223,15 @@ fn results_are_bit_identical_across_thread_counts() {
     // threads, a batch just above the small-batch limit (the B-panel split),
     // and a batch below it (column slabs, each in the single-threaded
     // small-m order).
-    for (m, n, k) in [(301, 603, 777), (150, 1000, 900), (100, 1100, 1300)] {
+    // Last, the seed's 784-wide product and the toy's 128-wide one, just
+    // above the threshold.
+    for (m, n, k) in [
+        (301, 603, 777),
+        (150, 1000, 900),
+        (100, 1100, 1300),
+        (64, 784, 128),
+        (256, 128, 128),
+    ] {
         assert!(2 * m * n * k >= super::packed::PAR_MIN_FLOPS);
         for &v in Variant::available().iter().filter(|v| v.is_parallel()) {
             let one = run_in_pool(1, v, m, n, k);
