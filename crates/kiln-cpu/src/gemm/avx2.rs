@@ -31,7 +31,7 @@ pub(super) const NR: usize = 16;
 /// one's C prefetches, loop exit and store). Measured against 144×256 (the
 /// textbook values for this tile) with the two alternating in one process,
 /// 1 thread on the Zen 3 host of docs/benchmarks.md: 1.045–1.05× at 1024³,
-/// 1.04× at 512³, 1.00× at 2048³, and 0.97–1.06× (median of the ratios 1.0)
+/// 1.04× at 512³, 1.00× at 2048³, and 0.97–1.06× (median 1.007×)
 /// on the GAN's layer GEMMs. The A block shrinks so that it and the B group
 /// stay well inside L2 (96 KiB + 256 KiB); 48 and 72 rows measured alike.
 pub(super) const BLOCKING: Blocking = Blocking {
