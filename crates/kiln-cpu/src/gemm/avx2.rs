@@ -305,6 +305,36 @@ macro_rules! k_loop_6x16 {
     }};
 }
 
+/// [`k_loop_6x16`] over a packed A panel (the MR values of a step
+/// consecutive, 24 bytes per step) and a packed B panel (64 bytes per step),
+/// with `$step` the macro that writes one step from B's byte offset and the
+/// addresses of the step's six values of A. The v4 loops that read packed
+/// panels differ only in that macro.
+macro_rules! k_loop_packed {
+    ($kc:expr, $a:expr, $b:expr, $step:ident) => {
+        k_loop_6x16!(
+            kc: $kc,
+            four: {
+                $step!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
+                $step!("64", "{a} + 24", "{a} + 28", "{a} + 32", "{a} + 36", "{a} + 40", "{a} + 44"),
+                $step!("128", "{a} + 48", "{a} + 52", "{a} + 56", "{a} + 60", "{a} + 64", "{a} + 68"),
+                $step!("192", "{a} + 72", "{a} + 76", "{a} + 80", "{a} + 84", "{a} + 88", "{a} + 92"),
+                "add {a}, 96",
+                "add {b}, 256",
+            },
+            one: {
+                $step!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
+                "add {a}, 24",
+                "add {b}, 64",
+            },
+            operands: {
+                a = inout(reg) $a => _,
+                b = inout(reg) $b => _,
+            }
+        )
+    };
+}
+
 /// The k loop of the v4 kernel: the 6×16 tile `Σ_p a[p]·b[p]ᵀ` in 12
 /// accumulators, returned as `[row][half]`.
 ///
@@ -322,26 +352,7 @@ macro_rules! k_loop_6x16 {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k_loop(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
     // The MR values of A for one step are consecutive in the panel.
-    k_loop_6x16!(
-        kc: kc,
-        four: {
-            step_6x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
-            step_6x16!("64", "{a} + 24", "{a} + 28", "{a} + 32", "{a} + 36", "{a} + 40", "{a} + 44"),
-            step_6x16!("128", "{a} + 48", "{a} + 52", "{a} + 56", "{a} + 60", "{a} + 64", "{a} + 68"),
-            step_6x16!("192", "{a} + 72", "{a} + 76", "{a} + 80", "{a} + 84", "{a} + 88", "{a} + 92"),
-            "add {a}, 96",
-            "add {b}, 256",
-        },
-        one: {
-            step_6x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
-            "add {a}, 24",
-            "add {b}, 64",
-        },
-        operands: {
-            a = inout(reg) a => _,
-            b = inout(reg) b => _,
-        }
-    )
+    k_loop_packed!(kc, a, b, step_6x16)
 }
 
 /// The v4 kernel reading A in place (see [`super::packed::DirectAKernel`]):
@@ -467,9 +478,11 @@ pub(super) const SHORT_MR: usize = 4;
 /// the 8-column loop ([`k_loop_6x8`]).
 const NARROW_NR: usize = 8;
 
-/// One step of p of the 4×16 loop: [`step_6x16`] without rows 4 and 5.
+/// One step of p of the 4×16 loop: [`step_6x16`] without rows 4 and 5
+/// (their addresses are taken, so that every packed-A step has the same
+/// arguments, and not read).
 macro_rules! step_4x16 {
-    ($b:literal, $r0:literal, $r1:literal, $r2:literal, $r3:literal) => {
+    ($b:literal, $r0:literal, $r1:literal, $r2:literal, $r3:literal, $r4:literal, $r5:literal) => {
         concat!(
             load_b16!($b),
             rows_16!($r0, $r1, "ymm4", "ymm5", "ymm6", "ymm7"),
@@ -507,26 +520,7 @@ macro_rules! step_6x8 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k_loop_4x16(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
-    k_loop_6x16!(
-        kc: kc,
-        four: {
-            step_4x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12"),
-            step_4x16!("64", "{a} + 24", "{a} + 28", "{a} + 32", "{a} + 36"),
-            step_4x16!("128", "{a} + 48", "{a} + 52", "{a} + 56", "{a} + 60"),
-            step_4x16!("192", "{a} + 72", "{a} + 76", "{a} + 80", "{a} + 84"),
-            "add {a}, 96",
-            "add {b}, 256",
-        },
-        one: {
-            step_4x16!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12"),
-            "add {a}, 24",
-            "add {b}, 64",
-        },
-        operands: {
-            a = inout(reg) a => _,
-            b = inout(reg) b => _,
-        }
-    )
+    k_loop_packed!(kc, a, b, step_4x16)
 }
 
 /// [`k_loop`] for a tile of at most 8 columns (the last column panel of a
@@ -540,26 +534,7 @@ unsafe fn k_loop_4x16(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k_loop_6x8(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; MR] {
-    k_loop_6x16!(
-        kc: kc,
-        four: {
-            step_6x8!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
-            step_6x8!("64", "{a} + 24", "{a} + 28", "{a} + 32", "{a} + 36", "{a} + 40", "{a} + 44"),
-            step_6x8!("128", "{a} + 48", "{a} + 52", "{a} + 56", "{a} + 60", "{a} + 64", "{a} + 68"),
-            step_6x8!("192", "{a} + 72", "{a} + 76", "{a} + 80", "{a} + 84", "{a} + 88", "{a} + 92"),
-            "add {a}, 96",
-            "add {b}, 256",
-        },
-        one: {
-            step_6x8!("0", "{a}", "{a} + 4", "{a} + 8", "{a} + 12", "{a} + 16", "{a} + 20"),
-            "add {a}, 24",
-            "add {b}, 64",
-        },
-        operands: {
-            a = inout(reg) a => _,
-            b = inout(reg) b => _,
-        }
-    )
+    k_loop_packed!(kc, a, b, step_6x8)
 }
 
 /// v4's packers: the portable ones with the common layouts vectorised.
