@@ -123,6 +123,20 @@ impl Packers {
         (1..=self.short_rows).contains(&rows)
     }
 
+    /// How many rows the last panel of an `mc`-row block with MR-row panels
+    /// shares with the panel before it: a partial last panel that is not
+    /// short, in a block of at least MR rows, is packed and computed as the
+    /// block's last MR rows. 0 otherwise. The packer ([`pack_a_block`]) and
+    /// the driver's tiles both follow this.
+    fn overlap<const MR: usize>(&self, mc: usize) -> usize {
+        let left = mc % MR;
+        if mc >= MR && left != 0 && !self.short(left) {
+            MR - left
+        } else {
+            0
+        }
+    }
+
     /// The portable packers for an MR×NR tile.
     pub const fn portable<const MR: usize, const NR: usize>() -> Packers {
         Packers {
@@ -270,7 +284,7 @@ unsafe fn pack_a_block<const MR: usize>(
     from: usize,
     out: &mut [f32],
 ) {
-    let split = if mc >= MR && !mc.is_multiple_of(MR) && !pack.short(mc % MR) {
+    let split = if pack.overlap::<MR>(mc) > 0 {
         mc / MR
     } else {
         mc.div_ceil(MR)
@@ -673,7 +687,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             // rows and runs as a short tile instead: same sums, less work.
             let left = mc - ip * MR;
             let short = pack.short(left);
-            let shift = if left < MR && mc >= MR && !short { MR - left } else { 0 };
+            let shift = if left < MR { pack.overlap::<MR>(mc) } else { 0 };
             let in_place = direct.filter(|_| mc >= MR && !short);
             for q in 0..cols.div_ceil(NR) {
                 pf.iter_mut().for_each(Prefetch::some);
