@@ -222,9 +222,8 @@ fn results_are_bit_identical_across_thread_counts() {
     // tiles in both directions and several k blocks: row blocks split over
     // threads, a batch just above the small-batch limit (the B-panel split),
     // and a batch below it (column slabs, each in the single-threaded
-    // small-m order).
-    // Last, the seed's 784-wide product and the toy's 128-wide one, just
-    // above the threshold.
+    // small-m order); last, the seed's 784-wide product and the toy's
+    // 128-wide one, just above the threshold.
     for (m, n, k) in [
         (301, 603, 777),
         (150, 1000, 900),
