@@ -126,21 +126,58 @@ impl fmt::Display for Variant {
     }
 }
 
-/// The fastest packed kernel this CPU has (v5, else v4, else v3).
+/// The fastest packed kernel this CPU has: v5 where 512-bit FMAs run at
+/// full width, else v4, else v3.
 fn best_packed() -> Variant {
     static BEST: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
     *BEST.get_or_init(|| {
-        [Variant::V5Avx512, Variant::V4Avx2]
-            .into_iter()
-            .find(|v| v.is_available())
-            .unwrap_or(Variant::V3PackedScalar)
+        if Variant::V5Avx512.is_available() && !avx512_is_split() {
+            Variant::V5Avx512
+        } else if Variant::V4Avx2.is_available() {
+            Variant::V4Avx2
+        } else {
+            Variant::V3PackedScalar
+        }
     })
+}
+
+/// Whether this CPU executes each 512-bit FMA as two 256-bit halves: AMD's
+/// family 19h (Zen 4; its Zen 3 members have no AVX-512). There v5 has no
+/// more FMA throughput than v4, and v4's hand-scheduled loop is the faster
+/// one: measured on an AMD EPYC Zen 4 (1 thread, docs/benchmarks.md), v4
+/// ran 1.06× v5 at 1024³ and 1.0–1.17× on the GAN's layer shapes. On an
+/// Intel Xeon (Sapphire Rapids) v5 ran 1.8× v4 at 1024³. The rule reads the
+/// CPU's identity, not a timing, so the choice (and with it every bit of
+/// the results) is the same on every run on one machine.
+fn avx512_is_split() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let id = __cpuid(0);
+        let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+        vendor == b"AuthenticAMD" && x86_family(__cpuid(1).eax) == 0x19
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The x86 family number from CPUID leaf 1's EAX: the base family, plus the
+/// extended family when the base is 0xF.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn x86_family(eax: u32) -> u32 {
+    let base = (eax >> 8) & 0xf;
+    if base == 0xf {
+        base + ((eax >> 20) & 0xff)
+    } else {
+        base
+    }
 }
 
 /// The variant [`sgemm_dispatch`] runs for an m×k·k×n product.
 ///
 /// The choice depends on the shape only, never on the thread count, so the
 /// engine's results are bit-identical however many threads run them.
+/// The packed kernel is v5 or v4, as [`best_packed`] decides for this CPU.
 /// Measured on an AMD EPYC (Zen 3, AVX2, 1 thread; see docs/benchmarks.md):
 /// v4 is 1.0–1.2× matrixmultiply on the GAN's layer shapes and 1.1–1.2× at
 /// 1024³, at parity with MKL's `torch.mm` on the seed layers; any dimension

@@ -184,6 +184,30 @@ fn dispatch_sends_large_products_to_the_packed_kernel() {
 }
 
 #[test]
+fn cpu_families_decode_from_cpuid_signatures() {
+    // CPUID leaf 1 EAX of real parts: EPYC 9004 (Zen 4) and 7003 (Zen 3)
+    // are both family 19h, EPYC 9005 (Zen 5) is 1Ah, a Sapphire Rapids Xeon 6.
+    for (eax, family) in [
+        (0x00a1_0f11, 0x19),
+        (0x00a0_0f11, 0x19),
+        (0x00b0_0f21, 0x1a),
+        (0x0008_06f8, 6),
+    ] {
+        assert_eq!(super::x86_family(eax), family, "{eax:#x}");
+    }
+}
+
+#[test]
+fn dispatch_takes_v5_only_where_512_bit_fmas_run_at_full_width() {
+    let big = choose_variant(1024, 1024, 1024);
+    if Variant::V5Avx512.is_available() && !super::avx512_is_split() {
+        assert_eq!(big, Variant::V5Avx512);
+    } else if Variant::V4Avx2.is_available() {
+        assert_eq!(big, Variant::V4Avx2);
+    }
+}
+
+#[test]
 fn variant_names_round_trip() {
     for &v in Variant::all() {
         assert_eq!(Variant::from_name(v.name()), Some(v));
