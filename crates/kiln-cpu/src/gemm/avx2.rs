@@ -599,16 +599,29 @@ unsafe fn pack_a_6(mc: usize, kc: usize, a: *const f32, strides: [isize; 2], out
 unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize; 2], out: &mut [f32]) {
     let full = mc / MR;
     if ars == 1 && acs != 1 {
-        // Column-major A (a transposed operand such as dyᵀ): walk A in its
-        // memory order, one column of the block (mc contiguous floats) at a
-        // time, and deal it out to the panels. Panel by panel instead, each
-        // column would be revisited once per panel, 6 floats at a time, and
-        // with a large column stride its cache lines are evicted in between.
-        for p in 0..kc {
-            // SAFETY: column p < kc of the block; rows 0..mc are contiguous.
-            let col = unsafe { std::slice::from_raw_parts(a.offset(p as isize * acs), mc) };
-            for (ip, src) in col.chunks_exact(MR).enumerate() {
-                out[ip * MR * kc + p * MR..][..MR].copy_from_slice(src);
+        // Column-major A (a transposed operand such as dyᵀ): a strip of 8
+        // columns at a time, walked down panel by panel. Each panel's part of
+        // the strip is 8 runs of 6 contiguous floats in and 48 contiguous
+        // floats (three cache lines) out, while the 8 columns are read as 8
+        // streams in memory order. Dealing one whole column out to the panels
+        // instead wrote 6 floats into each of mc/6 panels per column, and
+        // packing cost twice as much per float as packing B.
+        assert!(out.len() >= full * MR * kc);
+        for p0 in (0..kc).step_by(8) {
+            let w = 8.min(kc - p0);
+            for ip in 0..full {
+                // SAFETY: rows ip·MR..ip·MR + MR < mc of columns p0..p0 + w
+                // ≤ kc are inside the block (contiguous within a column);
+                // the 6·w floats written are panel ip's groups p0..p0 + w.
+                unsafe {
+                    let src = a.add(ip * MR).offset(p0 as isize * acs);
+                    let dst = out.as_mut_ptr().add(ip * MR * kc + p0 * MR);
+                    for q in 0..w {
+                        let (s, d) = (src.offset(q as isize * acs), dst.add(q * MR));
+                        _mm_storeu_ps(d, _mm_loadu_ps(s));
+                        _mm_storel_epi64(d.add(4) as *mut __m128i, _mm_loadl_epi64(s.add(4) as *const __m128i));
+                    }
+                }
             }
         }
         if full * MR < mc {
