@@ -201,7 +201,28 @@ pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
          vs ref = rate / matrixmultiply's rate in this run (matrixmultiply is single-threaded as built here).",
         report.machine.threads
     ));
+    report.notes.push(dispatch_note());
     Ok(())
+}
+
+/// Which packed kernel `dispatch` runs on this CPU, and why not v5 where
+/// the CPU has AVX-512 but runs it as two 256-bit halves.
+fn dispatch_note() -> String {
+    let packed = kiln_cpu::gemm::best_packed();
+    if packed == Variant::V3PackedScalar {
+        return "dispatch: matrixmultiply (no AVX2 on this CPU), the blocked v2 for products with a dimension below 8."
+            .into();
+    }
+    let why = if packed != Variant::V5Avx512 && Variant::V5Avx512.is_available() {
+        " (this CPU runs each 512-bit FMA as two 256-bit halves, where v4 measured faster)"
+    } else {
+        ""
+    };
+    format!(
+        "dispatch: {} for products with every dimension ≥ 8 and at least 4096 multiply-adds{why}; \
+         v6 for thinner ones, matrixmultiply for smaller ones.",
+        packed.name()
+    )
 }
 
 /// The GAN's linear layers as (config, batch, in, out); the same list as
@@ -272,5 +293,6 @@ pub(super) fn bench_layers(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
          compare with torch.mm / torch.addmm from the PyTorch reference script pytorch_kernels.py."
             .into(),
     );
+    report.notes.push(dispatch_note());
     Ok(())
 }

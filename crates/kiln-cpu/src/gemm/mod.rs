@@ -128,7 +128,7 @@ impl fmt::Display for Variant {
 
 /// The fastest packed kernel this CPU has: v5 where 512-bit FMAs run at
 /// full width, else v4, else v3.
-fn best_packed() -> Variant {
+pub fn best_packed() -> Variant {
     static BEST: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
     *BEST.get_or_init(|| {
         if Variant::V5Avx512.is_available() && !avx512_is_split() {
@@ -149,7 +149,7 @@ fn best_packed() -> Variant {
 /// Intel Xeon (Sapphire Rapids) v5 ran 1.8× v4 at 1024³. The rule reads the
 /// CPU's identity, not a timing, so the choice (and with it every bit of
 /// the results) is the same on every run on one machine.
-fn avx512_is_split() -> bool {
+pub fn avx512_is_split() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::__cpuid;
