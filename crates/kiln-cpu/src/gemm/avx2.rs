@@ -546,8 +546,8 @@ unsafe fn k_loop_6x8(kc: usize, a: *const f32, b: *const f32) -> [[__m256; 2]; M
 /// transpose (row-major A, column-major B) or copy whole 16-float rows with
 /// two vector moves (row-major B) instead of a `memcpy` call per row.
 pub(super) const PACKERS: Packers = Packers {
-    a: pack_a_6,
-    b: pack_b_16,
+    a: pack_a_avx2::<MR>,
+    b: pack_b_avx2::<NR>,
     direct_a: Some(kernel_v4_direct_a),
     short_rows: SHORT_MR,
 };
@@ -586,90 +586,92 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// [`pack_a`] for MR = 6 (see [`PACKERS`]).
+/// [`pack_a`] for panels of R rows (6 for v4, 12 for v5; see [`PACKERS`]),
+/// vectorised with AVX2.
 ///
 /// # Safety
-/// As for [`pack_a`]; the CPU must support AVX2.
-unsafe fn pack_a_6(mc: usize, kc: usize, a: *const f32, strides: [isize; 2], out: &mut [f32]) {
-    // SAFETY: AVX2 is checked before v4 is selected; the rest is forwarded.
-    unsafe { pack_a_6_impl(mc, kc, a, strides, out) }
+/// As for [`pack_a`]; the CPU must support AVX2 and FMA.
+pub(super) unsafe fn pack_a_avx2<const R: usize>(
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    strides: [isize; 2],
+    out: &mut [f32],
+) {
+    // SAFETY: the variants using these packers are selected only on CPUs
+    // with AVX2 and FMA; the rest is forwarded.
+    unsafe { pack_a_impl::<R>(mc, kc, a, strides, out) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize; 2], out: &mut [f32]) {
-    let full = mc / MR;
+unsafe fn pack_a_impl<const R: usize>(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize; 2], out: &mut [f32]) {
+    let full = mc / R;
     if ars == 1 && acs != 1 {
         // Column-major A (a transposed operand such as dyᵀ): a strip of 8
         // columns at a time, walked down panel by panel. Each panel's part of
-        // the strip is 8 runs of 6 contiguous floats in and 48 contiguous
-        // floats (three cache lines) out, while the 8 columns are read as 8
-        // streams in memory order. Dealing one whole column out to the panels
-        // instead wrote 6 floats into each of mc/6 panels per column, and
-        // packing cost twice as much per float as packing B.
-        assert!(out.len() >= full * MR * kc);
+        // the strip is 8 runs of R contiguous floats in and 8·R contiguous
+        // floats out, while the 8 columns are read as 8 streams in memory
+        // order. Dealing one whole column out to the panels instead wrote R
+        // floats into each of mc/R panels per column, and packing cost twice
+        // as much per float as packing B.
+        assert!(out.len() >= full * R * kc);
         for p0 in (0..kc).step_by(8) {
             let w = 8.min(kc - p0);
             for ip in 0..full {
-                // SAFETY: rows ip·MR..ip·MR + MR < mc of columns p0..p0 + w
-                // ≤ kc are inside the block (contiguous within a column);
-                // the 6·w floats written are panel ip's groups p0..p0 + w.
+                // SAFETY: rows ip·R..ip·R + R ≤ mc of columns p0..p0 + w ≤ kc
+                // are inside the block (contiguous within a column); the R·w
+                // floats written are panel ip's groups p0..p0 + w.
                 unsafe {
-                    let src = a.add(ip * MR).offset(p0 as isize * acs);
-                    let dst = out.as_mut_ptr().add(ip * MR * kc + p0 * MR);
+                    let src = a.add(ip * R).offset(p0 as isize * acs);
+                    let dst = out.as_mut_ptr().add(ip * R * kc + p0 * R);
                     for q in 0..w {
-                        let (s, d) = (src.offset(q as isize * acs), dst.add(q * MR));
-                        _mm_storeu_ps(d, _mm_loadu_ps(s));
-                        _mm_storel_epi64(d.add(4) as *mut __m128i, _mm_loadl_epi64(s.add(4) as *const __m128i));
+                        copy_run(src.offset(q as isize * acs), dst.add(q * R), R);
                     }
                 }
             }
         }
-        if full * MR < mc {
+        if full * R < mc {
             // SAFETY: the partial last panel; forwarded.
             unsafe {
-                pack_a::<MR>(
-                    mc - full * MR,
+                pack_a::<R>(
+                    mc - full * R,
                     kc,
-                    a.add(full * MR),
+                    a.add(full * R),
                     [ars, acs],
-                    &mut out[full * MR * kc..],
+                    &mut out[full * R * kc..],
                 )
             };
         }
         return;
     }
-    for (ip, panel) in out.chunks_exact_mut(MR * kc).enumerate().take(mc.div_ceil(MR)) {
-        let rows = MR.min(mc - ip * MR);
-        // SAFETY: row ip·MR < mc is inside A.
-        let a0 = unsafe { a.offset((ip * MR) as isize * ars) };
+    for (ip, panel) in out.chunks_exact_mut(R * kc).enumerate().take(mc.div_ceil(R)) {
+        let rows = R.min(mc - ip * R);
+        // SAFETY: row ip·R < mc is inside A.
+        let a0 = unsafe { a.offset((ip * R) as isize * ars) };
         if acs == 1 {
-            // Row-major A: 6 rows × 8 columns in, 8 groups of 6 out (a
-            // partial last panel: its rows, then zeros).
+            // Row-major A: per 8 rows of the panel (fewer in the last group),
+            // 8 columns in, one 8×8 transpose, 8 column pieces out (a partial
+            // panel: its rows, then zeros).
             let mut p = 0;
             while p + 8 <= kc {
-                let mut r = [_mm256_setzero_ps(); 8];
-                for (i, ri) in r.iter_mut().enumerate().take(rows) {
-                    // SAFETY: row i < rows, columns p..p+8 ≤ kc.
-                    *ri = unsafe { _mm256_loadu_ps(a0.offset(i as isize * ars).add(p)) };
-                }
-                for (q, col) in transpose8(r).iter().enumerate() {
-                    // SAFETY: group p + q < kc of the panel holds MR = 6
-                    // floats: 4 + 2 stores.
-                    unsafe {
-                        let dst = panel.as_mut_ptr().add((p + q) * MR);
-                        _mm_storeu_ps(dst, _mm256_castps256_ps128(*col));
-                        _mm_storel_epi64(
-                            dst.add(4) as *mut __m128i,
-                            _mm_castps_si128(_mm256_extractf128_ps::<1>(*col)),
-                        );
+                for r0 in (0..R).step_by(8) {
+                    let mut r = [_mm256_setzero_ps(); 8];
+                    for (i, ri) in r.iter_mut().enumerate().take(rows.saturating_sub(r0)) {
+                        // SAFETY: row r0 + i < rows, columns p..p+8 ≤ kc.
+                        *ri = unsafe { _mm256_loadu_ps(a0.offset((r0 + i) as isize * ars).add(p)) };
+                    }
+                    for (q, col) in transpose8(r).iter().enumerate() {
+                        // SAFETY: group p + q < kc of the panel holds R
+                        // floats, of which rows r0..r0 + min(8, R - r0).
+                        unsafe { store_first(panel.as_mut_ptr().add((p + q) * R + r0), *col, 8.min(R - r0)) };
                     }
                 }
                 p += 8;
             }
             for p in p..kc {
-                for i in 0..MR {
+                for i in 0..R {
                     // SAFETY: (i, p) inside the block when i < rows.
-                    panel[p * MR + i] = if i < rows {
+                    panel[p * R + i] = if i < rows {
                         unsafe { *a0.offset(i as isize * ars + p as isize) }
                     } else {
                         0.0
@@ -679,95 +681,171 @@ unsafe fn pack_a_6_impl(mc: usize, kc: usize, a: *const f32, [ars, acs]: [isize;
         } else {
             // Neither stride is 1 (a column-major A went the first way).
             // SAFETY: forwarded; one panel of `rows` rows.
-            unsafe { pack_a::<MR>(rows, kc, a0, [ars, acs], panel) };
+            unsafe { pack_a::<R>(rows, kc, a0, [ars, acs], panel) };
         }
     }
 }
 
-/// [`pack_b_panels`] for NR = 16 (see [`PACKERS`]).
+/// Copies `n` contiguous floats with vector moves (8, then 4, 2, 1 at a time).
 ///
 /// # Safety
-/// As for [`pack_b_panels`]; the CPU must support AVX2.
-unsafe fn pack_b_16(jp: usize, kc: usize, nc: usize, b: *const f32, strides: [isize; 2], panel: &mut [f32]) {
-    // SAFETY: AVX2 is checked before v4 is selected; the rest is forwarded.
-    unsafe { pack_b_16_impl(jp, kc, nc, b, strides, panel) }
+/// `src` readable and `dst` writable for `n` floats; AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn copy_run(src: *const f32, dst: *mut f32, n: usize) {
+    // SAFETY: every move stays below n floats of both (caller's contract).
+    unsafe {
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(dst.add(i), _mm256_loadu_ps(src.add(i)));
+            i += 8;
+        }
+        if i + 4 <= n {
+            _mm_storeu_ps(dst.add(i), _mm_loadu_ps(src.add(i)));
+            i += 4;
+        }
+        if i + 2 <= n {
+            let two = _mm_loadl_epi64(src.add(i) as *const __m128i);
+            _mm_storel_epi64(dst.add(i) as *mut __m128i, two);
+            i += 2;
+        }
+        if i < n {
+            *dst.add(i) = *src.add(i);
+        }
+    }
+}
+
+/// Stores the first `n ≤ 8` lanes of `v` at `dst`.
+///
+/// # Safety
+/// `dst` writable for `n` floats; AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_first(dst: *mut f32, v: __m256, n: usize) {
+    // SAFETY: every store stays below n floats (caller's contract).
+    unsafe {
+        if n == 8 {
+            return _mm256_storeu_ps(dst, v);
+        }
+        let (mut part, mut i) = (_mm256_castps256_ps128(v), 0);
+        if n >= 4 {
+            _mm_storeu_ps(dst, part);
+            (part, i) = (_mm256_extractf128_ps::<1>(v), 4);
+        }
+        if n - i >= 2 {
+            _mm_storel_epi64(dst.add(i) as *mut __m128i, _mm_castps_si128(part));
+            (part, i) = (_mm_movehl_ps(part, part), i + 2);
+        }
+        if n > i {
+            _mm_store_ss(dst.add(i), part);
+        }
+    }
+}
+
+/// [`pack_b_panels`] for panels of C columns (16 for v4, 32 for v5; a
+/// multiple of 8; see [`PACKERS`]), vectorised with AVX2.
+///
+/// # Safety
+/// As for [`pack_b_panels`]; the CPU must support AVX2 and FMA.
+pub(super) unsafe fn pack_b_avx2<const C: usize>(
+    jp: usize,
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    strides: [isize; 2],
+    panel: &mut [f32],
+) {
+    // SAFETY: the variants using these packers are selected only on CPUs
+    // with AVX2 and FMA; the rest is forwarded.
+    unsafe { pack_b_impl::<C>(jp, kc, nc, b, strides, panel) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_b_16_impl(jp: usize, kc: usize, nc: usize, b: *const f32, [brs, bcs]: [isize; 2], panels: &mut [f32]) {
-    let count = panels.len() / (NR * kc);
-    let full = count.min((nc / NR).saturating_sub(jp));
+unsafe fn pack_b_impl<const C: usize>(
+    jp: usize,
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    [brs, bcs]: [isize; 2],
+    panels: &mut [f32],
+) {
+    let count = panels.len() / (C * kc);
+    let full = count.min((nc / C).saturating_sub(jp));
     if bcs == 1 && full > 0 {
-        // Row-major B: row by row, 16·full contiguous floats each, dealt out
+        // Row-major B: row by row, C·full contiguous floats each, dealt out
         // to the panels (whole cache lines per row instead of 64 bytes).
-        // SAFETY: column jp·NR + full·NR - 1 < nc is inside B.
-        let b0 = unsafe { b.add(jp * NR) };
+        // SAFETY: column jp·C + full·C - 1 < nc is inside B.
+        let b0 = unsafe { b.add(jp * C) };
         for p in 0..kc {
             // SAFETY: row p < kc of the block.
             let row = unsafe { b0.offset(p as isize * brs) };
             for q in 0..full {
-                // SAFETY: columns q·16..q·16+16 of this row are inside the
-                // block; panel q has kc groups of 16.
-                unsafe {
-                    let dst = panels.as_mut_ptr().add(q * NR * kc + p * NR);
-                    _mm256_storeu_ps(dst, _mm256_loadu_ps(row.add(q * NR)));
-                    _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(row.add(q * NR + 8)));
-                }
+                // SAFETY: columns q·C..q·C + C of this row are inside the
+                // block; panel q has kc groups of C.
+                unsafe { copy_run(row.add(q * C), panels.as_mut_ptr().add(q * C * kc + p * C), C) };
             }
         }
         // SAFETY: forwarded: the edge panel, if any, after the full ones.
-        return unsafe { pack_b_panels::<NR>(jp + full, kc, nc, b, [brs, bcs], &mut panels[full * NR * kc..]) };
+        return unsafe { pack_b_panels::<C>(jp + full, kc, nc, b, [brs, bcs], &mut panels[full * C * kc..]) };
     }
-    for (i, panel) in panels.chunks_exact_mut(NR * kc).enumerate() {
+    for (i, panel) in panels.chunks_exact_mut(C * kc).enumerate() {
         // SAFETY: forwarded; panel jp + i is inside the block.
-        unsafe { pack_b_16_panel(jp + i, kc, nc, b, [brs, bcs], panel) };
+        unsafe { pack_b_panel_avx2::<C>(jp + i, kc, nc, b, [brs, bcs], panel) };
     }
 }
 
-/// One panel of [`pack_b_16_impl`] that is not a full row-major one.
+/// One panel of [`pack_b_impl`] that is not a full row-major one.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_b_16_panel(jp: usize, kc: usize, nc: usize, b: *const f32, [brs, bcs]: [isize; 2], panel: &mut [f32]) {
-    if nc - jp * NR < NR || brs != 1 {
+unsafe fn pack_b_panel_avx2<const C: usize>(
+    jp: usize,
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    [brs, bcs]: [isize; 2],
+    panel: &mut [f32],
+) {
+    if nc - jp * C < C || brs != 1 {
         // SAFETY: forwarded (edge panel or not column-major).
-        return unsafe { pack_b_panel::<NR>(jp, kc, nc, b, [brs, bcs], panel) };
+        return unsafe { pack_b_panel::<C>(jp, kc, nc, b, [brs, bcs], panel) };
     }
-    // SAFETY: column jp·NR + NR - 1 < nc is inside B.
-    let b0 = unsafe { b.offset((jp * NR) as isize * bcs) };
+    // SAFETY: column jp·C + C - 1 < nc is inside B.
+    let b0 = unsafe { b.offset((jp * C) as isize * bcs) };
     // Column-major B (Wᵀ of a linear layer): 8 columns × 8 rows in, one
-    // 8×8 transpose, 8 half-rows of the panel out. The p loop runs in steps
-    // of 16 with the column halves outside, so the 8 columns' cache lines
+    // 8×8 transpose, 8 pieces of panel rows out. The p loop runs in steps
+    // of 16 with the column groups outside, so each 8 columns' cache lines
     // (which a large column stride maps to one cache set) are used up by two
-    // consecutive transposes rather than fetched again after the other half.
-    // SAFETY (closure): callers pass p + 8 ≤ kc and half < 2.
+    // consecutive transposes rather than fetched again after the other groups.
+    // SAFETY (closure): callers pass p + 8 ≤ kc and part < C / 8.
     let out = panel.as_mut_ptr();
-    let block = |p: usize, half: usize| {
+    let block = |p: usize, part: usize| {
         let mut r = [_mm256_setzero_ps(); 8];
         for (j, rj) in r.iter_mut().enumerate() {
-            // SAFETY: column 8·half + j < 16, rows p..p+8 ≤ kc.
-            *rj = unsafe { _mm256_loadu_ps(b0.offset((8 * half + j) as isize * bcs).add(p)) };
+            // SAFETY: column 8·part + j < C, rows p..p+8 ≤ kc.
+            *rj = unsafe { _mm256_loadu_ps(b0.offset((8 * part + j) as isize * bcs).add(p)) };
         }
         for (q, row) in transpose8(r).iter().enumerate() {
-            // SAFETY: row p + q < kc of the panel, 8 floats at 8·half.
-            unsafe { _mm256_storeu_ps(out.add((p + q) * NR + 8 * half), *row) };
+            // SAFETY: row p + q < kc of the panel, 8 floats at 8·part.
+            unsafe { _mm256_storeu_ps(out.add((p + q) * C + 8 * part), *row) };
         }
     };
     let mut p = 0;
     while p + 16 <= kc {
-        for half in 0..2 {
-            block(p, half);
-            block(p + 8, half);
+        for part in 0..C / 8 {
+            block(p, part);
+            block(p + 8, part);
         }
         p += 16;
     }
     while p + 8 <= kc {
-        block(p, 0);
-        block(p, 1);
+        for part in 0..C / 8 {
+            block(p, part);
+        }
         p += 8;
     }
     for p in p..kc {
-        for j in 0..NR {
+        for j in 0..C {
             // SAFETY: (p, j) inside the block.
-            panel[p * NR + j] = unsafe { *b0.offset(j as isize * bcs + p as isize) };
+            panel[p * C + j] = unsafe { *b0.offset(j as isize * bcs + p as isize) };
         }
     }
 }

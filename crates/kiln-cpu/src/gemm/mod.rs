@@ -99,7 +99,12 @@ impl Variant {
             #[cfg(target_arch = "x86_64")]
             Variant::V4Avx2 | Variant::V6Skinny => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
-            Variant::V5Avx512 => is_x86_feature_detected!("avx512f"),
+            Variant::V5Avx512 => {
+                // v5 packs with v4's AVX2 packers.
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             Variant::V4Avx2 | Variant::V5Avx512 | Variant::V6Skinny => false,
             _ => true,
@@ -145,8 +150,9 @@ pub fn best_packed() -> Variant {
 /// family 19h (Zen 4; its Zen 3 members have no AVX-512). There v5 has no
 /// more FMA throughput than v4, and v4's hand-scheduled loop is the faster
 /// one: measured on an AMD EPYC Zen 4 (1 thread, docs/benchmarks.md), v4
-/// ran 1.06× v5 at 1024³ and 1.0–1.17× on the GAN's layer shapes. On an
-/// Intel Xeon (Sapphire Rapids) v5 ran 1.8× v4 at 1024³. The rule reads the
+/// ran 1.03× v5 at 1024³ and 1.00–1.07× on the GAN's layer shapes (with
+/// v5's vectorised packers; 1.0–1.17× before them). On an Intel Xeon
+/// (Sapphire Rapids) v5 ran 1.8× v4 at 1024³. The rule reads the
 /// CPU's identity, not a timing, so the choice (and with it every bit of
 /// the results) is the same on every run on one machine.
 pub fn avx512_is_split() -> bool {
@@ -435,7 +441,7 @@ unsafe fn run_packed(
             Variant::V5Avx512 => packed::sgemm_packed::<{ avx512::MR }, { avx512::NR }>(
                 avx512::kernel_v5_avx512_12x32,
                 avx512::BLOCKING,
-                packed::Packers::portable::<{ avx512::MR }, { avx512::NR }>(),
+                avx512::PACKERS,
                 m,
                 n,
                 k,
