@@ -3,6 +3,7 @@
 #   - the `kiln` CLI (release, --features cuda), if the workspace builds one yet
 #   - every kiln-cuda test executable (release)
 #   - the CPU-vs-CUDA parity tests of kiln-core ops and of GAN training steps (release)
+#   - the kiln-cpu unit tests (release), for the host CPU's own instruction set
 #   - scripts/pytorch_gan_step.py, the PyTorch reference for `kiln bench gan-step`
 #   - run-all.sh, which runs the tests with KILN_REQUIRE_GPU=1 and then the benchmarks.
 #
@@ -65,7 +66,7 @@ bundle_test() { # <cargo args…> -- <bundle name>
     local name="${*: -1}"
     local args=("${@:1:$#-1}")
     local exe
-    exe="$(cargo test --release --features cuda "${args[@]}" --no-run --message-format=json \
+    exe="$(cargo test --release "${args[@]}" --no-run --message-format=json \
         | python3 -c 'import json,sys
 for line in sys.stdin:
     try: m = json.loads(line)
@@ -79,8 +80,11 @@ for line in sys.stdin:
         warn "no test executable for ${args[*]}"
     fi
 }
-bundle_test -p kiln-core --test cuda_parity kiln_cuda_core_parity
-bundle_test -p kiln --test cuda_gan_parity kiln_cuda_gan_parity
+bundle_test --features cuda -p kiln-core --test cuda_parity kiln_cuda_core_parity
+bundle_test --features cuda -p kiln --test cuda_gan_parity kiln_cuda_gan_parity
+# The CPU kernels' unit tests: the GPU machine's host CPU may have what the development box
+# lacks (full-width AVX-512 for v5), so run-all.sh runs them there too.
+bundle_test -p kiln-cpu --lib kiln_cpu_lib
 # The PyTorch side of the GAN-step comparison (the GPU machine has torch).
 cp scripts/pytorch_gan_step.py "$out/"
 
@@ -90,8 +94,9 @@ cat >"$out/run-all.sh" <<'RUN'
 # step under its own timeout; no new step starts once BUDGET seconds have passed (GPU time is
 # scarce). Everything goes to $OUT/log.txt (OUT defaults to ./out), JSON results to $OUT/res/.
 # Knobs (environment): BUDGET (s, default 480), TESTS, BENCHES (default: gemm layers
-# elementwise reduce adam gan-step train), GEMM_SIZES (1024,2048,4096,8192), GEMM_REPEATS (5),
-# PRESETS for the short training runs (toy seed mlp:shapes64).
+# elementwise reduce adam gan-step train cpu), GEMM_SIZES (1024,2048,4096,8192), GEMM_REPEATS (5),
+# PRESETS for the short training runs (toy seed mlp:shapes64). `cpu` times the host CPU's
+# GEMMs on 1 thread (every packed variant and matrixmultiply, square and the GAN's layers).
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -115,14 +120,14 @@ step() { # <timeout s> <command…>
     echo "=== rc=$rc after $(( $(date +%s) - start )) s" | tee -a "$log"
 }
 step 20 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv
-for t in ${TESTS:-$(ls kiln_cuda_* | sort)}; do
+for t in ${TESTS:-$(ls kiln_cuda_* kiln_cpu_* 2>/dev/null | sort)}; do
     step 120 "./$t" --test-threads=4
 done
 if [ ! -x ./kiln ]; then
     echo "no kiln binary in the bundle; benchmarks skipped" | tee -a "$log"
     exit 1
 fi
-for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train}; do
+for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu}; do
     case $what in
         gemm) step 240 ./kiln bench gemm --device cuda --sizes "${GEMM_SIZES:-1024,2048,4096,8192}" \
                   --repeats "${GEMM_REPEATS:-5}" --json "$res/bench-gemm.json" ;;
@@ -142,6 +147,12 @@ for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train}; do
                 step 120 ./kiln train --device cuda --preset "$preset" "${data[@]}" --steps 300 --quiet \
                     --out "$res/runs-$preset"
             done ;;
+        cpu)
+            step 20 bash -c 'lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-200'
+            step 90 ./kiln bench gemm --threads 1 --sizes 512,1024 --impls v3,v4,v5,mm --repeats 9 \
+                --json "$res/bench-cpu-gemm.json"
+            step 180 ./kiln bench layers --threads 1 --impls dispatch,v4,v5,mm --repeats 5 \
+                --json "$res/bench-cpu-layers.json" ;;
         *) step 120 ./kiln bench "$what" --device cuda --repeats 5 --json "$res/bench-$what.json" ;;
     esac
 done
