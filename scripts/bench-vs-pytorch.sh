@@ -34,7 +34,32 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # article config, with kiln given twice PyTorch's count (it is about twice as
 # fast, so all four finish at about the same time).
 torch_steps() { case $1 in article) echo 150 ;; *) echo 1500 ;; esac; }
+# One table row per config and thread count, printed as soon as its rounds
+# are done (a run cut short by a time limit still leaves its finished rows).
+row() { # <config> <threads>
+  "$py" - "$tmp" "$rounds" "$1" "$2" <<'PY'
+import json, statistics, sys
+tmp, rounds, c, t = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def kiln(f):
+    return json.load(open(f))["rows"][0]["steps_per_sec"]
+def torch(f):
+    return json.loads(open(f).readline())["steps_per_sec"]
+def cell(xs):
+    m = statistics.median(xs)
+    return f"**{m:.2f}x**" + (f" ({min(xs):.2f}-{max(xs):.2f})" if len(xs) > 1 else "")
+f = [f"{tmp}/{c}-{t}-{r}" for r in range(1, rounds + 1)]
+k = [kiln(x + "-kiln.json") for x in f]
+p = [torch(x + "-torch.jsonl") for x in f]
+kf = [kiln(x + "-kilnfull.json") for x in f]
+pg = [torch(x + "-torchg.jsonl") for x in f]
+print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} "
+      f"| {cell([a / b for a, b in zip(k, p)])} | {cell([a / b for a, b in zip(k, pg)])} "
+      f"| {cell([a / b for a, b in zip(kf, p)])} | {rounds} |", flush=True)
+PY
+}
 IFS=, read -ra cfgs <<< "$configs"
+echo "| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | rounds |"
+echo "|---|---|---|---|---|---|---|---|"
 for t in "${threads[@]}"; do
   for c in "${cfgs[@]}"; do
     n=$(torch_steps "$c")
@@ -48,28 +73,6 @@ for t in "${threads[@]}"; do
         "$kiln --full-g-backward --json $f-kilnfull.json >/dev/null" \
         "$torch --g-backward g-only > $f-torchg.jsonl"
     done
+    row "$c" "$t"
   done
 done
-"$py" - "$tmp" "$rounds" "$configs" "${threads[@]}" <<'PY'
-import json, statistics, sys
-tmp, rounds, configs, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(","), sys.argv[4:]
-def kiln(f):
-    return json.load(open(f))["rows"][0]["steps_per_sec"]
-def torch(f):
-    return json.loads(open(f).readline())["steps_per_sec"]
-def cell(xs):
-    m = statistics.median(xs)
-    return f"**{m:.2f}x**" + (f" ({min(xs):.2f}-{max(xs):.2f})" if len(xs) > 1 else "")
-print("| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | rounds |")
-print("|---|---|---|---|---|---|---|---|")
-for t in threads:
-    for c in configs:
-        f = [f"{tmp}/{c}-{t}-{r}" for r in range(1, rounds + 1)]
-        k = [kiln(x + "-kiln.json") for x in f]
-        p = [torch(x + "-torch.jsonl") for x in f]
-        kf = [kiln(x + "-kilnfull.json") for x in f]
-        pg = [torch(x + "-torchg.jsonl") for x in f]
-        print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} "
-              f"| {cell([a / b for a, b in zip(k, p)])} | {cell([a / b for a, b in zip(k, pg)])} "
-              f"| {cell([a / b for a, b in zip(kf, p)])} | {rounds} |")
-PY
