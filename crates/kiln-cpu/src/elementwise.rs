@@ -318,7 +318,7 @@ fn for_chunks<T: Float>(x: &[T], out: &mut [T], f: impl Fn(&[T], &mut [T]) + Syn
     }
 }
 
-/// out[i] = op(x[i]) over contiguous slices of equal length.
+/// `out[i] = op(x[i])` over contiguous slices of equal length.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
     // One monomorphic loop per op keeps the match out of the inner loop.
     macro_rules! run {
@@ -347,7 +347,7 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
     }
 }
 
-/// x[i] = op(x[i]) in place on the caller's thread (the same formulas and
+/// `x[i] = op(x[i])` in place on the caller's thread (the same formulas and
 /// bits as [`unary`]): the activation a fused linear layer applies to each
 /// finished row of its output while it is in cache.
 pub fn unary_in_place<T: Float>(op: UnaryOp, xs: &mut [T]) {
@@ -379,12 +379,12 @@ pub fn unary_in_place<T: Float>(op: UnaryOp, xs: &mut [T]) {
     }
 }
 
-/// Fused activation backward: dx[i] = dy[i]·f'(·) where f' is computed from
+/// Fused activation backward: `dx[i] = dy[i]·f'(·)` where f' is computed from
 /// the saved value `s` (the input for relu/leaky relu, the output for sigmoid
 /// and tanh). Only the ops listed have a fused backward.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ActBackward {
-    /// s = x: dy·[x > 0]
+    /// s = x: `dy·[x > 0]`
     Relu,
     /// s = x: dy·(x > 0 ? 1 : slope)
     LeakyRelu(f64),

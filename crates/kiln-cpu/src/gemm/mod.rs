@@ -11,7 +11,9 @@
 //! - v4 [`Variant::V4Avx2`]: the same driver with a 6×16 AVX2+FMA
 //!   micro-kernel (its k loop in inline assembly, fixed registers), plus a
 //!   twin that reads a long row-major A in place instead of packing it.
-//! - v5 [`Variant::V5Avx512`]: a 12×32 AVX-512 micro-kernel.
+//! - v5 [`Variant::V5Avx512`]: a 12×32 AVX-512 micro-kernel, packed with
+//!   v4's vectorised packers. The engine takes it where 512-bit FMAs run at
+//!   full width, v4 elsewhere ([`best_packed`]).
 //! - v6 [`Variant::V6Skinny`]: products with a dimension below 8 (the first
 //!   and last layers of small MLPs) without padding or packing the large
 //!   operand; v4 for everything else.
@@ -47,7 +49,8 @@ pub enum Variant {
     V3PackedScalar,
     /// v4: packed, 6×16 AVX2+FMA micro-kernel (x86-64 with AVX2 and FMA).
     V4Avx2,
-    /// v5: packed, 12×32 AVX-512 micro-kernel (x86-64 with AVX-512F).
+    /// v5: packed, 12×32 AVX-512 micro-kernel (x86-64 with AVX-512F, and
+    /// AVX2+FMA for its packers).
     V5Avx512,
     /// v6: skinny products (m, n or k below 8) with AVX2+FMA, v4 otherwise.
     V6Skinny,
@@ -93,7 +96,8 @@ impl Variant {
             .map(|(v, _)| *v)
     }
 
-    /// Whether this CPU can run the variant (AVX2+FMA for v4, AVX-512F for v5).
+    /// Whether this CPU can run the variant (AVX2+FMA for v4, AVX-512F and
+    /// AVX2+FMA for v5).
     pub fn is_available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
