@@ -21,7 +21,7 @@ pub struct Timing {
     pub repeats: usize,
     /// The machine's peak rate around each repeat, in repeat order: the
     /// higher of the probes run just before and just after it (empty when
-    /// no probe ran): see [`time_interleaved_paired`].
+    /// no probe ran): see `time_interleaved_paired`.
     pub peak_around: Vec<f64>,
     /// Per-call time of each repeat, in repeat order.
     pub samples: Vec<f64>,

@@ -683,7 +683,7 @@ impl Tensor {
     /// In-place update of a contiguous tensor's elements. Bumps the version
     /// counter. Refused on tensors that require grad while grad mode is on
     /// (wrap optimizer updates in `no_grad`). On CUDA the elements make a host
-    /// round trip; hot paths use [`Tensor::update_cuda`] instead.
+    /// round trip; hot paths use `Tensor::update_cuda` (feature `cuda`) instead.
     pub fn update<T: Element, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
         self.check_inplace("update")?;
         if T::DTYPE != self.dtype() {

@@ -46,7 +46,7 @@ pub enum UnaryOp {
     MulScalar(f32),
     /// sign(x) ∈ {−1, 0, 1}
     Sign,
-    /// [x > 0] (relu's derivative as a mask)
+    /// `[x > 0]` (relu's derivative as a mask)
     Step,
     /// [lo ≤ x ≤ hi] (clamp's derivative as a mask)
     InRange(f32, f32),

@@ -1,6 +1,6 @@
 //! SGEMM launch wrappers (`kernels/gemm.cu`) and the fused linear layer.
 //!
-//! Shape letters: `m`, `n`, `k` of C[m,n] = op(A)[m,k] · op(B)[k,n]; for a linear layer
+//! Shape letters: `m`, `n`, `k` of `C[m,n] = op(A)[m,k] · op(B)[k,n]`; for a linear layer
 //! `N` batch, `I` in-features, `O` out-features.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -13,11 +13,11 @@ use crate::pool::DeviceBuffer;
 /// Which operands are transposed; all matrices are row-major and contiguous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GemmLayout {
-    /// C = A·B with A [m,k], B [k,n].
+    /// C = A·B with A `[m,k]`, B `[k,n]`.
     NN,
-    /// C = A·Bᵀ with A [m,k], B [n,k] (linear forward: x·Wᵀ).
+    /// C = A·Bᵀ with A `[m,k]`, B `[n,k]` (linear forward: x·Wᵀ).
     NT,
-    /// C = Aᵀ·B with A [k,m], B [k,n] (linear weight gradient: dyᵀ·x).
+    /// C = Aᵀ·B with A `[k,m]`, B `[k,n]` (linear weight gradient: dyᵀ·x).
     TN,
 }
 
@@ -432,7 +432,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Fused linear layer: out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O]) (PyTorch weight layout), as
+    /// Fused linear layer: `out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O])` (PyTorch weight layout), as
     /// the engine runs it: [`CudaBackend::linear_fwd_with`] and [`GemmVariant::Auto`].
     #[allow(clippy::too_many_arguments)]
     pub fn linear_fwd(

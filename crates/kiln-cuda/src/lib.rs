@@ -5,7 +5,7 @@
 //! a caching allocator ([`DeviceBuffer`]s return to a pool on drop) and the compiled kernel
 //! modules, and offers launch wrappers that mirror kiln-cpu: GEMM (four teaching variants and
 //! a fused linear layer), unary/binary elementwise ops, reductions, losses and fused
-//! optimizer steps. Every kernel has a CPU reference in [`reference`].
+//! optimizer steps. Every kernel has a CPU reference in [`reference`](mod@reference).
 //!
 //! libcuda and libnvrtc are loaded at run time, so a binary built without CUDA runs on a GPU
 //! machine; without a GPU, [`CudaBackend::new`] returns [`CudaError::NoDevice`].

@@ -51,7 +51,7 @@ fn rows_cols_i32(what: &str, rows: usize, cols: usize) -> Result<(i32, i32)> {
 }
 
 impl CudaBackend {
-    /// out[0] = loss(pred, target) averaged over all elements.
+    /// `out[0]` = loss(pred, target) averaged over all elements.
     pub fn loss_fwd(
         &self,
         loss: PairLoss,
@@ -88,7 +88,7 @@ impl CudaBackend {
         self.reduce_all_pass(0, &partials, blocks, 1.0 / n as f32, out, 1)
     }
 
-    /// dpred = dloss[0] · ∂loss/∂pred (mean reduction). `dloss` is a 1-element buffer.
+    /// dpred = `dloss[0]` · ∂loss/∂pred (mean reduction). `dloss` is a 1-element buffer.
     pub fn loss_bwd(
         &self,
         loss: PairLoss,
@@ -171,7 +171,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// out[0] = mean over rows of −log softmax(logits)[row, target[row]]. Targets are class
+    /// `out[0]` = mean over rows of `−log softmax(logits)[row, target[row]]`. Targets are class
     /// indices stored as f32 (kiln tensors are f32); an out-of-range class gives NaN.
     pub fn cross_entropy_fwd(
         &self,
@@ -206,7 +206,7 @@ impl CudaBackend {
         self.reduce_all(crate::reduce::ReduceOp::Mean, &row_loss, out)
     }
 
-    /// dlogits = dloss[0]·(softmax(logits) − onehot(targets)) / rows.
+    /// dlogits = `dloss[0]`·(softmax(logits) − onehot(targets)) / rows.
     pub fn cross_entropy_bwd(
         &self,
         logits: &DeviceBuffer,

@@ -40,7 +40,7 @@ pub(crate) fn partial_count(n: usize) -> usize {
 }
 
 impl CudaBackend {
-    /// out[0] = op over all of x. `out` has 1 element. Mean of nothing is NaN, sum of
+    /// `out[0]` = op over all of x. `out` has 1 element. Mean of nothing is NaN, sum of
     /// nothing 0, max of nothing an error (as in PyTorch).
     pub fn reduce_all(&self, op: ReduceOp, x: &DeviceBuffer, out: &mut DeviceBuffer) -> Result<()> {
         check_len(&format!("reduce_all {op:?} out"), out.len(), 1)?;

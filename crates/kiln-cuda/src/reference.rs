@@ -51,7 +51,7 @@ pub fn sgemm(
     }
 }
 
-/// out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O]).
+/// `out[N,O] = act(x[N,I]·W[O,I]ᵀ + b[O])`.
 pub fn linear_fwd(
     x: &[f32],
     weight: &[f32],

@@ -63,7 +63,7 @@ pub fn tensor_to_device(t: &Tensor, device: Device) -> Result<Tensor> {
 pub struct Linear {
     /// [out_features, in_features]
     pub weight: Tensor,
-    /// [out_features]
+    /// `[out_features]`
     pub bias: Option<Tensor>,
 }
 
@@ -94,7 +94,7 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
-    /// A layer from given tensors (weight [out, in], bias [out]).
+    /// A layer from given tensors (weight `[out, in]`, bias `[out]`).
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         if weight.rank() != 2 {
             return Err(Error::BadShape {

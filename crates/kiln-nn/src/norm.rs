@@ -45,13 +45,13 @@ impl Default for BatchNormConfig {
 /// 0-d tensor of the module's dtype (PyTorch keeps an int64; its
 /// `load_state_dict` casts on copy, and kiln reads int64 files back).
 pub struct BatchNorm1d {
-    /// γ, shape [C] (None without `affine`).
+    /// γ, shape `[C]` (None without `affine`).
     pub weight: Option<Tensor>,
-    /// β, shape [C] (None without `affine`).
+    /// β, shape `[C]` (None without `affine`).
     pub bias: Option<Tensor>,
-    /// Running mean, shape [C].
+    /// Running mean, shape `[C]`.
     pub running_mean: Tensor,
-    /// Running unbiased variance, shape [C].
+    /// Running unbiased variance, shape `[C]`.
     pub running_var: Tensor,
     /// Number of training batches seen, 0-d.
     pub num_batches_tracked: Tensor,

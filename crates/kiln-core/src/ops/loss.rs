@@ -91,7 +91,7 @@ impl Tensor {
     }
 
     /// Cross-entropy of logits [N, C] against class indices (one per row):
-    /// −mean over rows of log_softmax(x)[n, targets[n]].
+    /// −mean over rows of `log_softmax(x)[n, targets[n]]`.
     #[track_caller]
     pub fn cross_entropy(&self, targets: &[usize]) -> Result<Tensor> {
         if self.rank() != 2 || self.shape()[0] != targets.len() {

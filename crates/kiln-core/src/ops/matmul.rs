@@ -167,7 +167,7 @@ impl Tensor {
         }))
     }
 
-    /// A linear layer as in PyTorch: x[N, I] · W[O, I]ᵀ + b[O] → [N, O].
+    /// A linear layer as in PyTorch: `x[N, I] · W[O, I]ᵀ + b[O] → [N, O]`.
     /// The bias is written into the output first and the GEMM accumulates
     /// onto it, so the bias add costs no extra pass.
     /// dx = dy·W, dW = dyᵀ·x, db = Σₙ dy.

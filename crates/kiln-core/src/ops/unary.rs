@@ -131,7 +131,7 @@ impl Tensor {
         }))
     }
 
-    /// max(x, 0). d/dx = [x > 0].
+    /// max(x, 0). d/dx = `[x > 0]`.
     #[track_caller]
     pub fn relu(&self) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Relu)?;
