@@ -159,13 +159,13 @@ pub fn best_packed() -> Variant {
 /// (Sapphire Rapids) v5 ran 1.8× v4 at 1024³. The rule reads the
 /// CPU's identity, not a timing, so the choice (and with it every bit of
 /// the results) is the same on every run on one machine.
-pub fn avx512_is_split() -> bool {
+fn avx512_is_split() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::__cpuid;
         let id = __cpuid(0);
-        let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
-        vendor == b"AuthenticAMD" && x86_family(__cpuid(1).eax) == 0x19
+        let vendor = [id.ebx, id.edx, id.ecx].map(u32::to_le_bytes);
+        vendor == [*b"Auth", *b"enti", *b"cAMD"] && x86_family(__cpuid(1).eax) == 0x19
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
