@@ -209,9 +209,11 @@ pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
 /// the CPU has AVX-512 but runs it as two 256-bit halves.
 fn dispatch_note() -> String {
     let packed = kiln_cpu::gemm::best_packed();
+    let (small, min_mnk) = (kiln_cpu::gemm::SMALL_DIM, kiln_cpu::gemm::PACKED_MIN_MNK);
     if packed == Variant::V3PackedScalar {
-        return "dispatch: matrixmultiply (no AVX2 on this CPU), the blocked v2 for products with a dimension below 8."
-            .into();
+        return format!(
+            "dispatch: matrixmultiply (no AVX2 on this CPU), the blocked v2 for products with a dimension below {small}."
+        );
     }
     let why = if packed != Variant::V5Avx512 && Variant::V5Avx512.is_available() {
         " (this CPU runs each 512-bit FMA as two 256-bit halves, where v4 measured faster)"
@@ -219,7 +221,7 @@ fn dispatch_note() -> String {
         ""
     };
     format!(
-        "dispatch: {} for products with every dimension ≥ 8 and at least 4096 multiply-adds{why}; \
+        "dispatch: {} for products with every dimension ≥ {small} and at least {min_mnk} multiply-adds{why}; \
          v6 for thinner ones, matrixmultiply for smaller ones.",
         packed.name()
     )

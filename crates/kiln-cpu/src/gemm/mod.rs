@@ -213,10 +213,10 @@ pub fn choose_variant(m: usize, n: usize, k: usize) -> Variant {
 }
 
 /// Products with fewer multiply-adds than this go to matrixmultiply.
-const PACKED_MIN_MNK: usize = 1 << 12;
+pub const PACKED_MIN_MNK: usize = 1 << 12;
 /// Products with any dimension shorter than this take v6 (or v2 without
 /// AVX2): a 6×16 tile would be mostly padding.
-const SMALL_DIM: usize = skinny_dim();
+pub const SMALL_DIM: usize = skinny_dim();
 
 const fn skinny_dim() -> usize {
     #[cfg(target_arch = "x86_64")]
