@@ -273,6 +273,13 @@ pub(crate) fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// Whether the CPU has AVX-512F (checked once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
 /// Below this many elements a kernel runs on the caller's thread: spawning
 /// rayon tasks costs more than the work.
 pub const PAR_THRESHOLD: usize = 1 << 18;
