@@ -34,8 +34,10 @@ import json, statistics, sys
 tmp, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 kiln, torch = {}, {}
 for r in range(1, rounds + 1):
+    # `kiln bench layers` always times its reference (matrixmultiply) next
+    # to the implementations asked for: keep the dispatch's rows only.
     for m in json.load(open(f"{tmp}/kiln-{r}.json"))["measurements"]:
-        if m["status"] == "ok":
+        if m["status"] == "ok" and m["impl"].startswith("dispatch"):
             kiln.setdefault(m["case"], []).append(m["time_median_s"])
     for line in open(f"{tmp}/torch-{r}.jsonl"):
         m = json.loads(line)
