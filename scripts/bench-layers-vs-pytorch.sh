@@ -10,7 +10,8 @@
 # few loops contain a pause and the medians step over them. PyTorch sweeps its
 # list SWEEPS times (default 4: about as long as kiln's run) and reports each
 # case's median over the sweeps. ROUNDS (default 1) repeats the pair; each
-# side's time for a case is then its median over the rounds.
+# side's time for a case is then its median over the rounds. A table is
+# printed after every round, over the rounds done so far.
 # Needs a Python with torch: PYTHON=/path/to/python (default python3).
 # Usage: [ROUNDS=1] [SLICE=4] [SWEEPS=4] [PYTHON=python3] scripts/bench-layers-vs-pytorch.sh [THREADS]
 set -euo pipefail
@@ -24,24 +25,26 @@ py=${PYTHON:-python3}
 bin=${KILN_BIN:-target/release/kiln}
 [ -x "$bin" ] || cargo build --release
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-for r in $(seq "$rounds"); do
-  "$py" scripts/round_robin.py --slice "$slice" \
-    "$bin bench layers --threads $threads --impls dispatch --json $tmp/kiln-$r.json >/dev/null" \
-    "$py scripts/pytorch_layers.py --threads $threads --sweeps $sweeps > $tmp/torch-$r.jsonl"
-done
-"$py" - "$tmp" "$rounds" "$threads" <<'PY'
+# The table over the rounds done so far (after each round, so that a run cut
+# short by a time limit still leaves its finished rounds' table).
+table() { # <rounds done>
+  "$py" - "$tmp" "$1" "$threads" <<'PY'
 import json, statistics, sys
 tmp, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 kiln, torch = {}, {}
 for r in range(1, rounds + 1):
     # `kiln bench layers` always times its reference (matrixmultiply) next
-    # to the implementations asked for: keep the dispatch's rows only.
+    # to the implementations asked for: keep the dispatch's rows only, one
+    # per case and round.
     for m in json.load(open(f"{tmp}/kiln-{r}.json"))["measurements"]:
         if m["status"] == "ok" and m["impl"].startswith("dispatch"):
             kiln.setdefault(m["case"], []).append(m["time_median_s"])
     for line in open(f"{tmp}/torch-{r}.jsonl"):
         m = json.loads(line)
         torch.setdefault(m["case"], []).append(m["time_median_s"])
+bad = [c for c, ts in list(kiln.items()) + list(torch.items()) if len(ts) != rounds]
+if bad:
+    sys.exit(f"expected one time per case and round, got otherwise for: {bad}")
 print(f"kiln bench layers (dispatch) vs torch.mm, {threads} thread(s), medians over {rounds} round(s)")
 print("| case | kiln | torch.mm | kiln / torch speed |")
 print("|---|---|---|---|")
@@ -56,5 +59,13 @@ for case, ts in kiln.items():
 if ratios:
     wins = sum(r >= 1.0 for r in ratios)
     print(f"\n{wins} of {len(ratios)} GEMMs at least as fast as torch.mm; "
-          f"geometric mean {statistics.geometric_mean(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x")
+          f"geometric mean {statistics.geometric_mean(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x", flush=True)
 PY
+}
+for r in $(seq "$rounds"); do
+  "$py" scripts/round_robin.py --slice "$slice" \
+    "$bin bench layers --threads $threads --impls dispatch --json $tmp/kiln-$r.json >/dev/null" \
+    "$py scripts/pytorch_layers.py --threads $threads --sweeps $sweeps > $tmp/torch-$r.jsonl"
+  [ "$r" -eq 1 ] || echo
+  table "$r"
+done
