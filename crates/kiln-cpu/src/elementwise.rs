@@ -169,8 +169,8 @@ unsafe fn relu_in_place_avx2(xs: &mut [f32], slope: Option<f64>) {
 
 /// σ or tanh over f32s (`op` one of those two): the AVX-512 or else the
 /// AVX2 kernel when the CPU has one, else [`unary_scalar`] element by
-/// element (the same bits every way). `x` and `out` have equal lengths; `out` may be `x` itself
-/// (`x = None`: in place).
+/// element (the same bits every way). `x` and `out` have equal lengths;
+/// `out` may be `x` itself (`x = None`: in place).
 fn transcendental_f32(op: UnaryOp, x: Option<&[f32]>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx512() {
@@ -316,8 +316,9 @@ mod vmath_avx2 {
 /// 16 lanes, so the same bits, with mask registers where AVX2 blends and 32
 /// registers for the four interleaved vectors (AVX2's spill). On Zen 4,
 /// which splits each 512-bit operation in two, sigmoid and tanh still run
-/// 1.5x faster than with AVX2 (fewer instructions, no spills); on a core
-/// with full-width AVX-512 the lanes double too.
+/// 1.5x faster than with AVX2 (fewer instructions, no spills). Where 512-bit
+/// operations run at full width, each also does twice AVX2's work (not
+/// measured yet).
 #[cfg(target_arch = "x86_64")]
 mod vmath_avx512 {
     use std::arch::x86_64::*;
