@@ -253,5 +253,11 @@ pub(super) fn bench(kernel: &str, cfg: &BenchConfig, report: &mut BenchReport) -
         "{kernel}: GB/s counts bytes read + written once per element; % of the copy bandwidth probe (256 MiB); \
          vs ref = rate / a single-threaded copy_from_slice of the same size in this run."
     ));
+    if kernel == "elementwise" {
+        report.notes.push(format!(
+            "elementwise: f32 sigmoid and tanh run the {} kernel on this CPU (every kernel gives the bits of the scalar formulas).",
+            kiln_cpu::elementwise::transcendental_kernel()
+        ));
+    }
     Ok(())
 }

@@ -167,6 +167,22 @@ unsafe fn relu_in_place_avx2(xs: &mut [f32], slope: Option<f64>) {
         .for_each(|v| *v = unary_scalar(op, *v));
 }
 
+/// Which kernel runs the f32 sigmoid and tanh on this CPU (see
+/// [`transcendental_f32`]): "AVX-512", "AVX2" or "scalar". Every one gives
+/// the bits of the scalar formulas; benchmarks print the name.
+pub fn transcendental_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::has_avx512() {
+            return "AVX-512";
+        }
+        if crate::has_avx2() {
+            return "AVX2";
+        }
+    }
+    "scalar"
+}
+
 /// σ or tanh over f32s (`op` one of those two): the AVX-512 or else the
 /// AVX2 kernel when the CPU has one, else [`unary_scalar`] element by
 /// element (the same bits every way). `x` and `out` have equal lengths;
@@ -1014,6 +1030,21 @@ mod tests {
             assert!(via_unary.iter().zip(&want).all(|(o, &w)| o.to_bits() == w), "{op:?}");
             assert!(via_in_place.iter().zip(&want).all(|(o, &w)| o.to_bits() == w), "{op:?}");
         }
+    }
+
+    #[test]
+    fn the_named_transcendental_kernel_follows_the_cpu() {
+        #[cfg(target_arch = "x86_64")]
+        let want = if is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "AVX2"
+        } else {
+            "scalar"
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let want = "scalar";
+        assert_eq!(transcendental_kernel(), want);
     }
 
     #[test]
