@@ -167,20 +167,29 @@ unsafe fn relu_in_place_avx2(xs: &mut [f32], slope: Option<f64>) {
         .for_each(|v| *v = unary_scalar(op, *v));
 }
 
+/// A vectorised f32 σ/tanh kernel: `dst[i] = op(src[i])` for `i < n`.
+type VmathKernel = unsafe fn(UnaryOp, *const f32, *mut f32, usize);
+
+/// The widest f32 σ/tanh kernel this CPU runs, with its name: AVX-512, else
+/// AVX2; `None`: the scalar formulas. Every one gives the same bits.
+fn vmath_kernel() -> Option<(&'static str, VmathKernel)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::has_avx512() {
+            return Some(("AVX-512", vmath_avx512::run));
+        }
+        if crate::has_avx2() {
+            return Some(("AVX2", vmath_avx2::run));
+        }
+    }
+    None
+}
+
 /// Which kernel runs the f32 sigmoid and tanh on this CPU (see
 /// [`transcendental_f32`]): "AVX-512", "AVX2" or "scalar". Every one gives
 /// the bits of the scalar formulas; benchmarks print the name.
 pub fn transcendental_kernel() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::has_avx512() {
-            return "AVX-512";
-        }
-        if crate::has_avx2() {
-            return "AVX2";
-        }
-    }
-    "scalar"
+    vmath_kernel().map_or("scalar", |(name, _)| name)
 }
 
 /// σ or tanh over f32s (`op` one of those two): the AVX-512 or else the
@@ -188,18 +197,11 @@ pub fn transcendental_kernel() -> &'static str {
 /// element (the same bits every way). `x` and `out` have equal lengths;
 /// `out` may be `x` itself (`x = None`: in place).
 fn transcendental_f32(op: UnaryOp, x: Option<&[f32]>, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::has_avx512() {
+    if let Some((_, run)) = vmath_kernel() {
         let src = x.map_or(out.as_ptr(), |x| x.as_ptr());
-        // SAFETY: AVX-512F checked; src and out hold out.len() floats.
-        unsafe { vmath_avx512::run(op, src, out.as_mut_ptr(), out.len()) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::has_avx2() {
-        let src = x.map_or(out.as_ptr(), |x| x.as_ptr());
-        // SAFETY: AVX2 + FMA checked; src and out hold out.len() floats.
-        unsafe { vmath_avx2::run(op, src, out.as_mut_ptr(), out.len()) };
+        // SAFETY: the CPU has the kernel's features (vmath_kernel checked
+        // them); src and out hold out.len() floats.
+        unsafe { run(op, src, out.as_mut_ptr(), out.len()) };
         return;
     }
     match x {
@@ -980,8 +982,7 @@ mod tests {
         xs.extend((-4000..4000).map(|i| i as f32 * 0.03));
         // Every kernel this CPU can run, called directly (the dispatch takes
         // only the widest), and the dispatch.
-        type Kernel = unsafe fn(UnaryOp, *const f32, *mut f32, usize);
-        let mut kernels: Vec<(&str, Kernel)> = Vec::new();
+        let mut kernels: Vec<(&str, VmathKernel)> = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
             if crate::has_avx2() {
