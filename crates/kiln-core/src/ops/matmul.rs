@@ -198,7 +198,15 @@ impl Tensor {
         let inputs = linear_inputs(self, weight, bias);
         let saved = LinearSaved::new(self, weight, bias);
         Ok(record_with_output(name, out, &inputs, move |ctx, g| {
-            let dz = super::unary::act_grad_from_output(ctx, act, &ctx.output()?, g)?;
+            let y = ctx.output()?;
+            // With a bias gradient to compute, the activation's gradient and
+            // its column sums come from one pass where the CPU kernel has it.
+            if saved.has_bias && ctx.needs_input_grad(2) {
+                if let Some((dz, db)) = super::unary::act_grad_and_colsum(ctx, act, &y, g)? {
+                    return saved.grads_with_bias(ctx, &dz, Some(db));
+                }
+            }
+            let dz = super::unary::act_grad_from_output(ctx, act, &y, g)?;
             saved.grads(ctx, &dz)
         }))
     }
@@ -295,6 +303,16 @@ impl LinearSaved {
     /// dx = dy·W, dW = dyᵀ·x (added into W's held gradient when the engine
     /// allows), db = Σₙ dy; each only when wanted.
     fn grads(&self, ctx: &crate::autograd::BackwardCtx, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        self.grads_with_bias(ctx, g, None)
+    }
+
+    /// [`LinearSaved::grads`] with db already computed (`Σₙ g`) when `db` is given.
+    fn grads_with_bias(
+        &self,
+        ctx: &crate::autograd::BackwardCtx,
+        g: &Tensor,
+        db: Option<Tensor>,
+    ) -> Result<Vec<Option<Tensor>>> {
         let (x, w) = (ctx.unpack(&self.x)?, ctx.unpack(&self.w)?);
         let gx = if self.rx && ctx.needs_input_grad(0) {
             Some(g.matmul(&w)?)
@@ -308,7 +326,10 @@ impl LinearSaved {
         };
         let mut grads = vec![gx, gw];
         if self.has_bias && ctx.needs_input_grad(2) {
-            grads.push(Some(g.sum_dims(&[0], false)?));
+            grads.push(Some(match db {
+                Some(db) => db,
+                None => g.sum_dims(&[0], false)?,
+            }));
         } else if self.has_bias {
             grads.push(None);
         }

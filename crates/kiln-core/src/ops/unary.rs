@@ -7,7 +7,7 @@
 use super::map_contig;
 use crate::autograd::{record, record_with_output, BackwardCtx, SavedTensor};
 use crate::{Result, Tensor};
-use kiln_cpu::elementwise::{act_backward, unary, ActBackward, UnaryOp};
+use kiln_cpu::elementwise::{act_backward, act_backward_colsum, unary, ActBackward, UnaryOp};
 
 impl Tensor {
     /// Applies a unary kernel without recording anything.
@@ -238,25 +238,80 @@ fn tanh_composite(y: &Tensor, g: &Tensor) -> Result<Tensor> {
 /// exactly where `x > 0`, so the output stands in for the input their rules
 /// use, with the same bits.
 pub(crate) fn act_grad_from_output(ctx: &BackwardCtx, op: UnaryOp, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let grads = match op {
-        UnaryOp::Relu => act_grad(ctx, ActBackward::Relu, y, g, relu_composite)?,
-        UnaryOp::LeakyRelu(s) if s > 0.0 => act_grad(ctx, ActBackward::LeakyRelu(s), y, g, |y, g| {
-            leaky_relu_composite(s, y, g)
-        })?,
-        UnaryOp::Sigmoid => act_grad(ctx, ActBackward::Sigmoid, y, g, sigmoid_composite)?,
-        UnaryOp::Tanh => act_grad(ctx, ActBackward::Tanh, y, g, tanh_composite)?,
-        other => {
-            return Err(crate::Error::Unsupported {
-                op: "activation gradient from the output",
-                what: format!("{other:?}"),
-            })
-        }
+    let Some(rule) = rule_from_output(op) else {
+        return Err(crate::Error::Unsupported {
+            op: "activation gradient from the output",
+            what: format!("{op:?}"),
+        });
     };
-    grads
+    let composite = |y: &Tensor, g: &Tensor| match rule {
+        ActBackward::Relu => relu_composite(y, g),
+        ActBackward::LeakyRelu(s) => leaky_relu_composite(s, y, g),
+        ActBackward::Sigmoid => sigmoid_composite(y, g),
+        ActBackward::Tanh => tanh_composite(y, g),
+    };
+    act_grad(ctx, rule, y, g, composite)?
         .into_iter()
         .next()
         .flatten()
         .ok_or_else(|| crate::Error::Autograd("activation backward returned no gradient".into()))
+}
+
+/// The fused backward rule of an activation whose gradient the output
+/// determines (see [`act_grad_from_output`]).
+fn rule_from_output(op: UnaryOp) -> Option<ActBackward> {
+    match op {
+        UnaryOp::Relu => Some(ActBackward::Relu),
+        UnaryOp::LeakyRelu(s) if s > 0.0 => Some(ActBackward::LeakyRelu(s)),
+        UnaryOp::Sigmoid => Some(ActBackward::Sigmoid),
+        UnaryOp::Tanh => Some(ActBackward::Tanh),
+        _ => None,
+    }
+}
+
+/// [`act_grad_from_output`] for a 2-D output `y`, together with the column
+/// sums of that gradient (a linear layer's bias gradient), both from one
+/// pass on the CPU: the gradient is not read back for the sums. The same
+/// bits as the two steps apart. `None` where the pass does not apply (a
+/// recorded backward, CUDA tensors, another activation): the caller then
+/// computes them apart.
+pub(crate) fn act_grad_and_colsum(
+    ctx: &BackwardCtx,
+    op: UnaryOp,
+    y: &Tensor,
+    g: &Tensor,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let Some(rule) = rule_from_output(op) else {
+        return Ok(None);
+    };
+    if ctx.create_graph || y.is_cuda() || y.shape().len() != 2 || y.shape() != g.shape() || y.numel() == 0 {
+        return Ok(None);
+    }
+    let (n, cols) = (y.numel(), y.shape()[1]);
+    let (s, gc) = (y.slices()?, g.slices()?);
+    let (dz, sums) = s.with(|sr| {
+        gc.with(|gr| match (sr, gr) {
+            (crate::tensor::SliceRef::F32(s), crate::tensor::SliceRef::F32(d)) => {
+                let (mut dz, mut sums) = (crate::storage::take::<f32>(n), crate::storage::take::<f32>(cols));
+                act_backward_colsum(rule, s, d, &mut dz, cols, &mut sums);
+                Ok((crate::storage::Data::F32(dz), crate::storage::Data::F32(sums)))
+            }
+            (crate::tensor::SliceRef::F64(s), crate::tensor::SliceRef::F64(d)) => {
+                let (mut dz, mut sums) = (crate::storage::take::<f64>(n), crate::storage::take::<f64>(cols));
+                act_backward_colsum(rule, s, d, &mut dz, cols, &mut sums);
+                Ok((crate::storage::Data::F64(dz), crate::storage::Data::F64(sums)))
+            }
+            _ => Err(crate::Error::DTypeMismatch {
+                op: "activation backward",
+                lhs: y.dtype(),
+                rhs: g.dtype(),
+            }),
+        })
+    })?;
+    Ok(Some((
+        Tensor::from_data(dz, y.shape(), y.device()),
+        Tensor::from_data(sums, &[cols], y.device()),
+    )))
 }
 
 /// Activation backward: the fused kernel when the backward pass is not
