@@ -617,7 +617,10 @@ pub fn act_backward_colsum<T: Float>(
     assert_eq!(saved.len(), dy.len());
     assert_eq!(dy.len(), dx.len());
     assert_eq!(colsum.len(), cols);
-    assert!(cols > 0 && dx.len().is_multiple_of(cols), "act_backward_colsum: not whole rows");
+    assert!(
+        cols > 0 && dx.len().is_multiple_of(cols),
+        "act_backward_colsum: not whole rows"
+    );
     struct Colsum<'a, T> {
         saved: &'a [T],
         dy: &'a [T],

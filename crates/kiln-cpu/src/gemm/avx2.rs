@@ -34,11 +34,22 @@ pub(super) const NR: usize = 16;
 /// 1.04× at 512³, 1.00× at 2048³, and 0.97–1.06× (median 1.007×)
 /// on the GAN's layer GEMMs. The A block shrinks so that it and the B group
 /// stay well inside L2 (96 KiB + 256 KiB); 48 and 72 rows measured alike.
+///
+/// A long batch (at most 144 rows, deeper than 512; a row-major A is read
+/// in place) runs k blocks of 1024 (so the seed's 784 in one), B groups of
+/// 4 panels, no prefetch of the next group ([`Blocking::long_kc`]).
+/// Alternated with the
+/// blocking above call by call in one process (1 thread, Zen 4 host of
+/// docs/benchmarks.md, operands cycled through nine copies or one):
+/// `x·W1ᵀ` [100×12288]·[12288×128] 1.04–1.14×, `dy·W2` with W2 row-major
+/// 0.99–1.10×, the seed's [64×784]·[784×128] 1.06–1.08× (Wᵀ) and
+/// 0.99–1.05× (row-major).
 pub(super) const BLOCKING: Blocking = Blocking {
     mc: 48,
     kc: 512,
     nc: 3072,
     small_m: 144,
+    long_kc: 1024,
 };
 
 /// The v4 micro-kernel (see [`super::packed::MicroKernel`]).

@@ -21,6 +21,7 @@ pub(super) const BLOCKING: Blocking = Blocking {
     kc: 256,
     nc: 3072,
     small_m: 144,
+    long_kc: 0,
 };
 
 /// v5's packers: v4's vectorised AVX2 ones (every AVX-512 CPU has AVX2)

@@ -41,6 +41,15 @@ pub(super) struct Blocking {
     /// (A packed once per k block, B streamed a group of panels at a time);
     /// taller ones are cut into blocks of `mc` rows. A multiple of MR.
     pub small_m: usize,
+    /// The depth of the k blocks of a *long batch* ([`Blocking::long_batch`]:
+    /// at most `small_m` rows, deeper than `kc`; a kernel with
+    /// [`Packers::direct_a`] reads a row-major A of it in place); 0 for
+    /// kernels that treat it like any other product. Its B groups shrink to keep
+    /// their bytes, and the next group's source is not prefetched: its runs
+    /// (a row of W for `x·Wᵀ`, a column run of a row-major B) are long
+    /// enough for the hardware prefetchers, and the prefetch instructions
+    /// stalled on full miss buffers.
+    pub long_kc: usize,
 }
 
 impl Blocking {
@@ -51,16 +60,43 @@ impl Blocking {
     /// a short last block (784 = 3·256 + 16) pays them for a sliver of work;
     /// 784 runs as 262 + 262 + 260 instead.
     pub(super) fn depth(&self, k: usize) -> usize {
-        let (kc, most) = (self.kc, self.kc + self.kc / 4);
-        if k <= kc {
-            return k.max(1);
-        }
-        let mut blocks = ((k + kc / 2) / kc).max(1);
-        while k.div_ceil(blocks) > most {
-            blocks += 1;
-        }
-        k.div_ceil(blocks)
+        even_depth(self.kc, k)
     }
+
+    /// Whether an m×k product is a long batch: at most `small_m` rows,
+    /// deeper than KC (the 100 × 12288 images of the article's D, the
+    /// 64 × 784 batch of the seed's), with a `long_kc` to run it at. The
+    /// shape alone decides, not A's layout (a row-major A is read in place,
+    /// a column-major one packed: same k blocks, same bits) nor the thread
+    /// count (same bits on any number of threads).
+    pub(super) fn long_batch(&self, m: usize, k: usize) -> bool {
+        self.long_kc > 0 && m <= self.small_m && k > self.kc
+    }
+
+    /// The k-block depth and the B block width (`nc`) of an m×k product:
+    /// [`Blocking::depth`] and `nc`, or for a long batch the depth evened
+    /// out from `long_kc` and `nc` narrowed in proportion, so that a B
+    /// block keeps its size.
+    pub(super) fn blocks(&self, m: usize, k: usize) -> (usize, usize) {
+        if self.long_batch(m, k) {
+            (even_depth(self.long_kc, k), self.nc * self.kc / self.long_kc)
+        } else {
+            (self.depth(k), self.nc)
+        }
+    }
+}
+
+/// [`Blocking::depth`] for a nominal depth `kc`.
+fn even_depth(kc: usize, k: usize) -> usize {
+    let most = kc + kc / 4;
+    if k <= kc {
+        return k.max(1);
+    }
+    let mut blocks = ((k + kc / 2) / kc).max(1);
+    while k.div_ceil(blocks) > most {
+        blocks += 1;
+    }
+    k.div_ceil(blocks)
 }
 
 /// A micro-kernel: `C[mr×nr] = alpha·(Apanel·Bpanel) + beta·C` over depth `kc`.
@@ -739,9 +775,10 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             }
         }
     };
-    let depth = blk.depth(k);
-    for jc in (0..n).step_by(blk.nc) {
-        let nc = blk.nc.min(n - jc);
+    let long = blk.long_batch(m, k);
+    let (depth, nc_blk) = blk.blocks(m, k);
+    for jc in (0..n).step_by(nc_blk) {
+        let nc = nc_blk.min(n - jc);
         let n_panels = nc.div_ceil(NR);
         for pc in (0..k).step_by(depth) {
             let kc = depth.min(k - pc);
@@ -768,7 +805,13 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                 // well crowded the next B group out of L2 (`x·W1ᵀ`, `dy·W2` of
                 // the article: 3 % slower).
                 let m_panels = m.div_ceil(MR);
-                let group = TILE_GROUP;
+                // A long batch's deeper k blocks take fewer panels per
+                // group: the group's packed bytes stay the same.
+                let group = if long {
+                    TILE_GROUP * blk.kc / blk.long_kc
+                } else {
+                    TILE_GROUP
+                };
                 let next_k = (pc + kc < k).then(|| depth.min(k - pc - kc));
                 let next_a = match next_k.filter(|_| acs != 1) {
                     // SAFETY (pointer arithmetic): column pc + kc < k is inside A.
@@ -813,6 +856,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             unsafe { (pack.b)(jp0, kc, nc, b_blk.get(), b_strides, panels) };
                             let jn = jp0 + count;
                             pf[1] = match next_k {
+                                _ if long => Prefetch::NONE,
                                 _ if jn < n_panels => {
                                     let cols = (group * NR).min(nc - jn * NR);
                                     // SAFETY (pointer arithmetic): column jn·NR < nc of the block.
@@ -974,6 +1018,7 @@ pub(super) const V3_BLOCKING: Blocking = Blocking {
     kc: 256,
     nc: 2048,
     small_m: 96,
+    long_kc: 0,
 };
 
 /// v3 micro-kernel: portable Rust over the packed panels. Each step of p

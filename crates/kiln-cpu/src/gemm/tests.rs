@@ -245,6 +245,7 @@ fn results_are_bit_identical_across_thread_counts() {
         (301, 603, 777),
         (150, 1000, 900),
         (100, 1100, 1300),
+        (100, 48, 2000),
         (64, 784, 128),
         (256, 128, 128),
     ] {
@@ -268,6 +269,7 @@ fn k_blocks_are_evened_out_without_adding_passes() {
         kc,
         nc: 3072,
         small_m: 144,
+        long_kc: 0,
     };
     let blk = blocking(256);
     assert_eq!(blk.depth(100), 100);
@@ -278,6 +280,15 @@ fn k_blocks_are_evened_out_without_adding_passes() {
     // v4's KC of 512: the seed's 784 in two halves, 1024 in two blocks.
     let v4 = blocking(512);
     assert_eq!((v4.depth(640), v4.depth(784), v4.depth(1024)), (640, 392, 512));
+    // A long batch (at most small_m rows, deeper than KC) with a long_kc
+    // of 1024: 784 in one block, 12288 in twelve, and B blocks half as
+    // wide; anything else keeps KC and NC.
+    let long = super::packed::Blocking { long_kc: 1024, ..v4 };
+    assert_eq!(long.blocks(64, 784), (784, 1536));
+    assert_eq!(long.blocks(100, 12288), (1024, 1536));
+    assert_eq!(long.blocks(100, 512), (512, 3072), "not deeper than KC");
+    assert_eq!(long.blocks(150, 784), (392, 3072), "taller than small_m");
+    assert_eq!(v4.blocks(64, 784), (392, 3072), "no long_kc");
     for kc in [256, 512] {
         let blk = blocking(kc);
         for k in kc + 1..20_000 {
