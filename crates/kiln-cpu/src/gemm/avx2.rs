@@ -41,9 +41,10 @@ pub(super) const NR: usize = 16;
 /// Alternated with the
 /// blocking above call by call in one process (1 thread, Zen 4 host of
 /// docs/benchmarks.md, operands cycled through nine copies or one):
-/// `x·W1ᵀ` [100×12288]·[12288×128] 1.04–1.14×, `dy·W2` with W2 row-major
-/// 0.99–1.10×, the seed's [64×784]·[784×128] 1.06–1.08× (Wᵀ) and
-/// 0.99–1.05× (row-major).
+/// `x·W1ᵀ` [100×12288]·[12288×128] 1.03–1.14×, `dy·W2` with W2 row-major
+/// 0.98–1.07×, the seed's [64×784]·[784×128] 1.05–1.08× (Wᵀ) and
+/// 0.99–1.05× (row-major). Keeping the prefetch with the deeper blocks
+/// lost most of it (0.91–1.07×).
 pub(super) const BLOCKING: Blocking = Blocking {
     mc: 48,
     kc: 512,
