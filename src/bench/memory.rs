@@ -69,6 +69,18 @@ fn elementwise_cases<'a>(x: &'a [f32], y: &'a [f32]) -> Vec<Case<'a>> {
     let mut out = vec![0.0f32; n];
     let mut out2 = vec![0.0f32; n];
     let (mut dx, mut dx2) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut dx3, mut dx4, mut dx5) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    // A linear layer's sigmoid backward with its bias gradient (the column
+    // sums of dx over [n/256, 256]): two passes, then the fused one pass.
+    let cols = 256;
+    let rows = n / cols;
+    let (mut sums, mut sums2, mut sums3) = (vec![0.0f32; cols], vec![0.0f32; cols], vec![0.0f32; cols]);
+    let dsig = move |i: usize| y[i] as f64 * x[i] as f64 * (1.0 - x[i] as f64);
+    let check_bias = move |dx: &[f32], sums: &[f32]| {
+        compare(dx, dsig, 1e-5, 1e-5)?;
+        compare(sums, |j| (0..rows).map(|i| dsig(i * cols + j)).sum(), 1e-3, 1e-4)
+    };
+    let m = rows * cols;
     vec![
         unary_case("relu", UnaryOp::Relu, |v| v.max(0.0), x),
         unary_case(
@@ -98,6 +110,47 @@ fn elementwise_cases<'a>(x: &'a [f32], y: &'a [f32]) -> Vec<Case<'a>> {
                 elementwise::act_backward(ActBackward::Sigmoid, x, y, &mut dx2);
                 compare(&dx2, |i| y[i] as f64 * x[i] as f64 * (1.0 - x[i] as f64), 1e-5, 1e-5)
             }),
+        },
+        Case {
+            name: format!("sigmoid_backward, then column sum [{rows}x{cols}] (two passes, 16 B/elem)"),
+            bytes: 16.0 * m as f64,
+            run: Box::new(move || {
+                elementwise::act_backward(ActBackward::Sigmoid, &x[..m], &y[..m], &mut dx3[..m]);
+                reduce_dim(ReduceOp::Sum, &dx3[..m], 1, rows, cols, &mut sums);
+            }),
+            check: Box::new(move || {
+                elementwise::act_backward(ActBackward::Sigmoid, &x[..m], &y[..m], &mut dx4[..m]);
+                reduce_dim(ReduceOp::Sum, &dx4[..m], 1, rows, cols, &mut sums2);
+                check_bias(&dx4[..m], &sums2)
+            }),
+        },
+        Case {
+            name: format!("sigmoid_backward + column sum [{rows}x{cols}] (act_backward_colsum, one pass, 12 B/elem)"),
+            bytes: 12.0 * m as f64,
+            run: Box::new(move || {
+                elementwise::act_backward_colsum(
+                    ActBackward::Sigmoid,
+                    &x[..m],
+                    &y[..m],
+                    &mut dx5[..m],
+                    cols,
+                    &mut sums3,
+                )
+            }),
+            check: {
+                let (mut dx6, mut sums4) = (vec![0.0f32; m], vec![0.0f32; cols]);
+                Box::new(move || {
+                    elementwise::act_backward_colsum(
+                        ActBackward::Sigmoid,
+                        &x[..m],
+                        &y[..m],
+                        &mut dx6,
+                        cols,
+                        &mut sums4,
+                    );
+                    check_bias(&dx6, &sums4)
+                })
+            },
         },
     ]
 }

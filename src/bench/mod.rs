@@ -500,6 +500,36 @@ mod tests {
     }
 
     #[test]
+    fn memory_bound_reports_validate_every_case() {
+        // A size that is not a whole number of 256-wide rows: the column-sum
+        // cases use the whole rows only.
+        for kernel in ["elementwise", "reduce", "adam"] {
+            let cfg = BenchConfig {
+                kernel: kernel.into(),
+                sizes: vec![5000],
+                threads: Some(1),
+                repeats: 2,
+                min_time: 0.001,
+                ..Default::default()
+            };
+            let r = run(&cfg).unwrap();
+            for m in &r.measurements {
+                assert!(
+                    matches!(m.status, Status::Ok) && m.rate().is_some(),
+                    "{kernel}: {} {:?}",
+                    m.implementation,
+                    m.status
+                );
+            }
+            if kernel == "elementwise" {
+                let text = r.to_string();
+                assert!(text.contains("(two passes, 16 B/elem)"), "{text}");
+                assert!(text.contains("(act_backward_colsum, one pass, 12 B/elem)"), "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn unknown_kernel_is_an_error() {
         let cfg = BenchConfig {
             kernel: "fft".into(),
