@@ -564,41 +564,31 @@ pub enum ActBackward {
     Tanh,
 }
 
-impl ActBackward {
-    /// Runs `k` with this rule as a plain function `f(s, dy)`: one
-    /// monomorphic copy of the caller's loop per rule, which the AVX2 wrapper
-    /// can vectorise (a `match` inside the loop would not).
-    #[inline(always)]
-    fn with_rule<T: Float, R>(self, k: impl RuleUser<T, R>) -> R {
-        match self {
-            ActBackward::Relu => k.run(|v: T, gy: T| if v > T::ZERO { gy } else { T::ZERO }),
-            ActBackward::LeakyRelu(slope) => {
-                let slope = T::from_f64(slope);
-                k.run(move |v: T, gy: T| if v > T::ZERO { gy } else { gy * slope })
+/// Evaluates `$body` with `$f` bound to `op`'s rule `f(s, dy)` as a plain
+/// closure over `$t`: one monomorphic copy of the caller's loop per rule,
+/// which the AVX2 wrapper can vectorise (a `match` inside the loop would not).
+macro_rules! with_rule {
+    ($op:expr, $t:ty, |$f:ident| $body:expr) => {
+        match $op {
+            ActBackward::Relu => {
+                let $f = |v: $t, gy: $t| if v > <$t>::ZERO { gy } else { <$t>::ZERO };
+                $body
             }
-            ActBackward::Sigmoid => k.run(|y: T, gy: T| gy * y * (T::ONE - y)),
-            ActBackward::Tanh => k.run(|y: T, gy: T| gy * (T::ONE - y * y)),
+            ActBackward::LeakyRelu(slope) => {
+                let slope = <$t>::from_f64(slope);
+                let $f = move |v: $t, gy: $t| if v > <$t>::ZERO { gy } else { gy * slope };
+                $body
+            }
+            ActBackward::Sigmoid => {
+                let $f = |y: $t, gy: $t| gy * y * (<$t>::ONE - y);
+                $body
+            }
+            ActBackward::Tanh => {
+                let $f = |y: $t, gy: $t| gy * (<$t>::ONE - y * y);
+                $body
+            }
         }
-    }
-}
-
-/// dx's base pointer, shared by threads that write disjoint column blocks.
-#[derive(Clone, Copy)]
-struct ColumnsOf<T>(*mut T);
-// SAFETY: only handed to `act_backward_colsum`'s blocks, each of which
-// writes its own columns of every row.
-unsafe impl<T> Send for ColumnsOf<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for ColumnsOf<T> {}
-impl<T> ColumnsOf<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
-/// A loop generic over the rule `f(s, dy)` it applies ([`ActBackward::with_rule`]).
-trait RuleUser<T, R> {
-    fn run(self, f: impl Fn(T, T) -> T + Copy + Sync + Send) -> R;
+    };
 }
 
 /// `dx = dy·f'(s)` for an `[rows, cols]` tensor, and `colsum[i] = Σⱼ dx[j, i]`
@@ -621,64 +611,49 @@ pub fn act_backward_colsum<T: Float>(
         cols > 0 && dx.len().is_multiple_of(cols),
         "act_backward_colsum: not whole rows"
     );
-    struct Colsum<'a, T> {
-        saved: &'a [T],
-        dy: &'a [T],
-        dx: &'a mut [T],
+    fn run<T: Float>(
+        f: impl Fn(T, T) -> T + Copy + Sync + Send,
+        saved: &[T],
+        dy: &[T],
+        dx: &mut [T],
         cols: usize,
-        colsum: &'a mut [T],
-    }
-    impl<T: Float> RuleUser<T, ()> for Colsum<'_, T> {
-        fn run(self, f: impl Fn(T, T) -> T + Copy + Sync + Send) {
-            let Colsum {
-                saved,
-                dy,
-                dx,
-                cols,
-                colsum,
-            } = self;
-            let rows = dx.len() / cols;
-            let dxp = ColumnsOf(dx.as_mut_ptr());
-            // Columns c0..c0 + sums.len(), all rows: each row's run of the
-            // block is computed, stored and added into the block's sums.
-            let block = |c0: usize, sums: &mut [T]| {
-                let w = sums.len();
-                sums.fill(T::ZERO);
-                for j in 0..rows {
-                    let at = j * cols + c0;
-                    // SAFETY: blocks cover disjoint columns, so this row run
-                    // of dx is written by this call only; it lies inside dx.
-                    let d = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(at), w) };
-                    let (s, g) = (&saved[at..at + w], &dy[at..at + w]);
-                    for (((d, sum), &v), &gy) in d.iter_mut().zip(sums.iter_mut()).zip(s).zip(g) {
-                        let x = f(v, gy);
-                        *d = x;
-                        *sum += x;
-                    }
+        colsum: &mut [T],
+    ) {
+        let rows = dx.len() / cols;
+        let dxp = crate::SharedMut(dx.as_mut_ptr());
+        // Columns c0..c0 + sums.len(), all rows: each row's run of the
+        // block is computed, stored and added into the block's sums.
+        let block = |c0: usize, sums: &mut [T]| {
+            let w = sums.len();
+            sums.fill(T::ZERO);
+            for j in 0..rows {
+                let at = j * cols + c0;
+                // SAFETY: blocks cover disjoint columns, so this row run
+                // of dx is written by this call only; it lies inside dx.
+                let d = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(at), w) };
+                let (s, g) = (&saved[at..at + w], &dy[at..at + w]);
+                for (((d, sum), &v), &gy) in d.iter_mut().zip(sums.iter_mut()).zip(s).zip(g) {
+                    let x = f(v, gy);
+                    *d = x;
+                    *sum += x;
                 }
-            };
-            // Whole rows on one thread: each operand streams through in one
-            // contiguous run (column blocks of 2048 measured 1.3x slower at
-            // [100, 12288], their 8 KB runs 48 KB apart). On the pool, a
-            // couple of wide column blocks per thread.
-            if dx.len() < PAR_THRESHOLD || rayon::current_num_threads() == 1 {
-                simd(|| block(0, colsum));
-            } else {
-                let width = cols.div_ceil(2 * rayon::current_num_threads()).next_multiple_of(256);
-                colsum
-                    .par_chunks_mut(width)
-                    .enumerate()
-                    .for_each(|(b, sums)| simd(|| block(b * width, sums)));
             }
+        };
+        // Whole rows on one thread: each operand streams through in one
+        // contiguous run (column blocks of 2048 measured 1.3x slower at
+        // [100, 12288], their 8 KB runs 48 KB apart). On the pool, a
+        // couple of wide column blocks per thread.
+        if dx.len() < PAR_THRESHOLD || rayon::current_num_threads() == 1 {
+            simd(|| block(0, colsum));
+        } else {
+            let width = cols.div_ceil(2 * rayon::current_num_threads()).next_multiple_of(256);
+            colsum
+                .par_chunks_mut(width)
+                .enumerate()
+                .for_each(|(b, sums)| simd(|| block(b * width, sums)));
         }
     }
-    op.with_rule(Colsum {
-        saved,
-        dy,
-        dx,
-        cols,
-        colsum,
-    })
+    with_rule!(op, T, |f| run(f, saved, dy, dx, cols, colsum))
 }
 
 /// dx = dy·f'(s) for the fused activation backward rules.
@@ -703,17 +678,7 @@ pub fn act_backward<T: Float>(op: ActBackward, saved: &[T], dy: &[T], dx: &mut [
                 .for_each(|(i, c)| simd(|| body(i * CHUNK, c)));
         }
     }
-    struct Plain<'a, T> {
-        saved: &'a [T],
-        dy: &'a [T],
-        dx: &'a mut [T],
-    }
-    impl<T: Float> RuleUser<T, ()> for Plain<'_, T> {
-        fn run(self, f: impl Fn(T, T) -> T + Copy + Sync + Send) {
-            run(f, self.saved, self.dy, self.dx)
-        }
-    }
-    op.with_rule(Plain { saved, dy, dx })
+    with_rule!(op, T, |f| run(f, saved, dy, dx))
 }
 
 /// Binary elementwise functions.

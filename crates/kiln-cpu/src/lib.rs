@@ -280,6 +280,25 @@ pub(crate) fn has_avx512() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
 }
 
+/// A raw output pointer that may cross to rayon workers, for kernels whose
+/// workers each write a disjoint part of one buffer (the GEMM driver's
+/// tiles, a column block of `act_backward_colsum`).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
+// SAFETY: every user hands each worker a disjoint set of elements, so no two
+// threads touch the same one.
+unsafe impl<T> Send for SharedMut<T> {}
+// SAFETY: as above; the pointer itself is only copied.
+unsafe impl<T> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer. Closures call this instead of reading `.0`, so they
+    /// capture the Send/Sync wrapper rather than the bare pointer field.
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Below this many elements a kernel runs on the caller's thread: spawning
 /// rayon tasks costs more than the work.
 pub const PAR_THRESHOLD: usize = 1 << 18;

@@ -25,6 +25,7 @@
 //! column slabs for a small batch); k is always summed by one thread in the
 //! same order, so results are bit-identical whatever the thread count.
 
+use crate::SharedMut;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -531,17 +532,7 @@ impl Prefetch {
 /// 256 KiB for v4: in L2 next to the A block).
 const TILE_GROUP: usize = 8;
 
-/// A raw pointer that may cross to rayon workers: each worker writes a
-/// disjoint set of output tiles.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: the driver hands every worker a disjoint set of C tiles, so no two
-// threads touch the same element.
-unsafe impl Send for SharedMut {}
-// SAFETY: as above; the pointer itself is only copied.
-unsafe impl Sync for SharedMut {}
-
-/// The same for read-only operands.
+/// [`crate::SharedMut`] for read-only operands.
 #[derive(Clone, Copy)]
 struct Shared(*const f32);
 // SAFETY: A and B are only read while the GEMM runs (caller's contract).
@@ -553,11 +544,6 @@ unsafe impl Sync for Shared {}
 // Send/Sync wrapper rather than the bare pointer field.
 impl Shared {
     fn get(self) -> *const f32 {
-        self.0
-    }
-}
-impl SharedMut {
-    fn get(self) -> *mut f32 {
         self.0
     }
 }
