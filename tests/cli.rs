@@ -400,3 +400,57 @@ fn info_prints_threads_and_cpu_features() {
     }
     assert!(out.contains("cuda: "), "{out}");
 }
+
+#[test]
+fn bench_gan_step_reports_the_gemm_rate_against_the_peak() {
+    let tmp = tmp();
+    let json = tmp.path().join("step.json");
+    let json_arg = json.to_str().unwrap();
+    let args = [
+        "bench",
+        "gan-step",
+        "--preset",
+        "toy",
+        "--threads",
+        "1",
+        "--steps",
+        "3",
+        "--repeats",
+        "1",
+    ];
+    let out = kiln_ok(tmp.path(), &[&args[..], &["--json", json_arg]].concat());
+    assert!(
+        out.lines().any(|l| l.starts_with("peak: ") && l.contains("GFLOP/s")),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let peak = doc["peak"]["gflops"].as_f64().unwrap();
+    let row = &doc["rows"][0];
+    assert_eq!(row["config"], "toy2d");
+    // The toy's products at batch 256, counted here by layer: G forward; D
+    // forward ×3, D weight gradients ×3 (two in the D step, none in the G
+    // step), D input gradients inside D ×2 and through D ×1; G weight
+    // gradients and G input gradients inside G.
+    let l = |i: f64, o: f64| 2.0 * 256.0 * i * o;
+    let g = [l(2.0, 128.0), l(128.0, 128.0), l(128.0, 2.0)];
+    let d = [l(2.0, 128.0), l(128.0, 128.0), l(128.0, 1.0)];
+    let (g_all, d_all): (f64, f64) = (g.iter().sum(), d.iter().sum());
+    let want = g_all + 3.0 * d_all + 2.0 * d_all + 2.0 * (d[1] + d[2]) + d_all + g_all + (g[1] + g[2]);
+    let per_step = row["gemm_gflop_per_step"].as_f64().unwrap();
+    assert!((per_step - want / 1e9).abs() < 1e-12, "{per_step} vs {}", want / 1e9);
+    let (rate, ms) = (row["gemm_gflops"].as_f64().unwrap(), row["median_ms"].as_f64().unwrap());
+    assert!(
+        (rate - per_step / (ms / 1e3)).abs() < 1e-6 * rate,
+        "{rate} vs {per_step} GFLOP in {ms} ms"
+    );
+    let frac = row["frac_of_peak"].as_f64().unwrap();
+    assert!((frac - rate / peak).abs() < 1e-9 && frac > 0.0 && frac < 3.0, "{frac}");
+
+    // No plot for gan-step: one line, exit 1, no file.
+    let png = tmp.path().join("step.png");
+    let out = kiln(tmp.path(), &[&args[..], &["--plot", png.to_str().unwrap()]].concat());
+    let line = assert_one_line_error(&out, "bench gan-step --plot");
+    assert!(line.contains("--plot"), "{line}");
+    assert!(!png.exists());
+    assert_no_temp_files(tmp.path());
+}

@@ -171,7 +171,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     let report = pool.install(|| run_in_pool(cfg))?;
     if let Some(path) = &cfg.json {
         let text = serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        kiln_nn::state_dict::write_atomic(path, text.as_bytes()).map_err(|e| e.to_string())?;
     }
     if let Some(path) = &cfg.plot {
         plot::write_plot(&report, path)?;

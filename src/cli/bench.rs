@@ -58,7 +58,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         return cuda_bench(&a, device);
     }
     if a.kernel == "gan-step" {
-        return gan_step(&a, Device::Cpu);
+        return gan_step(&a, Device::Cpu, None);
     }
     let cfg = BenchConfig {
         kernel: a.kernel.clone(),
@@ -85,10 +85,11 @@ fn cuda_bench(a: &BenchArgs, device: Device) -> Result<ExitCode> {
         other => Error::Cuda(other.to_string()),
     };
     let gpu = CudaBackend::global().map_err(cuda)?;
-    if a.kernel == "gan-step" {
-        return gan_step(a, device);
-    }
     let info = device_info(gpu).map_err(cuda)?;
+    if a.kernel == "gan-step" {
+        let peak = info.peak_gflops.map(|g| (format!("{} FP32", info.name), g));
+        return gan_step(a, device, peak);
+    }
     println!(
         "kiln bench {} --device cuda: {} (sm_{}{}, {} SMs), peak {:.0} GFLOP/s FP32, {:.0} GB/s",
         a.kernel,
@@ -203,11 +204,7 @@ fn cuda_bench(a: &BenchArgs, device: Device) -> Result<ExitCode> {
             })
             .collect();
         let doc = serde_json::json!({"device": info.name, "kernel": a.kernel, "results": rows});
-        std::fs::write(
-            p,
-            serde_json::to_string_pretty(&doc).map_err(|e| Error::Invalid(e.to_string()))?,
-        )
-        .map_err(|e| Error::io(p.display(), e))?;
+        write_json(p, &doc)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -273,24 +270,74 @@ fn step_config(name: &str) -> Result<StepConfig> {
 /// is drawn on the host and copied (as the trainer does), and every step ends
 /// with reading the G loss, which waits for the device (the PyTorch script
 /// synchronises once per step too).
-fn gan_step(a: &BenchArgs, device: Device) -> Result<ExitCode> {
+///
+/// Next to steps/s it prints the rate of the step's matrix products
+/// ([`step_gemm_flops`] per step over the step's time) as a fraction of the
+/// machine's peak: on the CPU the FMA probe's (run once, before the steps, on
+/// as many threads), on a GPU its FP32 peak (`peak`, from its attributes).
+fn gan_step(a: &BenchArgs, device: Device, peak: Option<(String, f64)>) -> Result<ExitCode> {
+    if a.plot.is_some() {
+        return Err(Error::Invalid(
+            "kiln bench gan-step draws no plot (--plot is for the kernel benchmarks); use --json".into(),
+        ));
+    }
+    let configs = a.preset.iter().map(|p| step_config(p)).collect::<Result<Vec<_>>>()?;
     crate::cli::set_threads(a.threads)?;
+    let peak = match peak {
+        Some(p) => Some(p),
+        None if device == Device::Cpu => {
+            let p = kiln_cpu::probe::fma_peak_gflops(rayon::current_num_threads());
+            Some((format!("{} probe, {} thread(s)", p.isa.name(), p.threads), p.gflops))
+        }
+        None => None,
+    };
     // On a worker of the pool, as training runs (see `cli::on_pool`).
-    crate::cli::on_pool(device, || gan_step_steps(a, device))
+    crate::cli::on_pool(device, || gan_step_steps(a, device, &configs, peak))
 }
 
-fn gan_step_steps(a: &BenchArgs, device: Device) -> Result<ExitCode> {
+/// The multiply-adds of one benchmark step's matrix products, ×2 (FLOPs):
+/// G forward once (its fake serves both steps); D forward three times (real
+/// and detached fake in the D step, fake in the G step); D step backward:
+/// weight gradients of both D forwards and input gradients inside D (not into
+/// the first layer: its inputs are data and a detached fake); G step backward:
+/// input gradients through all of D, D's weight gradients only with
+/// `full_g_backward`, G's weight gradients, and input gradients inside G (not
+/// into the noise). Bias gradients, activations, losses and Adam are not
+/// counted: they are memory-bound work that a GEMM-bound step hides.
+fn step_gemm_flops(c: &StepConfig, full_g_backward: bool) -> f64 {
+    let layers = |dims: &[usize], skip_first: bool| -> f64 {
+        dims.windows(2)
+            .skip(usize::from(skip_first))
+            .map(|w| 2.0 * (c.batch * w[0] * w[1]) as f64)
+            .sum()
+    };
+    let (g, d) = (layers(&c.g, false), layers(&c.d, false));
+    let (g_inner, d_inner) = (layers(&c.g, true), layers(&c.d, true));
+    let d_step = 2.0 * d + 2.0 * d + 2.0 * d_inner;
+    let g_step = d + d + if full_g_backward { d } else { 0.0 } + g + g_inner;
+    g + d_step + g_step
+}
+
+fn gan_step_steps(
+    a: &BenchArgs,
+    device: Device,
+    configs: &[StepConfig],
+    peak: Option<(String, f64)>,
+) -> Result<ExitCode> {
     println!(
         "kiln bench gan-step --device {device}: {} threads; median over {} repeats of {} steps",
         rayon::current_num_threads(),
         a.repeats,
         a.steps
     );
-    println!("| config | batch | median ms/step | steps/s | min-max ms | loss D/G end |");
-    println!("|---|---|---|---|---|---|");
+    match &peak {
+        Some((what, g)) => println!("peak: {g:.1} GFLOP/s ({what})"),
+        None => println!("peak: unknown for this device"),
+    }
+    println!("| config | batch | median ms/step | steps/s | min-max ms | GEMM GFLOP/s | % of peak | loss D/G end |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
-    for p in &a.preset {
-        let c = step_config(p)?;
+    for c in configs {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut g = mlp(&c.g, Act::Relu, c.g_out, &mut rng)?;
         let mut d = mlp(&c.d, Act::Relu, c.d_sigmoid.then_some(Activation::Sigmoid), &mut rng)?;
@@ -338,26 +385,94 @@ fn gan_step_steps(a: &BenchArgs, device: Device) -> Result<ExitCode> {
         }
         meds.sort_by(f64::total_cmp);
         let med = meds[meds.len() / 2];
+        let flops = step_gemm_flops(c, a.full_g_backward);
+        let gflops = flops / med / 1e9;
+        let frac = peak.as_ref().map(|(_, p)| gflops / p);
         println!(
-            "| {} | {} | {:.3} | {:.1} | {:.3}-{:.3} | {:.3}/{:.3} |",
+            "| {} | {} | {:.3} | {:.1} | {:.3}-{:.3} | {:.1} | {} | {:.3}/{:.3} |",
             c.name,
             c.batch,
             med * 1e3,
             1.0 / med,
             meds[0] * 1e3,
             meds[meds.len() - 1] * 1e3,
+            gflops,
+            frac.map_or("-".into(), |f| format!("{:.1} %", 100.0 * f)),
             last.0,
             last.1
         );
         rows.push(
             serde_json::json!({"config": c.name, "batch": c.batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
-            "min_ms": meds[0] * 1e3, "max_ms": meds[meds.len() - 1] * 1e3, "threads": rayon::current_num_threads()}),
+            "min_ms": meds[0] * 1e3, "max_ms": meds[meds.len() - 1] * 1e3, "threads": rayon::current_num_threads(),
+            "gemm_gflop_per_step": flops / 1e9, "gemm_gflops": gflops, "frac_of_peak": frac}),
         );
     }
+    println!(
+        "note: GEMM GFLOP/s = the step's matrix products (2·m·n·k each: {}) over the median step time; \
+         % of peak = that rate over the peak above, which is the share of the step its products would \
+         take at the peak. The rest is the products' own shortfall and the memory-bound work not \
+         counted (Adam, activations, losses, bias gradients).",
+        if a.full_g_backward {
+            "with D's weight gradients in the G step"
+        } else {
+            "G's gradients only in the G step"
+        }
+    );
     if let Some(p) = &a.json {
-        let text = serde_json::to_string_pretty(&serde_json::json!({"kernel": "gan-step", "rows": rows}))
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        std::fs::write(p, text).map_err(|e| Error::io(p.display(), e))?;
+        let doc = serde_json::json!({"kernel": "gan-step", "device": device.to_string(),
+            "peak": peak.as_ref().map(|(what, g)| serde_json::json!({"what": what, "gflops": g})), "rows": rows});
+        write_json(p, &doc)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `doc` to `path` whole or not at all (a temporary file renamed over it).
+fn write_json(path: &std::path::Path, doc: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| Error::Invalid(e.to_string()))?;
+    kiln_nn::state_dict::write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_flops_count_each_product_of_the_step_once() {
+        // The article, product by product. U: a 100-row batch through the
+        // 12288-wide layers (2·100·128·12288); s1: G's first layer
+        // (2·100·100·128); s2: D's last layer (2·100·128·1).
+        let (u, s1, s2) = (
+            2.0 * 100.0 * 128.0 * 12288.0,
+            2.0 * 100.0 * 100.0 * 128.0,
+            2.0 * 100.0 * 128.0,
+        );
+        let g_only = [
+            s1 + u,   // G forward (the fake serves both steps)
+            2.0 * u,  // D step: D's first layer on real and on fake
+            2.0 * s2, // D step: D's last layer on both
+            2.0 * u,  // D step: dW1 for real and fake
+            2.0 * s2, // D step: dW2 for real and fake
+            2.0 * s2, // D step: the gradient into D's hidden layer, both batches
+            u + s2,   // G step: D forward on the fake
+            s2 + u,   // G step: input gradients through D, down to the fake
+            u + s1,   // G step: G's weight gradients
+            u,        // G step: the gradient into G's hidden layer (none into the noise)
+        ];
+        let c = step_config("article").unwrap();
+        let want: f64 = g_only.iter().sum();
+        assert_eq!(step_gemm_flops(&c, false), want);
+        // --full-g-backward adds D's weight gradients in the G step.
+        assert_eq!(step_gemm_flops(&c, true), want + u + s2);
+        // Nine products of U: the count docs/benchmarks.md works from.
+        assert!((step_gemm_flops(&c, false) - 9.0 * u) / u < 0.02);
+        // A deeper model: every hidden layer of G takes an input gradient.
+        let toy = step_config("toy").unwrap();
+        let l = |i: usize, o: usize| 2.0 * 256.0 * (i * o) as f64;
+        let (g, d) = (l(2, 128) + l(128, 128) + l(128, 2), l(2, 128) + l(128, 128) + l(128, 1));
+        let (g_in, d_in) = (g - l(2, 128), d - l(2, 128));
+        assert_eq!(
+            step_gemm_flops(&toy, false),
+            g + (4.0 * d + 2.0 * d_in) + (2.0 * d + g + g_in)
+        );
+    }
 }
