@@ -118,6 +118,40 @@ pub fn linear_fused<T: Float>(
     );
 }
 
+/// [`linear_fused`] for several batches of the same shape through one
+/// layer: `c_i = act(x_i·wt + bias)` for each `(x_i, c_i)`. For f32 the
+/// batches go through [`crate::gemm::sgemm_fused_batches`], which packs each
+/// block of `wt` once for all of them where it can; every `c_i` has the bits
+/// [`linear_fused`] gives it alone.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_fused_batches<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    batches: &mut [(&[T], &mut [T])],
+    x_strides: [isize; 2],
+    wt: &[T],
+    wt_strides: [isize; 2],
+    bias: Option<&[T]>,
+    act: Option<UnaryOp>,
+) {
+    if let Some(wt) = as_f32(wt) {
+        let mut f32_batches: Vec<(&[f32], &mut [f32])> = batches
+            .iter_mut()
+            .filter_map(|(x, c)| Some((as_f32(x)?, as_f32_mut(c)?)))
+            .collect();
+        let f = act.map(|op| move |row: &mut [f32]| unary_in_place(op, row));
+        let epi = crate::gemm::Epilogue {
+            bias: bias.and_then(as_f32),
+            act: f.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync)),
+        };
+        return crate::gemm::sgemm_fused_batches(m, n, k, &mut f32_batches, x_strides, wt, wt_strides, epi);
+    }
+    for (x, c) in batches.iter_mut() {
+        linear_fused(m, n, k, x, x_strides, wt, wt_strides, bias, act, c);
+    }
+}
+
 /// A linear layer's forward in separate passes, the definition the fused
 /// epilogue matches bit for bit: C's rows set to `bias` and the product
 /// added onto them (beta = 1), or C overwritten (beta = 0); then `act` on

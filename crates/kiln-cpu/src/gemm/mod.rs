@@ -363,12 +363,11 @@ pub unsafe fn sgemm_variant_raw(
                 n,
                 k,
                 alpha,
-                a,
+                &[packed::Batch { a, c }],
                 a_strides,
                 b,
                 b_strides,
                 beta,
-                c,
                 c_strides,
                 packed::Epilogue::NONE,
             ),
@@ -394,19 +393,18 @@ unsafe fn run_packed(
     n: usize,
     k: usize,
     alpha: f32,
-    a: *const f32,
+    batches: &[packed::Batch],
     a_strides: [isize; 2],
     b: *const f32,
     b_strides: [isize; 2],
     beta: f32,
-    c: *mut f32,
     c_strides: [isize; 2],
     epi: Epilogue,
 ) {
     // SAFETY (all arms): forwarded from the caller's contract.
     unsafe {
         match variant {
-            Variant::V3PackedScalar => packed::sgemm_packed::<{ packed::V3_MR }, { packed::V3_NR }>(
+            Variant::V3PackedScalar => packed::sgemm_packed_batches::<{ packed::V3_MR }, { packed::V3_NR }>(
                 packed::kernel_v3_scalar_4x8,
                 packed::V3_BLOCKING,
                 packed::Packers::portable::<{ packed::V3_MR }, { packed::V3_NR }>(),
@@ -414,17 +412,16 @@ unsafe fn run_packed(
                 n,
                 k,
                 alpha,
-                a,
+                batches,
                 a_strides,
                 b,
                 b_strides,
                 beta,
-                c,
                 c_strides,
                 epi,
             ),
             #[cfg(target_arch = "x86_64")]
-            Variant::V4Avx2 => packed::sgemm_packed::<{ avx2::MR }, { avx2::NR }>(
+            Variant::V4Avx2 => packed::sgemm_packed_batches::<{ avx2::MR }, { avx2::NR }>(
                 avx2::kernel_v4_avx2_6x16,
                 avx2::BLOCKING,
                 avx2::PACKERS,
@@ -432,17 +429,16 @@ unsafe fn run_packed(
                 n,
                 k,
                 alpha,
-                a,
+                batches,
                 a_strides,
                 b,
                 b_strides,
                 beta,
-                c,
                 c_strides,
                 epi,
             ),
             #[cfg(target_arch = "x86_64")]
-            Variant::V5Avx512 => packed::sgemm_packed::<{ avx512::MR }, { avx512::NR }>(
+            Variant::V5Avx512 => packed::sgemm_packed_batches::<{ avx512::MR }, { avx512::NR }>(
                 avx512::kernel_v5_avx512_12x32,
                 avx512::BLOCKING,
                 avx512::PACKERS,
@@ -450,12 +446,11 @@ unsafe fn run_packed(
                 n,
                 k,
                 alpha,
-                a,
+                batches,
                 a_strides,
                 b,
                 b_strides,
                 beta,
-                c,
                 c_strides,
                 epi,
             ),
@@ -486,46 +481,88 @@ pub fn sgemm_fused(
     epi: Epilogue,
     c: &mut [f32],
 ) {
-    check_extent("A", a.len(), m, k, a_strides);
+    sgemm_fused_batches(m, n, k, &mut [(a, c)], a_strides, b, b_strides, epi);
+}
+
+/// [`sgemm_fused`] for several products that share B, each `(A_i, C_i)` of
+/// the same sizes and strides (a linear layer's weight applied to several
+/// batches): `C_i = A_i·B + bias`, then `act`. Where the packed driver runs
+/// its small-batch order (at most `small_m` rows), each B group is packed
+/// once for every batch and their row panels run against it while it is in
+/// L2, instead of B streaming from memory once per batch. Every `C_i` gets
+/// the bits [`sgemm_fused`] gives it alone.
+///
+/// # Panics
+/// As for [`sgemm_fused`], for every batch.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_fused_batches(
+    m: usize,
+    n: usize,
+    k: usize,
+    batches: &mut [(&[f32], &mut [f32])],
+    a_strides: [isize; 2],
+    b: &[f32],
+    b_strides: [isize; 2],
+    epi: Epilogue,
+) {
+    for (a, c) in batches.iter() {
+        check_extent("A", a.len(), m, k, a_strides);
+        check_extent("C", c.len(), m, n, [n as isize, 1]);
+    }
     check_extent("B", b.len(), k, n, b_strides);
-    check_extent("C", c.len(), m, n, [n as isize, 1]);
     assert!(epi.bias.is_none_or(|b| b.len() == n), "bias of the wrong length");
     if m == 0 || n == 0 {
         return;
     }
     let variant = choose_variant(m, n, k);
     if k > 0 && matches!(variant, Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512) {
-        // SAFETY: extents checked above; unit column stride; k > 0.
-        return unsafe {
-            run_packed(
-                variant,
-                m,
-                n,
-                k,
-                1.0,
-                a.as_ptr(),
-                a_strides,
-                b.as_ptr(),
-                b_strides,
-                0.0,
-                c.as_mut_ptr(),
-                [n as isize, 1],
-                epi,
-            )
-        };
+        for chunk in batches.chunks_mut(packed::MAX_BATCHES) {
+            let mut ptrs = [packed::Batch {
+                a: std::ptr::null(),
+                c: std::ptr::null_mut(),
+            }; packed::MAX_BATCHES];
+            for (p, (a, c)) in ptrs.iter_mut().zip(chunk.iter_mut()) {
+                *p = packed::Batch {
+                    a: a.as_ptr(),
+                    c: c.as_mut_ptr(),
+                };
+            }
+            // SAFETY: extents checked above; unit column stride; k > 0; the
+            // batches' C are distinct `&mut` slices, so none aliases another
+            // batch's A or C.
+            unsafe {
+                run_packed(
+                    variant,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    &ptrs[..chunk.len()],
+                    a_strides,
+                    b.as_ptr(),
+                    b_strides,
+                    0.0,
+                    [n as isize, 1],
+                    epi,
+                )
+            };
+        }
+        return;
     }
-    crate::matmul::linear_unfused(
-        m,
-        n,
-        k,
-        a,
-        a_strides,
-        b,
-        b_strides,
-        epi.bias,
-        epi.act.map(|f| f as &dyn Fn(&mut [f32])),
-        c,
-    );
+    for (a, c) in batches.iter_mut() {
+        crate::matmul::linear_unfused(
+            m,
+            n,
+            k,
+            a,
+            a_strides,
+            b,
+            b_strides,
+            epi.bias,
+            epi.act.map(|f| f as &dyn Fn(&mut [f32])),
+            c,
+        );
+    }
 }
 
 /// `C = beta·C` (zeros when `beta == 0`, so NaNs in C do not survive).

@@ -464,6 +464,7 @@ pub(super) fn prefetch_c_tile(c: *mut f32, rs_c: isize, cs_c: isize, mr: usize, 
 /// apart (the rows of a row-major block or the columns of a column-major
 /// one). Prefetching never faults, so addresses are computed with wrapping
 /// arithmetic and may touch a line just past the region.
+#[derive(Clone, Copy)]
 struct Prefetch {
     /// Start of the current run.
     run_at: *const u8,
@@ -548,6 +549,17 @@ impl Shared {
     }
 }
 
+/// A and C of one batch of a product whose other operand, B, several
+/// batches share (see [`sgemm_packed_batches`]).
+#[derive(Clone, Copy)]
+pub(super) struct Batch {
+    pub a: *const f32,
+    pub c: *mut f32,
+}
+
+/// The most batches [`sgemm_packed_batches`] runs together.
+pub(super) const MAX_BATCHES: usize = 4;
+
 /// The packed GEMM driver: the loop nest in the module docs around
 /// `kernel`, an MR×NR micro-kernel.
 ///
@@ -572,10 +584,60 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     c_strides: [isize; 2],
     epi: Epilogue,
 ) {
+    // SAFETY: forwarded.
+    unsafe {
+        sgemm_packed_batches::<MR, NR>(
+            kernel,
+            blk,
+            pack,
+            m,
+            n,
+            k,
+            alpha,
+            &[Batch { a, c }],
+            a_strides,
+            b,
+            b_strides,
+            beta,
+            c_strides,
+            epi,
+        )
+    }
+}
+
+/// [`sgemm_packed`] for up to [`MAX_BATCHES`] products `C_i = A_i·B` of the
+/// same sizes and strides (a linear layer applied to several batches). In
+/// the small-m order each B group is packed once and every batch's row panels
+/// run against it while it is in L2, instead of one packing of B per batch
+/// (for `x·W1ᵀ` of the article's D, a 6 MiB stream from memory each). Each
+/// batch's tiles, k blocks and epilogue are those it has alone, so its bits
+/// are too; other orders run the batches one after another.
+///
+/// # Safety
+/// As for [`sgemm_packed`], for every batch; no C may alias another batch's
+/// A or C.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn sgemm_packed_batches<const MR: usize, const NR: usize>(
+    kernel: MicroKernel,
+    blk: Blocking,
+    pack: Packers,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    batches: &[Batch],
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    beta: f32,
+    c_strides: [isize; 2],
+    epi: Epilogue,
+) {
     debug_assert!(blk.mc.is_multiple_of(MR) && blk.small_m.is_multiple_of(MR));
     debug_assert!(blk.nc.is_multiple_of(NR) && MR * NR <= MAX_TILE);
     debug_assert!((epi.bias.is_none() && epi.act.is_none()) || c_strides[1] == 1);
     debug_assert!(epi.bias.is_none_or(|b| b.len() >= n));
+    debug_assert!((1..=MAX_BATCHES).contains(&batches.len()));
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS;
     let slab = (B_GROUP * NR) * n.div_ceil(threads * B_GROUP * NR);
@@ -585,11 +647,26 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
         // cheap to pack twice; B, the large operand, is split). Slabs start
         // on panel boundaries, so the tiles and their k order, and hence the
         // bits, are those of one thread.
-        let (a, b, c) = (Shared(a), Shared(b), SharedMut(c));
+        let shared: [SharedBatch; MAX_BATCHES] = std::array::from_fn(|i| {
+            SharedBatch(batches.get(i).copied().unwrap_or(Batch {
+                a: std::ptr::null(),
+                c: std::ptr::null_mut(),
+            }))
+        });
+        let b = Shared(b);
+        let count = batches.len();
         (0..n.div_ceil(slab)).into_par_iter().for_each(|s| {
             let (j0, w) = (s * slab, slab.min(n - s * slab));
-            // SAFETY: columns j0..j0 + w of B and C are inside them; each
-            // slab writes only its own columns of C.
+            // Pointer arithmetic only: column j0 of each C.
+            let slab_batches: [Batch; MAX_BATCHES] = std::array::from_fn(|i| {
+                let x = shared[i].get();
+                Batch {
+                    a: x.a,
+                    c: x.c.wrapping_offset(j0 as isize * c_strides[1]),
+                }
+            });
+            // SAFETY: columns j0..j0 + w of B and of each C are inside them;
+            // each slab writes only its own columns of C.
             unsafe {
                 sgemm_packed_on::<MR, NR>(
                     false,
@@ -600,12 +677,11 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
                     w,
                     k,
                     alpha,
-                    a.get(),
+                    &slab_batches[..count],
                     a_strides,
                     b.get().offset(j0 as isize * b_strides[1]),
                     b_strides,
                     beta,
-                    c.get().offset(j0 as isize * c_strides[1]),
                     c_strides,
                     Epilogue {
                         bias: epi.bias.map(|b| &b[j0..j0 + w]),
@@ -619,8 +695,23 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
     // SAFETY: forwarded.
     unsafe {
         sgemm_packed_on::<MR, NR>(
-            parallel, kernel, blk, pack, m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides, epi,
+            parallel, kernel, blk, pack, m, n, k, alpha, batches, a_strides, b, b_strides, beta, c_strides, epi,
         )
+    }
+}
+
+/// A [`Batch`] to hand to rayon's workers.
+#[derive(Clone, Copy)]
+struct SharedBatch(Batch);
+// SAFETY: the batches' A are only read and each worker writes its own
+// columns of each C (see the slab split above).
+unsafe impl Send for SharedBatch {}
+// SAFETY: as above.
+unsafe impl Sync for SharedBatch {}
+
+impl SharedBatch {
+    fn get(self) -> Batch {
+        self.0
     }
 }
 
@@ -639,17 +730,44 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
     n: usize,
     k: usize,
     alpha: f32,
-    a: *const f32,
+    batches: &[Batch],
     a_strides: [isize; 2],
     b: *const f32,
     b_strides: [isize; 2],
     beta: f32,
-    c: *mut f32,
     c_strides: [isize; 2],
     epi: Epilogue,
 ) {
+    let small = !parallel && m <= blk.small_m;
+    if batches.len() > 1 && !small {
+        // Only the small-m order shares B's packing between batches.
+        for one in batches {
+            // SAFETY: forwarded, one batch at a time.
+            unsafe {
+                sgemm_packed_on::<MR, NR>(
+                    parallel,
+                    kernel,
+                    blk,
+                    pack,
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    std::slice::from_ref(one),
+                    a_strides,
+                    b,
+                    b_strides,
+                    beta,
+                    c_strides,
+                    epi,
+                )
+            }
+        }
+        return;
+    }
     let threads = rayon::current_num_threads();
-    let (a, b, c) = (Shared(a), Shared(b), SharedMut(c));
+    // The general order below runs one batch (there is one by now).
+    let (a, b, c) = (Shared(batches[0].a), Shared(b), SharedMut(batches[0].c));
     let [ars, acs] = a_strides;
     let [brs, bcs] = b_strides;
     let [crs, ccs] = c_strides;
@@ -669,7 +787,8 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
     // must pass rows and columns inside C, packs that hold kc groups, and
     // tiles no other thread writes.
     #[allow(clippy::too_many_arguments)]
-    let tiles = |a_pack: &[f32],
+    let tiles = |c: SharedMut<f32>,
+                 a_pack: &[f32],
                  direct: Option<(DirectAKernel, *const f32)>,
                  ic: usize,
                  mc: usize,
@@ -774,7 +893,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             let first_last = (pc == 0, pc + kc == k);
             // SAFETY: (pc, jc) is inside B.
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
-            if !parallel && m <= blk.small_m {
+            if small {
                 // Small m (a batch of ≤ small_m rows): A is packed once and stays in
                 // L2; B is packed a group of TILE_GROUP micro-panels at a
                 // time just before the row panels use them, so it goes from
@@ -799,40 +918,40 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     TILE_GROUP
                 };
                 let next_k = (pc + kc < k).then(|| depth.min(k - pc - kc));
-                let next_a = match next_k.filter(|_| acs != 1) {
-                    // SAFETY (pointer arithmetic): column pc + kc < k is inside A.
-                    Some(kn) => Prefetch::block(
-                        unsafe { a.get().offset((pc + kc) as isize * acs) },
-                        a_strides,
-                        m,
-                        kn,
-                        m_panels * n_panels,
-                    ),
-                    None => Prefetch::NONE,
-                };
-                let mut pf = [next_a, Prefetch::NONE];
-                // A long row-major A (deeper than KC: it streams from
-                // memory once, like B) is read in place when the kernel can,
+                // Per batch: the next k block of a column-major A to
+                // prefetch, and the A block of this k block, read in place
+                // (a long row-major A, deeper than KC: it streams from
+                // memory once, like B, so the kernel reads it where it can,
                 // saving the core time of packing it; only a short last row
-                // panel is packed. A short A is packed: its block is reused
-                // for every column block.
-                // SAFETY (pointer arithmetic): (0, pc) is inside A.
-                let a_blk = unsafe { a.get().offset(pc as isize * acs) };
-                let direct = pack
-                    .direct_a
-                    .filter(|_| acs == 1 && ars != 1 && k > blk.kc)
-                    .map(|kd| (kd, a_blk));
-                with_buffer(&PACK_A, m_panels * MR * kc, |a_pack| {
+                // panel is packed) or packed (a short A: its block is reused
+                // for every column block).
+                let mut next_a = [Prefetch::NONE; MAX_BATCHES];
+                let mut a_blk = [std::ptr::null::<f32>(); MAX_BATCHES];
+                for (i, one) in batches.iter().enumerate() {
+                    // SAFETY (pointer arithmetic): (0, pc) is inside A.
+                    a_blk[i] = unsafe { one.a.offset(pc as isize * acs) };
+                    if let Some(kn) = next_k.filter(|_| acs != 1) {
+                        // SAFETY (pointer arithmetic): column pc + kc < k is inside A.
+                        let at = unsafe { one.a.offset((pc + kc) as isize * acs) };
+                        next_a[i] = Prefetch::block(at, a_strides, m, kn, m_panels * n_panels);
+                    }
+                }
+                let mut next_b = Prefetch::NONE;
+                let direct_a = pack.direct_a.filter(|_| acs == 1 && ars != 1 && k > blk.kc);
+                let a_len = m_panels * MR * kc;
+                with_buffer(&PACK_A, batches.len() * a_len, |a_packs| {
                     // Read in place, A needs packing only when it has fewer
                     // than MR rows (no full panel to overlap) or a short
                     // last panel (that one alone).
-                    let from = match direct {
+                    let from = match direct_a {
                         Some(_) if m >= MR && pack.short(m % MR) => m / MR,
                         Some(_) if m >= MR => m_panels,
                         _ => 0,
                     };
-                    // SAFETY: the m×kc block is inside A; a_pack holds its panels.
-                    unsafe { pack_a_block::<MR>(pack, m, kc, a_blk, a_strides, from, a_pack) };
+                    for (i, a_pack) in a_packs.chunks_exact_mut(a_len).enumerate() {
+                        // SAFETY: the m×kc block is inside A; a_pack holds its panels.
+                        unsafe { pack_a_block::<MR>(pack, m, kc, a_blk[i], a_strides, from, a_pack) };
+                    }
                     with_buffer(&PACK_B, group * NR * kc, |panels| {
                         for jp0 in (0..n_panels).step_by(group) {
                             let count = group.min(n_panels - jp0);
@@ -841,36 +960,43 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             // holds `count` panels, the last of them jp0 + count - 1 < n_panels.
                             unsafe { (pack.b)(jp0, kc, nc, b_blk.get(), b_strides, panels) };
                             let jn = jp0 + count;
-                            pf[1] = match next_k {
+                            // Spread over the tiles of every batch.
+                            let calls = count * m_panels * batches.len();
+                            next_b = match next_k {
                                 _ if long => Prefetch::NONE,
                                 _ if jn < n_panels => {
                                     let cols = (group * NR).min(nc - jn * NR);
                                     // SAFETY (pointer arithmetic): column jn·NR < nc of the block.
                                     let at = unsafe { b_blk.get().offset((jn * NR) as isize * bcs) };
-                                    Prefetch::block(at, b_strides, kc, cols, count * m_panels)
+                                    Prefetch::block(at, b_strides, kc, cols, calls)
                                 }
                                 Some(kn) => {
                                     // SAFETY (pointer arithmetic): row pc + kc < k of B.
                                     let at = unsafe { b_blk.get().offset(kc as isize * brs) };
-                                    Prefetch::block(at, b_strides, kn, (group * NR).min(nc), count * m_panels)
+                                    Prefetch::block(at, b_strides, kn, (group * NR).min(nc), calls)
                                 }
                                 _ => Prefetch::NONE,
                             };
-                            // Rows 0..m against the group's columns.
+                            // Each batch's rows 0..m against the group's columns.
                             let col0 = jc + jp0 * NR;
-                            tiles(
-                                a_pack,
-                                direct,
-                                0,
-                                m,
-                                panels.as_ptr(),
-                                col0,
-                                (count * NR).min(jc + nc - col0),
-                                kc,
-                                beta_blk,
-                                first_last,
-                                &mut pf,
-                            );
+                            for (i, one) in batches.iter().enumerate() {
+                                let mut pf = [next_a[i], next_b];
+                                tiles(
+                                    SharedMut(one.c),
+                                    &a_packs[i * a_len..(i + 1) * a_len],
+                                    direct_a.map(|kd| (kd, a_blk[i])),
+                                    0,
+                                    m,
+                                    panels.as_ptr(),
+                                    col0,
+                                    (count * NR).min(jc + nc - col0),
+                                    kc,
+                                    beta_blk,
+                                    first_last,
+                                    &mut pf,
+                                );
+                                [next_a[i], next_b] = pf;
+                            }
                         }
                     })
                 });
@@ -924,6 +1050,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                             let col0 = jc + jg * NR;
                             // This item is the only writer of these tiles.
                             tiles(
+                                c,
                                 a_pack,
                                 None,
                                 ic,

@@ -570,3 +570,64 @@ fn fused_bias_and_activation_give_the_bits_of_separate_passes() {
         }
     }
 }
+
+/// `sgemm_fused_batches` against `sgemm_fused` run batch by batch: every C
+/// bit for bit, for `count` batches of m×k (A row-major or not) sharing B.
+#[allow(clippy::too_many_arguments)]
+fn check_batches(threads: usize, count: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool, bias: bool) {
+    let a: Vec<Mat> = (0..count).map(|i| Mat::new(m, k, ta, 20 + i as u64)).collect();
+    let b = Mat::new(k, n, tb, 12);
+    let bias_v = fill(n, 13);
+    let sig = |row: &mut [f32]| crate::elementwise::unary_in_place(crate::elementwise::UnaryOp::Sigmoid, row);
+    let epi = Epilogue {
+        bias: bias.then_some(&bias_v[..]),
+        act: Some(&sig),
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let mut got: Vec<Vec<f32>> = vec![vec![f32::NAN; m * n]; count];
+    let mut batches: Vec<(&[f32], &mut [f32])> = a
+        .iter()
+        .map(|x| &x.data[..])
+        .zip(got.iter_mut().map(|c| &mut c[..]))
+        .collect();
+    pool.install(|| sgemm_fused_batches(m, n, k, &mut batches, a[0].strides, &b.data, b.strides, epi));
+    for (i, x) in a.iter().enumerate() {
+        let mut want = vec![f32::NAN; m * n];
+        pool.install(|| sgemm_fused(m, n, k, &x.data, x.strides, &b.data, b.strides, epi, &mut want));
+        let same = got[i].iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+        assert!(
+            same,
+            "batch {i} of {count}: {m}×{n}×{k} (A transposed: {ta}, B transposed: {tb}), bias {bias}, {threads} threads"
+        );
+    }
+}
+
+#[test]
+fn batches_sharing_b_give_each_the_bits_it_has_alone() {
+    // The small-batch order with A read in place (a long batch: k beyond
+    // KC; 100 rows end in a short panel, 50 in an overlapping one), with a
+    // packed A (short k, or A column-major), several B groups and k blocks;
+    // a batch above 144 rows (the block order, batch by batch); more
+    // batches than run together (6 > MAX_BATCHES); and a shape that falls
+    // back to the unfused path.
+    for (m, n, k) in [
+        (100, 300, 1300),
+        (50, 200, 700),
+        (64, 784, 128),
+        (200, 150, 300),
+        (7, 9, 11),
+    ] {
+        for (ta, tb) in [(false, true), (false, false), (true, true)] {
+            for count in [1, 2, 6] {
+                check_batches(1, count, m, n, k, ta, tb, true);
+            }
+        }
+    }
+    check_batches(1, 3, 100, 128, 2000, false, true, false);
+    // Above the parallel threshold: column slabs, and row blocks.
+    for (m, n, k) in [(100, 1100, 1300), (301, 603, 777)] {
+        for threads in [2, 3] {
+            check_batches(threads, 2, m, n, k, false, true, true);
+        }
+    }
+}
