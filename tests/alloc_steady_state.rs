@@ -94,13 +94,10 @@ fn measure(g_w: &[usize], d_w: &[usize], d_sigmoid: bool, loss: GanLoss, batch: 
         let z = Tensor::randn(&[batch, g_w[0]], DType::F32, Device::Cpu, rng).unwrap();
         let fake = g.forward(&z).unwrap();
         opt_d.zero_grad();
-        let ld = d_loss(
-            loss,
-            &d.forward(&real).unwrap(),
-            &d.forward(&fake.detach()).unwrap(),
-            d_sigmoid,
-        )
-        .unwrap();
+        // Both batches through D together, as `kiln bench gan-step` and the
+        // trainer run them.
+        let ys = d.forward_many(&[&real, &fake.detach()]).unwrap();
+        let ld = d_loss(loss, &ys[0], &ys[1], d_sigmoid).unwrap();
         ld.backward().unwrap();
         opt_d.step().unwrap();
         opt_g.zero_grad();

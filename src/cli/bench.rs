@@ -351,7 +351,10 @@ fn gan_step_steps(
             let z = Tensor::randn(&[c.batch, c.g[0]], DType::F32, Device::Cpu, rng)?.to(device)?;
             let fake = g.forward(&z)?;
             opt_d.zero_grad();
-            let ld = d_loss(c.loss, &d.forward(&real)?, &d.forward(&fake.detach())?, c.d_sigmoid)?;
+            // D's linear layers take both batches together (`forward_many`:
+            // one read of each weight; the values of two forwards).
+            let ys = d.forward_many(&[&real, &fake.detach()])?;
+            let ld = d_loss(c.loss, &ys[0], &ys[1], c.d_sigmoid)?;
             ld.backward()?;
             opt_d.step()?;
             opt_g.zero_grad();

@@ -268,6 +268,16 @@ pub fn op_suite(seed: u64) -> Vec<OpCase> {
             vec![Any, Any, Any],
             |x| x[0].linear_act(&x[1], Some(&x[2]), UnaryOp::LeakyRelu(0.2)),
         ),
+        case(
+            "linear_many (two inputs, sigmoid)",
+            vec![vec![n, i], vec![o, i], vec![o], vec![n, i]],
+            vec![Any, Any, Any, Any],
+            |x| {
+                let ys = Tensor::linear_many(&[&x[0], &x[3]], &x[1], Some(&x[2]), Some(UnaryOp::Sigmoid))?;
+                // Weighted apart, so a gradient routed to the wrong input shows.
+                ys[0].add(&ys[1].mul_scalar(3.0)?)
+            },
+        ),
         case("sum", vec![vec![n, i]], vec![Any], |x| x[0].sum()),
         case("sum_dims", vec![vec![p, n, q]], vec![Any], |x| {
             x[0].sum_dims(&[0, 2], false)

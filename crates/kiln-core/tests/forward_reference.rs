@@ -393,6 +393,84 @@ fn linear_act_matches_ndarray_and_the_unfused_ops_bit_for_bit() {
     }
 }
 
+#[test]
+fn linear_many_gives_each_input_the_bits_of_its_own_linear() {
+    use kiln_core::autograd::grad;
+    use kiln_core::Tensor;
+    use kiln_cpu::elementwise::UnaryOp;
+    // A long batch (in-place A, several k blocks; 100 rows end in a short
+    // tile), a packed-A one, and a tiny one (the fallback); inputs from
+    // separate storages and as row views of one (a real-data pool).
+    for (n, i, o) in [(100, 700, 70), (37, 300, 70), (5, 7, 3)] {
+        let w = rnd(&[o, i], -0.2, 0.2, 71);
+        let b = rnd(&[o], -1.0, 1.0, 72);
+        let pool = rnd(&[3 * n, i], -1.0, 1.0, 73);
+        for dtype in DTYPES {
+            let (wt, bt) = (kt(&w, dtype).requires_grad(true), kt(&b, dtype).requires_grad(true));
+            let whole = kt(&pool, dtype).requires_grad(true);
+            let views = [whole.narrow(0, 0, n).unwrap(), whole.narrow(0, 2 * n, n).unwrap()];
+            let lone = kt(&rnd(&[n, i], -1.0, 1.0, 74), dtype).requires_grad(true);
+            for xs in [vec![&views[0], &views[1]], vec![&views[1], &lone, &views[0]]] {
+                for (act, bias) in [
+                    (Some(UnaryOp::Sigmoid), true),
+                    (Some(UnaryOp::Relu), false),
+                    (None, true),
+                ] {
+                    let bias = bias.then_some(&bt);
+                    let many = Tensor::linear_many(&xs, &wt, bias, act).unwrap();
+                    assert_eq!(many.len(), xs.len());
+                    let mut loss_many = None;
+                    let mut loss_one = None;
+                    for (j, (x, y)) in xs.iter().zip(&many).enumerate() {
+                        let alone = match act {
+                            Some(a) => x.linear_act(&wt, bias, a),
+                            None => x.linear(&wt, bias),
+                        }
+                        .unwrap();
+                        let what = format!("{n}×{i}→{o} {dtype} {act:?} input {j} of {}", xs.len());
+                        assert_eq!(y.grad_fn_name(), alone.grad_fn_name(), "{what}");
+                        assert_eq!(y.to_vec_f64().unwrap(), alone.to_vec_f64().unwrap(), "{what}: forward");
+                        // Each output weighted differently, so mixed-up inputs show in the gradients.
+                        let k = (j + 1) as f64;
+                        let add = |acc: Option<Tensor>, t: &Tensor| {
+                            let t = t.mul_scalar(k).unwrap().sum().unwrap();
+                            Some(match acc {
+                                Some(a) => a.add(&t).unwrap(),
+                                None => t,
+                            })
+                        };
+                        loss_many = add(loss_many, y);
+                        loss_one = add(loss_one, &alone);
+                    }
+                    let mut params = vec![wt.clone(), whole.clone()];
+                    if xs.len() == 3 {
+                        params.push(lone.clone());
+                    }
+                    if let Some(b) = bias {
+                        params.push(b.clone());
+                    }
+                    let g1 = grad(&[loss_many.unwrap()], &params, None, true, false).unwrap();
+                    let g2 = grad(&[loss_one.unwrap()], &params, None, true, false).unwrap();
+                    for (p, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                        assert_eq!(
+                            a.to_vec_f64().unwrap(),
+                            b.to_vec_f64().unwrap(),
+                            "{dtype} {act:?}: gradient {p}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Inputs of different shapes run one by one; errors are linear_act's.
+    let t = |s: &[usize]| Tensor::zeros(s, kiln_core::DType::F32, kiln_core::Device::Cpu).unwrap();
+    let ys = Tensor::linear_many(&[&t(&[2, 3]), &t(&[5, 3])], &t(&[4, 3]), None, Some(UnaryOp::Tanh)).unwrap();
+    assert_eq!((ys[0].shape(), ys[1].shape()), (&[2, 4][..], &[5, 4][..]));
+    assert!(Tensor::linear_many(&[&t(&[2, 3]), &t(&[2, 3])], &t(&[4, 3]), None, Some(UnaryOp::Exp)).is_err());
+    assert!(Tensor::linear_many(&[&t(&[2, 3]), &t(&[2, 5])], &t(&[4, 3]), None, None).is_err());
+    assert!(Tensor::linear_many(&[&t(&[2, 5]), &t(&[2, 5])], &t(&[4, 3]), None, None).is_err());
+}
+
 // ---------------------------------------------------------------- reductions
 
 /// Reference Σ over `dims` (non-negative, sorted), keeping them when `keepdim`.

@@ -378,8 +378,10 @@ impl Trainer {
             let d_forward = |d: &Sequential, f: &Tensor| -> Result<(Tensor, Tensor, Tensor)> {
                 let real = pack(&real)?;
                 let f = pack(f)?;
-                let d_real = d.forward(&real)?;
-                let d_fake = d.forward(&f.detach())?;
+                // Both batches through each of D's linear layers together:
+                // one read of each weight for the two (same values as two forwards).
+                let ys = d.forward_many(&[&real, &f.detach()])?;
+                let (d_real, d_fake) = (ys[0].clone(), ys[1].clone());
                 let mut loss = d_loss(loss_kind, &d_real, &d_fake, sig)?;
                 if let Some(eps) = &eps {
                     let gp = gradient_penalty(d, &real, &f.detach(), eps)?;

@@ -233,6 +233,33 @@ impl Sequential {
     pub fn layers(&self) -> &[Box<dyn Module>] {
         &self.layers
     }
+
+    /// [`Module::forward`] of each of `xs`: the graph, the values and the
+    /// gradients are those of one `forward` per input, but each linear layer
+    /// runs all inputs together ([`Tensor::linear_many`]), so a weight is
+    /// read from memory once for them (a discriminator's real and fake
+    /// batches). Other layers run input by input; a layer with random state
+    /// (dropout) draws for the inputs in their order, as one forward per
+    /// input in turn would.
+    pub fn forward_many(&self, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let mut hs: Vec<Tensor> = xs.iter().map(|&x| x.clone()).collect();
+        let mut i = 0;
+        while let Some(layer) = self.layers.get(i) {
+            let act = self.layers.get(i + 1).and_then(|l| l.fusable_activation());
+            match layer.linear_parts() {
+                Some((w, b)) => {
+                    let refs: Vec<&Tensor> = hs.iter().collect();
+                    hs = Tensor::linear_many(&refs, w, b, act)?;
+                    i += if act.is_some() { 2 } else { 1 };
+                }
+                None => {
+                    hs = hs.iter().map(|h| layer.forward(h)).collect::<Result<_>>()?;
+                    i += 1;
+                }
+            }
+        }
+        Ok(hs)
+    }
 }
 
 impl Module for Sequential {
