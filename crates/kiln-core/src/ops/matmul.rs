@@ -116,32 +116,6 @@ fn linear_cpu(
 /// [`linear_cpu`] for inputs of one shape, dtype and layout (checked by the
 /// caller), their products run together ([`linear_fused_batches`]).
 fn linear_cpu_many(xs: &[&Tensor], wt: &Tensor, bias: Option<&Tensor>, act: Option<UnaryOp>) -> Result<Vec<Tensor>> {
-    fn typed<T: crate::tensor::Element>(
-        xs: &[(&Tensor, &[T])],
-        wt: &Tensor,
-        ws: &[T],
-        bias: Option<&Tensor>,
-        act: Option<UnaryOp>,
-        o: usize,
-    ) -> Result<Vec<crate::storage::Buf<T>>> {
-        let (x0, n, k) = (xs[0].0, xs[0].0.shape()[0], xs[0].0.shape()[1]);
-        let (sx, sw) = ([x0.strides()[0], x0.strides()[1]], [wt.strides()[0], wt.strides()[1]]);
-        let ws = &ws[wt.0.offset..];
-        let mut outs: Vec<crate::storage::Buf<T>> = xs.iter().map(|_| crate::storage::take::<T>(n * o)).collect();
-        let mut batches: Vec<(&[T], &mut [T])> = xs
-            .iter()
-            .zip(outs.iter_mut())
-            .map(|((x, data), c)| (&data[x.0.offset..], &mut c[..]))
-            .collect();
-        match bias {
-            Some(b) => b.with_slice::<T, _>(|r| {
-                linear_fused_batches(n, o, k, &mut batches, sx, ws, sw, Some(r), act);
-            })?,
-            None => linear_fused_batches(n, o, k, &mut batches, sx, ws, sw, None, act),
-        }
-        drop(batches);
-        Ok(outs)
-    }
     // One read guard per distinct storage (the inputs may be views of one).
     let mut guards: Vec<(
         &std::sync::Arc<crate::storage::Storage>,
@@ -152,43 +126,56 @@ fn linear_cpu_many(xs: &[&Tensor], wt: &Tensor, bias: Option<&Tensor>, act: Opti
             guards.push((&x.0.storage, x.0.storage.read()));
         }
     }
-    let data_of = |x: &Tensor| -> &Data {
-        let (_, g) = guards
-            .iter()
-            .find(|(st, _)| std::sync::Arc::ptr_eq(st, &x.0.storage))
-            .expect("read above");
-        g
-    };
+    let x_data: Vec<&Data> = xs
+        .iter()
+        .map(|x| {
+            &*guards
+                .iter()
+                .find(|(st, _)| std::sync::Arc::ptr_eq(st, &x.0.storage))
+                .expect("read above")
+                .1
+        })
+        .collect();
+    fn typed<T: crate::tensor::Element>(
+        xs: &[&Tensor],
+        x_data: &[&Data],
+        wt: &Tensor,
+        ws: &[T],
+        bias: Option<&Tensor>,
+        act: Option<UnaryOp>,
+    ) -> Result<Vec<Data>> {
+        let (n, k, o) = (xs[0].shape()[0], xs[0].shape()[1], wt.shape()[1]);
+        let (sx, sw) = (
+            [xs[0].strides()[0], xs[0].strides()[1]],
+            [wt.strides()[0], wt.strides()[1]],
+        );
+        let mut outs: Vec<crate::storage::Buf<T>> = xs.iter().map(|_| crate::storage::take::<T>(n * o)).collect();
+        let mut batches = Vec::with_capacity(xs.len());
+        for ((x, d), c) in xs.iter().zip(x_data).zip(outs.iter_mut()) {
+            let data = T::slice(d).ok_or_else(|| Error::Invalid("linear_many: inputs of different dtypes".into()))?;
+            batches.push((&data[x.0.offset..], &mut c[..]));
+        }
+        let ws = &ws[wt.0.offset..];
+        match bias {
+            Some(b) => {
+                b.with_slice::<T, _>(|r| linear_fused_batches(n, o, k, &mut batches, sx, ws, sw, Some(r), act))?
+            }
+            None => linear_fused_batches(n, o, k, &mut batches, sx, ws, sw, None, act),
+        }
+        drop(batches);
+        Ok(outs.into_iter().map(T::wrap).collect())
+    }
     let gw = wt.0.storage.read();
-    let o = wt.shape()[1];
-    let (n, device) = (xs[0].shape()[0], xs[0].device());
-    let datas: Vec<Data> = match &*gw {
-        Data::F32(ws) => {
-            let xs: Vec<(&Tensor, &[f32])> = xs
-                .iter()
-                .map(|x| match data_of(x) {
-                    Data::F32(d) => Ok((*x, &d[..])),
-                    _ => Err(Error::Invalid("linear_many: inputs of different dtypes".into())),
-                })
-                .collect::<Result<_>>()?;
-            typed(&xs, wt, ws, bias, act, o)?.into_iter().map(Data::F32).collect()
-        }
-        Data::F64(ws) => {
-            let xs: Vec<(&Tensor, &[f64])> = xs
-                .iter()
-                .map(|x| match data_of(x) {
-                    Data::F64(d) => Ok((*x, &d[..])),
-                    _ => Err(Error::Invalid("linear_many: inputs of different dtypes".into())),
-                })
-                .collect::<Result<_>>()?;
-            typed(&xs, wt, ws, bias, act, o)?.into_iter().map(Data::F64).collect()
-        }
+    let datas = match &*gw {
+        Data::F32(ws) => typed(xs, &x_data, wt, ws, bias, act)?,
+        Data::F64(ws) => typed(xs, &x_data, wt, ws, bias, act)?,
         #[cfg(feature = "cuda")]
         Data::Cuda(_) => unreachable!("CPU tensors checked by the caller"),
     };
+    let (shape, device) = ([xs[0].shape()[0], wt.shape()[1]], xs[0].device());
     Ok(datas
         .into_iter()
-        .map(|d| Tensor::from_data(d, &[n, o], device))
+        .map(|d| Tensor::from_data(d, &shape, device))
         .collect())
 }
 
