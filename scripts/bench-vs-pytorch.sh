@@ -3,20 +3,23 @@
 # at 1 and 2 threads, and prints kiln's speed as a ratio of PyTorch's.
 #
 # Shared machines change speed every few seconds, so the sides take turns
-# on the machine (scripts/round_robin.py): the four processes below start
+# on the machine (scripts/round_robin.py): the five processes below start
 # together and run one at a time for SLICE seconds each (default 1), so all
 # of them see the same mix of fast and slow moments. Each times single
 # steps and reports their median (the few steps a pause cuts through are
 # outliers it ignores). ROUNDS (default 1) repeats that per config and
 # thread count; the table gives the median ratio and, with several rounds,
-# the range. Three pairings per config:
+# the range. Four pairings per config:
 #   default: kiln's G step (backward into G's parameters only) against the
 #            reference PyTorch step (`loss_g.backward()`, which also computes
 #            D's weight gradients and throws them away);
 #   same work, twice: kiln's default against PyTorch with
 #            `loss_g.backward(inputs=G.params)` (both skip D's weight
 #            gradients), and kiln --full-g-backward against the reference
-#            step (both compute them).
+#            step (both compute them);
+#   fused Adam: kiln's default against the reference step with
+#            `torch.optim.Adam(fused=True)`, PyTorch's fastest Adam on the
+#            CPU (the reference script in shared/bench times both Adams).
 # Needs a Python with torch: PYTHON=/path/to/python (default python3).
 # Usage: [ROUNDS=1] [SLICE=1] scripts/bench-vs-pytorch.sh [CONFIGS] [THREADS...]   e.g. seed,article,toy 1 2
 set -euo pipefail
@@ -52,14 +55,16 @@ k = [kiln(x + "-kiln.json") for x in f]
 p = [torch(x + "-torch.jsonl") for x in f]
 kf = [kiln(x + "-kilnfull.json") for x in f]
 pg = [torch(x + "-torchg.jsonl") for x in f]
+pf = [torch(x + "-torchfused.jsonl") for x in f]
 print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} "
       f"| {cell([a / b for a, b in zip(k, p)])} | {cell([a / b for a, b in zip(k, pg)])} "
-      f"| {cell([a / b for a, b in zip(kf, p)])} | {rounds} |", flush=True)
+      f"| {cell([a / b for a, b in zip(kf, p)])} | {statistics.median(pf):.1f} "
+      f"| {cell([a / b for a, b in zip(k, pf)])} | {rounds} |", flush=True)
 PY
 }
 IFS=, read -ra cfgs <<< "$configs"
-echo "| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | rounds |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | PyTorch fused Adam steps/s | kiln / PyTorch fused Adam | rounds |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for t in "${threads[@]}"; do
   for c in "${cfgs[@]}"; do
     n=$(torch_steps "$c")
@@ -71,7 +76,8 @@ for t in "${threads[@]}"; do
         "$kiln --json $f-kiln.json >/dev/null" \
         "$torch > $f-torch.jsonl" \
         "$kiln --full-g-backward --json $f-kilnfull.json >/dev/null" \
-        "$torch --g-backward g-only > $f-torchg.jsonl"
+        "$torch --g-backward g-only > $f-torchg.jsonl" \
+        "$torch --adam fused > $f-torchfused.jsonl"
     done
     row "$c" "$t"
   done

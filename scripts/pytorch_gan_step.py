@@ -15,6 +15,10 @@ the G loss.
 throws away (`kiln bench gan-step --full-g-backward` does the same work).
 --g-backward g-only: `loss_g.backward(inputs=G's parameters)`, PyTorch's way
 to skip them, the work of kiln's default G step (`backward_to`).
+--adam default (PyTorch's default Adam: on the CPU, one op per tensor per
+update term) or fused (`torch.optim.Adam(fused=True)`: one kernel per
+parameter group, like kiln's update). The reference script in shared/bench
+times both.
 """
 import argparse
 import json
@@ -43,15 +47,16 @@ def mlp(widths, out_act):
     return nn.Sequential(*layers)
 
 
-def bench(name, steps, repeats, warmup, device, g_only):
+def bench(name, steps, repeats, warmup, device, g_only, adam):
     g_w, d_w, g_out, d_sig, loss, batch = CONFIGS[name]
     torch.manual_seed(0)
     torch.set_default_device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     G = mlp(g_w, g_out)
     D = mlp(d_w, nn.Sigmoid if d_sig else None)
-    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
-    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3)
+    kw = {"fused": True} if adam == "fused" else {}
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, **kw)
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, **kw)
     if loss == "lsgan":
         crit = lambda out, t: torch.mean((out - t) ** 2)
     else:
@@ -86,7 +91,7 @@ def bench(name, steps, repeats, warmup, device, g_only):
     med = statistics.median(meds)
     return {"config": name, "batch": batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
-            "g_backward": "g-only" if g_only else "full"}
+            "g_backward": "g-only" if g_only else "full", "adam": adam}
 
 
 def main():
@@ -99,10 +104,13 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--g-backward", choices=["full", "g-only"], default="full",
                     help="G step: backward into every parameter (full) or into G's only (g-only)")
+    ap.add_argument("--adam", choices=["default", "fused"], default="default",
+                    help="PyTorch's default Adam or torch.optim.Adam(fused=True)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     for name in a.configs.split(","):
-        print(json.dumps(bench(name, a.steps, a.repeats, a.warmup, torch.device(a.device), a.g_backward == "g-only")), flush=True)
+        print(json.dumps(bench(name, a.steps, a.repeats, a.warmup, torch.device(a.device), a.g_backward == "g-only",
+                               a.adam)), flush=True)
 
 
 if __name__ == "__main__":
