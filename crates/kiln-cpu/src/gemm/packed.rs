@@ -561,52 +561,9 @@ pub(super) struct Batch {
 pub(super) const MAX_BATCHES: usize = 4;
 
 /// The packed GEMM driver: the loop nest in the module docs around
-/// `kernel`, an MR×NR micro-kernel.
-///
-/// # Safety
-/// The pointers must cover the extents implied by the sizes and strides,
-/// `k > 0`, and C must not alias A or B.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
-    kernel: MicroKernel,
-    blk: Blocking,
-    pack: Packers,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    a_strides: [isize; 2],
-    b: *const f32,
-    b_strides: [isize; 2],
-    beta: f32,
-    c: *mut f32,
-    c_strides: [isize; 2],
-    epi: Epilogue,
-) {
-    // SAFETY: forwarded.
-    unsafe {
-        sgemm_packed_batches::<MR, NR>(
-            kernel,
-            blk,
-            pack,
-            m,
-            n,
-            k,
-            alpha,
-            &[Batch { a, c }],
-            a_strides,
-            b,
-            b_strides,
-            beta,
-            c_strides,
-            epi,
-        )
-    }
-}
-
-/// [`sgemm_packed`] for up to [`MAX_BATCHES`] products `C_i = A_i·B` of the
-/// same sizes and strides (a linear layer applied to several batches). In
+/// `kernel`, an MR×NR micro-kernel, for up to [`MAX_BATCHES`] products
+/// `C_i = A_i·B` of the same sizes and strides (one product, or a linear
+/// layer applied to several batches). In
 /// the small-m order each B group is packed once and every batch's row panels
 /// run against it while it is in L2, instead of one packing of B per batch
 /// (for `x·W1ᵀ` of the article's D, a 6 MiB stream from memory each). Each
@@ -614,8 +571,8 @@ pub(super) unsafe fn sgemm_packed<const MR: usize, const NR: usize>(
 /// are too; other orders run the batches one after another.
 ///
 /// # Safety
-/// As for [`sgemm_packed`], for every batch; no C may alias another batch's
-/// A or C.
+/// For every batch, the pointers must cover the extents implied by the sizes
+/// and strides, and C must not alias A, B or another batch's A or C; `k > 0`.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn sgemm_packed_batches<const MR: usize, const NR: usize>(
     kernel: MicroKernel,
@@ -715,11 +672,11 @@ impl SharedBatch {
     }
 }
 
-/// [`sgemm_packed`] with the choice of threading made: on rayon's pool
+/// [`sgemm_packed_batches`] with the choice of threading made: on rayon's pool
 /// (`parallel`) or on the caller's thread alone.
 ///
 /// # Safety
-/// As for [`sgemm_packed`].
+/// As for [`sgemm_packed_batches`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
     parallel: bool,

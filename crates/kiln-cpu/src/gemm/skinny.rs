@@ -61,7 +61,7 @@ pub(super) unsafe fn sgemm_v6_skinny(
         } else if m < SKINNY {
             small_n(n, m, k, alpha, b, t(b_strides), a, t(a_strides), beta, c, t(c_strides))
         } else {
-            super::packed::sgemm_packed::<{ super::avx2::MR }, { super::avx2::NR }>(
+            super::packed::sgemm_packed_batches::<{ super::avx2::MR }, { super::avx2::NR }>(
                 super::avx2::kernel_v4_avx2_6x16,
                 super::avx2::BLOCKING,
                 super::avx2::PACKERS,
@@ -69,12 +69,11 @@ pub(super) unsafe fn sgemm_v6_skinny(
                 n,
                 k,
                 alpha,
-                a,
+                &[super::packed::Batch { a, c }],
                 a_strides,
                 b,
                 b_strides,
                 beta,
-                c,
                 c_strides,
                 super::packed::Epilogue::NONE,
             )
