@@ -89,13 +89,9 @@ fn gan_step(c: &mut Criterion) {
                 let z = Tensor::randn(&[batch, gw[0]], DType::F32, Device::Cpu, &mut rng).unwrap();
                 let fake = gen.forward(&z).unwrap();
                 opt_d.zero_grad();
-                let ld = d_loss(
-                    GanLoss::Ns,
-                    &disc.forward(&real).unwrap(),
-                    &disc.forward(&fake.detach()).unwrap(),
-                    d_sig,
-                )
-                .unwrap();
+                // Both batches through D together, as the trainer runs them.
+                let ys = disc.forward_many(&[&real, &fake.detach()]).unwrap();
+                let ld = d_loss(GanLoss::Ns, &ys[0], &ys[1], d_sig).unwrap();
                 ld.backward().unwrap();
                 opt_d.step().unwrap();
                 opt_g.zero_grad();
