@@ -462,6 +462,23 @@ fn linear_many_gives_each_input_the_bits_of_its_own_linear() {
             }
         }
     }
+    // The nodes carry the caller's source location, as linear_act's do
+    // (the graph export and anomaly messages show it), batched or not.
+    let p = |s: &[usize]| {
+        Tensor::zeros(s, kiln_core::DType::F32, kiln_core::Device::Cpu)
+            .unwrap()
+            .requires_grad(true)
+    };
+    for n in [40, 3] {
+        // Same shapes (run together), then different ones (one by one).
+        let (a, b, w) = (p(&[40, 600]), p(&[n, 600]), p(&[8, 600]));
+        let line = line!() + 1;
+        let ys = Tensor::linear_many(&[&a, &b], &w, None, Some(UnaryOp::Sigmoid)).unwrap();
+        for y in &ys {
+            let dot = y.to_dot();
+            assert!(dot.contains(&format!("forward_reference.rs:{line}")), "{dot}");
+        }
+    }
     // Inputs of different shapes run one by one; errors are linear_act's.
     let t = |s: &[usize]| Tensor::zeros(s, kiln_core::DType::F32, kiln_core::Device::Cpu).unwrap();
     let ys = Tensor::linear_many(&[&t(&[2, 3]), &t(&[5, 3])], &t(&[4, 3]), None, Some(UnaryOp::Tanh)).unwrap();

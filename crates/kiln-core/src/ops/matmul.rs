@@ -283,22 +283,26 @@ impl Tensor {
                     && x.shape() == xs[0].shape()
                     && x.strides() == xs[0].strides()
             });
+        // Plain loops, not closures: the nodes take the caller's source
+        // location through `#[track_caller]`, which a closure would stop.
+        let mut ys = Vec::with_capacity(xs.len());
         if !together {
-            return xs
-                .iter()
-                .map(|x| match act {
-                    Some(act) => x.linear_act(weight, bias, act),
-                    None => x.linear(weight, bias),
-                })
-                .collect();
+            for x in xs {
+                ys.push(match act {
+                    Some(act) => x.linear_act(weight, bias, act)?,
+                    None => x.linear(weight, bias)?,
+                });
+            }
+            return Ok(ys);
         }
-        xs.iter().try_for_each(|x| check_linear(x, weight, bias).map(|_| ()))?;
+        for x in xs {
+            check_linear(x, weight, bias)?;
+        }
         let outs = linear_cpu_many(xs, &weight.transpose_raw(0, 1), bias, act)?;
-        Ok(xs
-            .iter()
-            .zip(outs)
-            .map(|(x, out)| record_linear(x, weight, bias, act, out))
-            .collect())
+        for (x, out) in xs.iter().zip(outs) {
+            ys.push(record_linear(x, weight, bias, act, out));
+        }
+        Ok(ys)
     }
 
     /// Whether [`Tensor::linear_act`] fuses `act`: relu, leaky relu with a
@@ -369,7 +373,9 @@ fn check_fusable(act: UnaryOp) -> Result<()> {
 }
 
 /// Records the node of `act(x·Wᵀ + b)` (`linear`, or `linear_relu`, … when
-/// `act` is fused) for its computed output `out`.
+/// `act` is fused) for its computed output `out`, at the caller's caller's
+/// source location (the public op's, which is `#[track_caller]` too).
+#[track_caller]
 fn record_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, act: Option<UnaryOp>, out: Tensor) -> Tensor {
     let inputs = linear_inputs(x, weight, bias);
     let saved = LinearSaved::new(x, weight, bias);
