@@ -243,6 +243,16 @@ pub(crate) fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
+/// `(input, output)` slice pairs as f32 pairs when T is f32 (no copy).
+pub(crate) fn as_f32_pairs<'s, 'a, 'b, T: Float>(
+    s: &'s mut [(&'a [T], &'b mut [T])],
+) -> Option<&'s mut [(&'a [f32], &'b mut [f32])]> {
+    // SAFETY: T is f32 (checked by TypeId), so the element type is the same
+    // type: an identity reinterpretation of the slice.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+}
+
 /// Runs `f` compiled for AVX2+FMA when the CPU has them, else as is.
 ///
 /// The elementwise and optimizer loops are written as plain Rust that the

@@ -9,7 +9,7 @@
 
 use crate::elementwise::{unary_in_place, UnaryOp};
 use crate::Float;
-use crate::{as_f32, as_f32_mut};
+use crate::{as_f32, as_f32_pairs};
 use std::any::TypeId;
 
 /// C[m×n] = alpha·A[m×k]·B[k×n] + beta·C, all with explicit strides.
@@ -95,27 +95,7 @@ pub fn linear_fused<T: Float>(
     act: Option<UnaryOp>,
     c: &mut [T],
 ) {
-    if let (Some(x), Some(wt), Some(c)) = (as_f32(x), as_f32(wt), as_f32_mut(c)) {
-        let f = act.map(|op| move |row: &mut [f32]| unary_in_place(op, row));
-        let epi = crate::gemm::Epilogue {
-            bias: bias.and_then(as_f32),
-            act: f.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync)),
-        };
-        return crate::gemm::sgemm_fused(m, n, k, x, x_strides, wt, wt_strides, epi, c);
-    }
-    let f = act.map(|op| move |row: &mut [T]| unary_in_place(op, row));
-    linear_unfused(
-        m,
-        n,
-        k,
-        x,
-        x_strides,
-        wt,
-        wt_strides,
-        bias,
-        f.as_ref().map(|f| f as &dyn Fn(&mut [T])),
-        c,
-    );
+    linear_fused_batches(m, n, k, &mut [(x, c)], x_strides, wt, wt_strides, bias, act);
 }
 
 /// [`linear_fused`] for several batches of the same shape through one
@@ -135,20 +115,28 @@ pub fn linear_fused_batches<T: Float>(
     bias: Option<&[T]>,
     act: Option<UnaryOp>,
 ) {
-    if let Some(wt) = as_f32(wt) {
-        let mut f32_batches: Vec<(&[f32], &mut [f32])> = batches
-            .iter_mut()
-            .filter_map(|(x, c)| Some((as_f32(x)?, as_f32_mut(c)?)))
-            .collect();
+    if let (Some(wt), Some(f32_batches)) = (as_f32(wt), as_f32_pairs(batches)) {
         let f = act.map(|op| move |row: &mut [f32]| unary_in_place(op, row));
         let epi = crate::gemm::Epilogue {
             bias: bias.and_then(as_f32),
             act: f.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync)),
         };
-        return crate::gemm::sgemm_fused_batches(m, n, k, &mut f32_batches, x_strides, wt, wt_strides, epi);
+        return crate::gemm::sgemm_fused_batches(m, n, k, f32_batches, x_strides, wt, wt_strides, epi);
     }
+    let f = act.map(|op| move |row: &mut [T]| unary_in_place(op, row));
     for (x, c) in batches.iter_mut() {
-        linear_fused(m, n, k, x, x_strides, wt, wt_strides, bias, act, c);
+        linear_unfused(
+            m,
+            n,
+            k,
+            x,
+            x_strides,
+            wt,
+            wt_strides,
+            bias,
+            f.as_ref().map(|f| f as &dyn Fn(&mut [T])),
+            c,
+        );
     }
 }
 

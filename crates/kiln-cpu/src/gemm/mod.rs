@@ -517,10 +517,7 @@ pub fn sgemm_fused_batches(
     let variant = choose_variant(m, n, k);
     if k > 0 && matches!(variant, Variant::V3PackedScalar | Variant::V4Avx2 | Variant::V5Avx512) {
         for chunk in batches.chunks_mut(packed::MAX_BATCHES) {
-            let mut ptrs = [packed::Batch {
-                a: std::ptr::null(),
-                c: std::ptr::null_mut(),
-            }; packed::MAX_BATCHES];
+            let mut ptrs = [packed::Batch::NONE; packed::MAX_BATCHES];
             for (p, (a, c)) in ptrs.iter_mut().zip(chunk.iter_mut()) {
                 *p = packed::Batch {
                     a: a.as_ptr(),

@@ -556,6 +556,19 @@ pub(super) struct Batch {
     pub a: *const f32,
     pub c: *mut f32,
 }
+// SAFETY: the driver only reads A, and hands each rayon worker a disjoint
+// set of C's tiles or columns (as for `SharedMut`).
+unsafe impl Send for Batch {}
+// SAFETY: as above; the pointers themselves are only copied.
+unsafe impl Sync for Batch {}
+
+impl Batch {
+    /// No batch: fills the unused places of a fixed array of batches.
+    pub const NONE: Batch = Batch {
+        a: std::ptr::null(),
+        c: std::ptr::null_mut(),
+    };
+}
 
 /// The most batches [`sgemm_packed_batches`] runs together.
 pub(super) const MAX_BATCHES: usize = 4;
@@ -604,24 +617,17 @@ pub(super) unsafe fn sgemm_packed_batches<const MR: usize, const NR: usize>(
         // cheap to pack twice; B, the large operand, is split). Slabs start
         // on panel boundaries, so the tiles and their k order, and hence the
         // bits, are those of one thread.
-        let shared: [SharedBatch; MAX_BATCHES] = std::array::from_fn(|i| {
-            SharedBatch(batches.get(i).copied().unwrap_or(Batch {
-                a: std::ptr::null(),
-                c: std::ptr::null_mut(),
-            }))
-        });
         let b = Shared(b);
-        let count = batches.len();
         (0..n.div_ceil(slab)).into_par_iter().for_each(|s| {
             let (j0, w) = (s * slab, slab.min(n - s * slab));
             // Pointer arithmetic only: column j0 of each C.
-            let slab_batches: [Batch; MAX_BATCHES] = std::array::from_fn(|i| {
-                let x = shared[i].get();
-                Batch {
-                    a: x.a,
-                    c: x.c.wrapping_offset(j0 as isize * c_strides[1]),
-                }
-            });
+            let mut slab_batches = [Batch::NONE; MAX_BATCHES];
+            for (to, from) in slab_batches.iter_mut().zip(batches) {
+                *to = Batch {
+                    a: from.a,
+                    c: from.c.wrapping_offset(j0 as isize * c_strides[1]),
+                };
+            }
             // SAFETY: columns j0..j0 + w of B and of each C are inside them;
             // each slab writes only its own columns of C.
             unsafe {
@@ -634,7 +640,7 @@ pub(super) unsafe fn sgemm_packed_batches<const MR: usize, const NR: usize>(
                     w,
                     k,
                     alpha,
-                    &slab_batches[..count],
+                    &slab_batches[..batches.len()],
                     a_strides,
                     b.get().offset(j0 as isize * b_strides[1]),
                     b_strides,
@@ -654,21 +660,6 @@ pub(super) unsafe fn sgemm_packed_batches<const MR: usize, const NR: usize>(
         sgemm_packed_on::<MR, NR>(
             parallel, kernel, blk, pack, m, n, k, alpha, batches, a_strides, b, b_strides, beta, c_strides, epi,
         )
-    }
-}
-
-/// A [`Batch`] to hand to rayon's workers.
-#[derive(Clone, Copy)]
-struct SharedBatch(Batch);
-// SAFETY: the batches' A are only read and each worker writes its own
-// columns of each C (see the slab split above).
-unsafe impl Send for SharedBatch {}
-// SAFETY: as above.
-unsafe impl Sync for SharedBatch {}
-
-impl SharedBatch {
-    fn get(self) -> Batch {
-        self.0
     }
 }
 
