@@ -8,7 +8,8 @@ use crate::autograd::{record, record_with_output, SavedTensor};
 use crate::storage::Data;
 use crate::{Device, Error, Result, Tensor};
 use kiln_cpu::elementwise::UnaryOp;
-use kiln_cpu::matmul::{gemm, linear_fused, linear_fused_batches};
+use kiln_cpu::matmul::{gemm, linear_fused_batches};
+use smallvec::SmallVec;
 
 /// C = A·B + beta·C for 2-D A and B with their storages' elements `xa`, `xb`
 /// (read through offset and strides) into a contiguous [M, N] `c`.
@@ -74,64 +75,34 @@ fn weight_grad(ctx: &crate::autograd::BackwardCtx, i: usize, at: &Tensor, b: &Te
     }
 }
 
-/// act(x·Wᵀ (+ b)) on the CPU: the bias is written into each row panel of
-/// the output just before the GEMM accumulates onto it, and the activation
-/// applied right after, while the lines are in cache (same bits as bias
-/// rows + GEMM + a separate activation pass).
+/// act(xᵢ·Wᵀ (+ b)) on the CPU for each of `xs`, inputs of one shape, dtype
+/// and layout (checked by the caller; one input is the plain linear layer).
+/// The bias is written into each row panel of an output just before the GEMM
+/// accumulates onto it, and the activation applied right after, while the
+/// lines are in cache (same bits as bias rows + GEMM + a separate activation
+/// pass); several inputs' products run together ([`linear_fused_batches`]).
+/// Up to two inputs (a layer, or D's real and fake batches) take no heap
+/// memory beyond the outputs.
 fn linear_cpu(
-    x: &Tensor,
+    xs: &[&Tensor],
     wt: &Tensor,
     bias: Option<&Tensor>,
     act: Option<UnaryOp>,
-    n: usize,
-    o: usize,
-) -> Result<Tensor> {
-    fn typed<T: crate::tensor::Element>(
-        x: &Tensor,
-        xs: &[T],
-        wt: &Tensor,
-        ws: &[T],
-        bias: Option<&Tensor>,
-        act: Option<UnaryOp>,
-        [n, o]: [usize; 2],
-    ) -> Result<crate::storage::Buf<T>> {
-        let (sx, sw) = ([x.strides()[0], x.strides()[1]], [wt.strides()[0], wt.strides()[1]]);
-        let (xs, ws, k) = (&xs[x.0.offset..], &ws[wt.0.offset..], x.shape()[1]);
-        let mut c = crate::storage::take::<T>(n * o);
-        match bias {
-            Some(b) => b.with_slice::<T, _>(|r| linear_fused(n, o, k, xs, sx, ws, sw, Some(r), act, &mut c))?,
-            None => linear_fused(n, o, k, xs, sx, ws, sw, None, act, &mut c),
-        }
-        Ok(c)
-    }
-    let (gx, gw) = (x.0.storage.read(), wt.0.storage.read());
-    let data = match (&*gx, &*gw) {
-        (Data::F32(xs), Data::F32(ws)) => Data::F32(typed(x, xs, wt, ws, bias, act, [n, o])?),
-        (Data::F64(xs), Data::F64(ws)) => Data::F64(typed(x, xs, wt, ws, bias, act, [n, o])?),
-        _ => unreachable!("dtypes checked by the caller"),
-    };
-    Ok(Tensor::from_data(data, &[n, o], x.device()))
-}
-
-/// [`linear_cpu`] for inputs of one shape, dtype and layout (checked by the
-/// caller), their products run together ([`linear_fused_batches`]).
-fn linear_cpu_many(xs: &[&Tensor], wt: &Tensor, bias: Option<&Tensor>, act: Option<UnaryOp>) -> Result<Vec<Tensor>> {
+) -> Result<SmallVec<[Tensor; 2]>> {
+    use std::sync::{Arc, RwLockReadGuard};
     // One read guard per distinct storage (the inputs may be views of one).
-    let mut guards: Vec<(
-        &std::sync::Arc<crate::storage::Storage>,
-        std::sync::RwLockReadGuard<'_, Data>,
-    )> = Vec::new();
+    let mut guards: SmallVec<[(&Arc<crate::storage::Storage>, RwLockReadGuard<'_, Data>); 2]> = SmallVec::new();
     for x in xs {
-        if !guards.iter().any(|(st, _)| std::sync::Arc::ptr_eq(st, &x.0.storage)) {
+        if !guards.iter().any(|(st, _)| Arc::ptr_eq(st, &x.0.storage)) {
             guards.push((&x.0.storage, x.0.storage.read()));
         }
     }
-    let x_data: Vec<&Data> = xs
+    let x_data: SmallVec<[&Data; 2]> = xs
         .iter()
         .map(|x| {
             &*guards
                 .iter()
-                .find(|(st, _)| std::sync::Arc::ptr_eq(st, &x.0.storage))
+                .find(|(st, _)| Arc::ptr_eq(st, &x.0.storage))
                 .expect("read above")
                 .1
         })
@@ -143,16 +114,17 @@ fn linear_cpu_many(xs: &[&Tensor], wt: &Tensor, bias: Option<&Tensor>, act: Opti
         ws: &[T],
         bias: Option<&Tensor>,
         act: Option<UnaryOp>,
-    ) -> Result<Vec<Data>> {
+    ) -> Result<SmallVec<[Data; 2]>> {
         let (n, k, o) = (xs[0].shape()[0], xs[0].shape()[1], wt.shape()[1]);
         let (sx, sw) = (
             [xs[0].strides()[0], xs[0].strides()[1]],
             [wt.strides()[0], wt.strides()[1]],
         );
-        let mut outs: Vec<crate::storage::Buf<T>> = xs.iter().map(|_| crate::storage::take::<T>(n * o)).collect();
-        let mut batches = Vec::with_capacity(xs.len());
+        let mut outs: SmallVec<[crate::storage::Buf<T>; 2]> =
+            xs.iter().map(|_| crate::storage::take::<T>(n * o)).collect();
+        let mut batches: SmallVec<[(&[T], &mut [T]); 2]> = SmallVec::new();
         for ((x, d), c) in xs.iter().zip(x_data).zip(outs.iter_mut()) {
-            let data = T::slice(d).ok_or_else(|| Error::Invalid("linear_many: inputs of different dtypes".into()))?;
+            let data = T::slice(d).ok_or_else(|| Error::Invalid("linear: inputs of different dtypes".into()))?;
             batches.push((&data[x.0.offset..], &mut c[..]));
         }
         let ws = &ws[wt.0.offset..];
@@ -276,9 +248,9 @@ impl Tensor {
             check_fusable(act)?;
         }
         let together = xs.len() > 1
+            && weight.device() == Device::Cpu
             && xs.iter().all(|x| {
                 x.device() == Device::Cpu
-                    && weight.device() == Device::Cpu
                     && x.dtype() == xs[0].dtype()
                     && x.shape() == xs[0].shape()
                     && x.strides() == xs[0].strides()
@@ -298,7 +270,7 @@ impl Tensor {
         for x in xs {
             check_linear(x, weight, bias)?;
         }
-        let outs = linear_cpu_many(xs, &weight.transpose_raw(0, 1), bias, act)?;
+        let outs = linear_cpu(xs, &weight.transpose_raw(0, 1), bias, act)?;
         for (x, out) in xs.iter().zip(outs) {
             ys.push(record_linear(x, weight, bias, act, out));
         }
@@ -314,16 +286,16 @@ impl Tensor {
 
     /// act(x·Wᵀ + b), checked, not recorded.
     fn linear_raw(&self, weight: &Tensor, bias: Option<&Tensor>, act: Option<UnaryOp>) -> Result<Tensor> {
-        let (n, o) = check_linear(self, weight, bias)?;
+        check_linear(self, weight, bias)?;
         let wt = weight.transpose_raw(0, 1);
         match self.device() {
-            Device::Cpu => linear_cpu(self, &wt, bias, act, n, o),
+            Device::Cpu => Ok(linear_cpu(&[self], &wt, bias, act)?.remove(0)),
             #[cfg(feature = "cuda")]
             Device::Cuda(_) => {
                 if let Some(out) = crate::cuda::linear_fused(self, weight, bias, act)? {
                     return Ok(out);
                 }
-                let init = bias.map(|b| crate::cuda::repeat_rows(b, n)).transpose()?;
+                let init = bias.map(|b| crate::cuda::repeat_rows(b, self.shape()[0])).transpose()?;
                 let z = crate::cuda::gemm(self, &wt, init)?;
                 match act {
                     Some(op) => z.unary_raw(op),
@@ -337,8 +309,8 @@ impl Tensor {
 }
 
 /// Checks a linear layer's operands: 2-D x [N, I] and weight [O, I], a bias
-/// [O], all of one device and dtype. Returns (N, O).
-fn check_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<(usize, usize)> {
+/// [O], all of one device and dtype.
+fn check_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<()> {
     check_2d("linear", x, weight)?;
     if x.shape()[1] != weight.shape()[1] {
         return Err(Error::ShapeMismatch {
@@ -347,10 +319,9 @@ fn check_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<(u
             rhs: weight.shape().to_vec(),
         });
     }
-    let (n, o) = (x.shape()[0], weight.shape()[0]);
     if let Some(b) = bias {
         check_same("linear (bias)", x, b)?;
-        if b.shape() != [o] {
+        if b.shape() != [weight.shape()[0]] {
             return Err(Error::ShapeMismatch {
                 op: "linear (bias vs weight rows)",
                 lhs: b.shape().to_vec(),
@@ -358,7 +329,7 @@ fn check_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<(u
             });
         }
     }
-    Ok((n, o))
+    Ok(())
 }
 
 /// An error unless `linear_act` fuses `act`.
