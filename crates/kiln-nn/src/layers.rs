@@ -264,22 +264,8 @@ impl Sequential {
 
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
-        let mut i = 0;
-        while let Some(layer) = self.layers.get(i) {
-            let act = self.layers.get(i + 1).and_then(|l| l.fusable_activation());
-            match (layer.linear_parts(), act) {
-                (Some((w, b)), Some(act)) => {
-                    h = h.linear_act(w, b, act)?;
-                    i += 2;
-                }
-                _ => {
-                    h = layer.forward(&h)?;
-                    i += 1;
-                }
-            }
-        }
-        Ok(h)
+        let mut ys = self.forward_many(&[x])?;
+        Ok(ys.remove(0))
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.layers
