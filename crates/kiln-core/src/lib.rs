@@ -36,6 +36,8 @@ mod tensor;
 pub use autograd::{is_grad_enabled, no_grad, set_anomaly_enabled, Function, NoGradGuard};
 pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+/// Keeps the CPU pool's workers polling through a loop of small ops (training steps).
+pub use kiln_cpu::warm::KeepWarm;
 pub use shape::broadcast_shapes;
 pub use storage::pooled_bytes;
 pub use tensor::{DType, Device, Element, Tensor};

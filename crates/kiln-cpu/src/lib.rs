@@ -20,6 +20,7 @@ pub mod matmul;
 pub mod optim;
 pub mod probe;
 pub mod reduce;
+pub mod warm;
 
 /// The floating-point element types kiln computes in: f32 everywhere, f64 on
 /// the CPU for gradcheck and reference tests.
