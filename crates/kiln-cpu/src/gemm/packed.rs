@@ -64,6 +64,18 @@ impl Blocking {
         even_depth(self.kc, k)
     }
 
+    /// Whether a product on one thread runs in the small-batch order: at most
+    /// `small_m` rows, or a row-major A (`a_row_major`) no larger than
+    /// `small_m`·KC that it reads in place (with [`Packers::direct_a`]): a
+    /// short batch of a few hundred rows, such as the toy's 256×128 hidden
+    /// layers. Each B group then meets every row of A while in L2, A stays
+    /// in L2 unpacked, and the product packs B once per group instead of
+    /// packing A once per `mc` rows (`x[256×128]·Wᵀ` and `dy[256×128]·W`:
+    /// 2–4 % off the toy step).
+    pub(super) fn small_order(&self, direct_a: bool, a_row_major: bool, m: usize, k: usize) -> bool {
+        m <= self.small_m || (direct_a && a_row_major && m * k <= self.small_m * self.kc)
+    }
+
     /// Whether an m×k product is a long batch: at most `small_m` rows,
     /// deeper than KC (the 100 × 12288 images of the article's D, the
     /// 64 × 784 batch of the seed's), with a `long_kc` to run it at. The
@@ -686,7 +698,8 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
     c_strides: [isize; 2],
     epi: Epilogue,
 ) {
-    let small = !parallel && m <= blk.small_m;
+    let a_row_major = a_strides[1] == 1 && a_strides[0] != 1;
+    let small = !parallel && blk.small_order(pack.direct_a.is_some(), a_row_major, m, k);
     if batches.len() > 1 && !small {
         // Only the small-m order shares B's packing between batches.
         for one in batches {
@@ -842,8 +855,9 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             // SAFETY: (pc, jc) is inside B.
             let b_blk = Shared(unsafe { b.get().offset(pc as isize * brs + jc as isize * bcs) });
             if small {
-                // Small m (a batch of ≤ small_m rows): A is packed once and stays in
-                // L2; B is packed a group of TILE_GROUP micro-panels at a
+                // Small m (a batch of ≤ small_m rows, or a short row-major
+                // A: `Blocking::small_order`): A is packed once, or read in
+                // place, and stays in L2; B is packed a group of TILE_GROUP micro-panels at a
                 // time just before the row panels use them, so it goes from
                 // memory to L2 once instead of through a block-sized buffer,
                 // and a row-major B is read in whole lines. Same tiles, same
@@ -885,7 +899,7 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                     }
                 }
                 let mut next_b = Prefetch::NONE;
-                let direct_a = pack.direct_a.filter(|_| acs == 1 && ars != 1 && k > blk.kc);
+                let direct_a = pack.direct_a.filter(|_| a_row_major && (k > blk.kc || m > blk.small_m));
                 let a_len = m_panels * MR * kc;
                 with_buffer(&PACK_A, batches.len() * a_len, |a_packs| {
                     // Read in place, A needs packing only when it has fewer

@@ -289,6 +289,16 @@ fn k_blocks_are_evened_out_without_adding_passes() {
     assert_eq!(long.blocks(100, 512), (512, 3072), "not deeper than KC");
     assert_eq!(long.blocks(150, 784), (392, 3072), "taller than small_m");
     assert_eq!(v4.blocks(64, 784), (392, 3072), "no long_kc");
+    // The small-batch order: up to small_m rows, or a row-major A of at most
+    // small_m·KC elements read in place (the toy's 256×128 hidden layers).
+    assert!(v4.small_order(false, false, 144, 5000));
+    assert!(v4.small_order(true, true, 256, 128));
+    assert!(
+        !v4.small_order(true, false, 256, 128),
+        "a column-major A is packed per mc rows"
+    );
+    assert!(!v4.small_order(false, true, 256, 128), "no in-place kernel");
+    assert!(!v4.small_order(true, true, 256, 512), "A larger than small_m·KC");
     for kc in [256, 512] {
         let blk = blocking(kc);
         for k in kc + 1..20_000 {
@@ -376,34 +386,36 @@ fn short_and_narrow_edge_tiles_give_the_bits_of_full_tiles() {
 
 #[test]
 fn reading_a_in_place_gives_the_bits_of_packing_it() {
-    // A small batch with a long row-major A takes the in-place kernel; the
-    // same values stored column-major are packed. Same FMAs, same order.
+    // A small batch with a long row-major A, and a short batch with a
+    // short one, take the in-place kernel; the same values stored
+    // column-major are packed. Same FMAs, same order.
     if !Variant::V4Avx2.is_available() {
         return;
     }
-    let (m, n, k) = (100, 70, 700);
-    let a = fill(m * k, 21);
-    let a_cm: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
-    let b = fill(k * n, 22);
-    let run = |a: &[f32], strides: [isize; 2]| {
-        let mut c = fill(m * n, 23);
-        sgemm_variant(
-            Variant::V4Avx2,
-            m,
-            n,
-            k,
-            0.9,
-            a,
-            strides,
-            &b,
-            [n as isize, 1],
-            0.5,
-            &mut c,
-            [n as isize, 1],
-        );
-        c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-    };
-    assert!(run(&a, [k as isize, 1]) == run(&a_cm, [1, m as isize]));
+    for (m, n, k) in [(100, 70, 700), (256, 70, 128), (250, 40, 200)] {
+        let a = fill(m * k, 21);
+        let a_cm: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
+        let b = fill(k * n, 22);
+        let run = |a: &[f32], strides: [isize; 2]| {
+            let mut c = fill(m * n, 23);
+            sgemm_variant(
+                Variant::V4Avx2,
+                m,
+                n,
+                k,
+                0.9,
+                a,
+                strides,
+                &b,
+                [n as isize, 1],
+                0.5,
+                &mut c,
+                [n as isize, 1],
+            );
+            c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        assert!(run(&a, [k as isize, 1]) == run(&a_cm, [1, m as isize]), "{m}x{n}x{k}");
+    }
 }
 
 #[test]
