@@ -546,6 +546,27 @@ pub fn sgemm_fused_batches(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if k > 0 && k < skinny::SKINNY && variant == Variant::V6Skinny {
+        for (a, c) in batches.iter_mut() {
+            // SAFETY: extents checked above, AVX2 checked by the variant's
+            // availability; C is m×n contiguous and a distinct `&mut`.
+            unsafe {
+                skinny::linear_small_k(
+                    m,
+                    n,
+                    k,
+                    a.as_ptr(),
+                    a_strides,
+                    b.as_ptr(),
+                    b_strides,
+                    c.as_mut_ptr(),
+                    epi,
+                )
+            };
+        }
+        return;
+    }
     for (a, c) in batches.iter_mut() {
         crate::matmul::linear_unfused(
             m,

@@ -24,7 +24,7 @@
 //! computed by one thread in a fixed order, so results never depend on the
 //! thread count.
 
-use super::packed::with_scratch;
+use super::packed::{with_scratch, Epilogue};
 use super::store_scaled;
 use std::arch::x86_64::*;
 
@@ -55,7 +55,20 @@ pub(super) unsafe fn sgemm_v6_skinny(
     // transposed problem describes the same memory with swapped strides.
     unsafe {
         if k < SKINNY {
-            small_k(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
+            small_k(
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                a_strides,
+                b,
+                b_strides,
+                beta,
+                c,
+                c_strides,
+                Epilogue::NONE,
+            )
         } else if n < SKINNY {
             small_n(m, n, k, alpha, a, a_strides, b, b_strides, beta, c, c_strides)
         } else if m < SKINNY {
@@ -102,7 +115,35 @@ unsafe fn copy_rows(r: usize, c: usize, x: *const f32, [rs, cs]: [isize; 2], out
     }
 }
 
-/// Small k: `C[i,:] = alpha·Σ_p A[i,p]·B[p,:] + beta·C[i,:]`.
+/// A linear layer with k < [`SKINNY`] inputs (the first layer of a 2-D
+/// toy model) in one pass over C: `C = A·B + bias`, then `act` on each row
+/// while it is in L1, with the bits of prefilling C with the bias, adding
+/// the product (beta = 1) and applying `act` in a separate pass, which
+/// took three passes over C.
+///
+/// # Safety
+/// As for [`sgemm_v6_skinny`] with k < [`SKINNY`]; C is m×n row-major
+/// (strides `[n, 1]`); the bias, if any, holds n values.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn linear_small_k(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_strides: [isize; 2],
+    b: *const f32,
+    b_strides: [isize; 2],
+    c: *mut f32,
+    epi: Epilogue,
+) {
+    debug_assert!(k < SKINNY && epi.bias.is_none_or(|b| b.len() >= n));
+    // SAFETY: forwarded; C's column stride is 1, as the epilogue needs.
+    unsafe { small_k(m, n, k, 1.0, a, a_strides, b, b_strides, 0.0, c, [n as isize, 1], epi) }
+}
+
+/// Small k: `C[i,:] = alpha·Σ_p A[i,p]·B[p,:] + beta·C[i,:]`, or with an
+/// epilogue (C's column stride 1, beta 0) `Σ_p A[i,p]·B[p,:] + bias`, then
+/// `act` on the row.
 ///
 /// # Safety
 /// AVX2+FMA available; the pointers cover the extents implied by the sizes
@@ -121,7 +162,12 @@ unsafe fn small_k(
     beta: f32,
     c: *mut f32,
     [crs, ccs]: [isize; 2],
+    epi: Epilogue,
 ) {
+    debug_assert!((epi.bias.is_none() && epi.act.is_none()) || (ccs == 1 && beta == 0.0));
+    // The bias stands where beta·C would: `v + 1·bias`, the bits of a
+    // bias-prefilled C with beta = 1.
+    let beta = if epi.bias.is_some() { 1.0 } else { beta };
     with_scratch(k * n, |bt| {
         // SAFETY: B covers k×n (caller's contract).
         unsafe { copy_rows(k, n, b, b_strides, bt) };
@@ -137,6 +183,8 @@ unsafe fn small_k(
             // Contiguous rows of C are written in place; others go through `row`.
             let dst = if ccs == 1 { ci } else { row.as_mut_ptr() };
             let (beta_here, mut j) = (if ccs == 1 { beta } else { 0.0 }, 0);
+            // What beta scales: this row of C, or the bias.
+            let old = epi.bias.map_or(dst.cast_const(), <[f32]>::as_ptr);
             // SAFETY (both loops): j + width ≤ n keeps every load inside bt's
             // rows and every store inside the destination row.
             unsafe {
@@ -149,7 +197,7 @@ unsafe fn small_k(
                         }
                     }
                     for (q, s) in acc.iter().enumerate() {
-                        store8(dst.add(j + 8 * q), *s, beta_here);
+                        store8(dst.add(j + 8 * q), *s, beta_here, old.add(j + 8 * q));
                     }
                     j += 32;
                 }
@@ -158,14 +206,23 @@ unsafe fn small_k(
                     for (p, &av) in ai.iter().enumerate().take(k) {
                         s = _mm256_fmadd_ps(_mm256_set1_ps(av), _mm256_loadu_ps(bt.as_ptr().add(p * n + j)), s);
                     }
-                    store8(dst.add(j), s, beta_here);
+                    store8(dst.add(j), s, beta_here, old.add(j));
                     j += 8;
                 }
             }
             for jj in j..n {
                 let s: f32 = (0..k).map(|p| ai[p] * bt[p * n + jj]).sum();
-                // SAFETY: jj < n.
-                unsafe { store_scaled(dst.add(jj), s, 1.0, beta_here) };
+                // SAFETY: jj < n (in C's row and in the bias).
+                unsafe {
+                    if epi.bias.is_some() {
+                        *dst.add(jj) = *old.add(jj);
+                    }
+                    store_scaled(dst.add(jj), s, 1.0, beta_here)
+                };
+            }
+            if let Some(act) = epi.act {
+                // SAFETY: row i of C, n contiguous values (ccs == 1).
+                act(unsafe { std::slice::from_raw_parts_mut(ci, n) });
             }
             if ccs != 1 {
                 for (jj, &v) in row.iter().enumerate() {
@@ -177,19 +234,20 @@ unsafe fn small_k(
     });
 }
 
-/// `dst[0..8] = v + beta·dst[0..8]` (dst not read when `beta == 0`).
+/// `dst[0..8] = v + beta·old[0..8]` (`old` not read when `beta == 0`; it is
+/// `dst` itself, or a bias row).
 ///
 /// # Safety
-/// `dst` must be valid for 8 floats; AVX2 available.
+/// `dst` and `old` must be valid for 8 floats; AVX2 available.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store8(dst: *mut f32, v: __m256, beta: f32) {
+unsafe fn store8(dst: *mut f32, v: __m256, beta: f32, old: *const f32) {
     // SAFETY: caller's contract.
     unsafe {
         let r = if beta == 0.0 {
             v
         } else {
-            _mm256_fmadd_ps(_mm256_loadu_ps(dst), _mm256_set1_ps(beta), v)
+            _mm256_fmadd_ps(_mm256_loadu_ps(old), _mm256_set1_ps(beta), v)
         };
         _mm256_storeu_ps(dst, r);
     }
@@ -421,8 +479,8 @@ unsafe fn columns<const N: usize>(
                 // SAFETY: C[i..i+16][j] are 16 consecutive floats inside C.
                 unsafe {
                     let cp = c.offset(j as isize * ccs).add(i);
-                    store8(cp, _mm256_mul_ps(s[0], va), beta);
-                    store8(cp.add(8), _mm256_mul_ps(s[1], va), beta);
+                    store8(cp, _mm256_mul_ps(s[0], va), beta, cp);
+                    store8(cp.add(8), _mm256_mul_ps(s[1], va), beta, cp.add(8));
                 }
             } else {
                 // SAFETY: tile row j holds 16 floats.

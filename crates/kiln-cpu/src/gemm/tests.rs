@@ -554,13 +554,16 @@ fn check_fused(
 fn fused_bias_and_activation_give_the_bits_of_separate_passes() {
     use crate::elementwise::UnaryOp::{LeakyRelu, Relu, Sigmoid, Tanh};
     // Small batch (one and several k blocks, in-place A), a batch above 144 rows
-    // (the block order), edge tiles, and shapes that fall back (skinny,
-    // tiny); with and without bias and activation.
+    // (the block order), edge tiles, the skinny small-k path's own epilogue
+    // (the toy's 2-wide input; 8-wide and scalar column tails), and shapes
+    // that fall back (skinny, tiny); with and without bias and activation.
     for (m, n, k) in [
         (100, 300, 130),
         (100, 200, 700),
         (200, 150, 300),
+        (256, 128, 2),
         (13, 37, 5),
+        (5, 45, 1),
         (3, 40, 50),
         (7, 9, 11),
     ] {
