@@ -857,11 +857,12 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
             if small {
                 // Small m (a batch of ≤ small_m rows, or a short row-major
                 // A: `Blocking::small_order`): A is packed once, or read in
-                // place, and stays in L2; B is packed a group of TILE_GROUP micro-panels at a
-                // time just before the row panels use them, so it goes from
-                // memory to L2 once instead of through a block-sized buffer,
-                // and a row-major B is read in whole lines. Same tiles, same
-                // k order, so the same bits as the path below.
+                // place, and stays in L2; B is packed a group of TILE_GROUP
+                // micro-panels at a time just before the row panels use
+                // them, so it goes from memory to L2 once instead of through
+                // a block-sized buffer, and a row-major B is read in whole
+                // lines. Same tiles, same k order, so the same bits as the
+                // path below.
                 //
                 // The operands stream from memory exactly once here, so while
                 // the tiles of one B group run, the source of the next group
