@@ -84,20 +84,25 @@ fn gan_step(c: &mut Criterion) {
         let mut opt_g = Adam::new(gen.parameters(), AdamConfig::default());
         let mut opt_d = Adam::new(disc.parameters(), AdamConfig::default());
         let real = Tensor::rand(&[batch, dw[0]], DType::F32, Device::Cpu, &mut rng).unwrap();
+        // As the trainer runs it: on a worker of the pool, the other workers
+        // kept polling between the step's small parallel products.
         g.bench_function(name, |bench| {
-            bench.iter(|| {
-                let z = Tensor::randn(&[batch, gw[0]], DType::F32, Device::Cpu, &mut rng).unwrap();
-                let fake = gen.forward(&z).unwrap();
-                opt_d.zero_grad();
-                // Both batches through D together, as the trainer runs them.
-                let ys = disc.forward_many(&[&real, &fake.detach()]).unwrap();
-                let ld = d_loss(GanLoss::Ns, &ys[0], &ys[1], d_sig).unwrap();
-                ld.backward().unwrap();
-                opt_d.step().unwrap();
-                opt_g.zero_grad();
-                let lg = g_loss(GanLoss::Ns, &disc.forward(&fake).unwrap(), d_sig).unwrap();
-                lg.backward_to(opt_g.params()).unwrap();
-                opt_g.step().unwrap();
+            rayon::scope(|_| {
+                let _warm = kiln::KeepWarm::new();
+                bench.iter(|| {
+                    let z = Tensor::randn(&[batch, gw[0]], DType::F32, Device::Cpu, &mut rng).unwrap();
+                    let fake = gen.forward(&z).unwrap();
+                    opt_d.zero_grad();
+                    // Both batches through D together, as the trainer runs them.
+                    let ys = disc.forward_many(&[&real, &fake.detach()]).unwrap();
+                    let ld = d_loss(GanLoss::Ns, &ys[0], &ys[1], d_sig).unwrap();
+                    ld.backward().unwrap();
+                    opt_d.step().unwrap();
+                    opt_g.zero_grad();
+                    let lg = g_loss(GanLoss::Ns, &disc.forward(&fake).unwrap(), d_sig).unwrap();
+                    lg.backward_to(opt_g.params()).unwrap();
+                    opt_g.step().unwrap();
+                })
             })
         });
     }

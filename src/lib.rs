@@ -21,7 +21,7 @@ pub mod bench;
 pub mod cli;
 
 pub use kiln_core as core;
-pub use kiln_core::{autograd, no_grad, DType, Device, Error, Result, Tensor};
+pub use kiln_core::{autograd, no_grad, DType, Device, Error, KeepWarm, Result, Tensor};
 pub use kiln_cpu as cpu;
 #[cfg(feature = "cuda")]
 pub use kiln_cuda as cuda;
