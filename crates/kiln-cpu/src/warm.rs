@@ -28,8 +28,9 @@ struct State {
     polling: AtomicUsize,
 }
 
-/// While alive, every other worker of the current rayon pool (the global
-/// pool outside any) polls for work instead of sleeping.
+/// While alive, every other worker of the current rayon pool polls for work
+/// instead of sleeping. Outside any pool it acts on the global pool and
+/// leaves one of its workers out, the calling thread standing in for it.
 ///
 /// Hold it around a loop of small parallel ops, such as training steps on
 /// the CPU; drop it when the loop ends, since the workers keep a core each
@@ -56,12 +57,16 @@ impl KeepWarm {
             return KeepWarm { state: None };
         }
         let state = Arc::new(State::default());
-        let owner = rayon::current_thread_index();
+        // The worker that stays out: the caller, or from outside the pool
+        // worker 0, so that the caller and the polling workers together
+        // are as many threads as the pool has (more would take turns on
+        // the cores).
+        let idle = rayon::current_thread_index().unwrap_or(0);
         let shared = state.clone();
-        // One job per worker; the calling worker's own returns at once (it
-        // runs when the caller next waits for stolen work).
+        // One job per worker; the one staying out returns at once (the
+        // caller's runs when it next waits for stolen work).
         rayon::spawn_broadcast(move |ctx| {
-            if Some(ctx.index()) != owner {
+            if ctx.index() != idle {
                 poll(&shared);
             }
         });
@@ -153,6 +158,23 @@ mod tests {
                 assert!(eventually(|| state.polling.load(Ordering::Acquire) == 0));
             });
         }
+    }
+
+    #[test]
+    fn outside_the_pool_all_workers_but_one_poll() {
+        // The global pool, from the test's own thread.
+        let threads = rayon::current_num_threads();
+        let warm = KeepWarm::new();
+        assert!(
+            eventually(|| warm.polling() == threads - 1),
+            "{threads} threads: {}",
+            warm.polling()
+        );
+        let (a, b) = rayon::join(|| (0..1000u64).sum::<u64>(), || 1u64);
+        assert_eq!(a + b, 499_501);
+        // Still not more than that (a broadcast job left behind would join later).
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(warm.polling(), threads - 1);
     }
 
     #[test]
