@@ -88,8 +88,8 @@ fn gan_step(c: &mut Criterion) {
         // kept polling between the step's small parallel products.
         g.bench_function(name, |bench| {
             rayon::scope(|_| {
-                let _warm = kiln::KeepWarm::new();
                 bench.iter(|| {
+                    let _warm = kiln::KeepWarm::new();
                     let z = Tensor::randn(&[batch, gw[0]], DType::F32, Device::Cpu, &mut rng).unwrap();
                     let fake = gen.forward(&z).unwrap();
                     opt_d.zero_grad();

@@ -368,10 +368,11 @@ fn gan_step_steps(
             let lg = lg.item()?;
             Ok((ld, lg))
         };
-        // As the trainer does: the pool's workers poll between the step's
-        // small parallel products instead of sleeping.
-        let warm = (device == Device::Cpu).then(KeepWarm::new);
+        // As the trainer does: through each step the pool's workers poll
+        // between its small parallel products instead of sleeping.
+        let warm = || (device == Device::Cpu).then(KeepWarm::new);
         for i in 0..10 {
+            let _warm = warm();
             step(i, &mut rng)?;
         }
         let mut meds = Vec::new();
@@ -380,6 +381,7 @@ fn gan_step_steps(
         for _ in 0..a.repeats.max(1) {
             let t0 = Instant::now();
             for i in 0..a.steps {
+                let _warm = warm();
                 let (ld, lg) = step(i, &mut rng)?;
                 last_d = Some(ld);
                 last.1 = lg;
@@ -389,7 +391,6 @@ fn gan_step_steps(
         if let Some(ld) = &last_d {
             last.0 = ld.item()?;
         }
-        drop(warm);
         meds.sort_by(f64::total_cmp);
         let med = meds[meds.len() / 2];
         let flops = step_gemm_flops(c, a.full_g_backward);

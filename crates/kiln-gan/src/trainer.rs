@@ -576,16 +576,17 @@ impl Trainer {
         let mut window = (Instant::now(), self.step);
         let mut last = StepStats::default();
         let mut interrupted = false;
-        // The pool's other workers poll between the steps' small parallel
-        // products instead of sleeping (each wake-up costs about what a
-        // split saves); they go back to sleep when the loop ends.
-        let warm = (self.device == Device::Cpu).then(kiln_core::KeepWarm::new);
         while self.step < total {
             if stop.load(Ordering::Relaxed) || stop_at.is_some_and(|s| self.step >= s) {
                 interrupted = true;
                 break;
             }
+            // Through the step the pool's other workers poll between its
+            // small parallel products instead of sleeping (each wake-up
+            // costs about what a split saves).
+            let warm = (self.device == Device::Cpu).then(kiln_core::KeepWarm::new);
             last = self.train_step()?;
+            drop(warm);
             let s = self.step;
             let sample_now = s.is_multiple_of(self.config.sample_every) || s == total;
             if s.is_multiple_of(self.config.log_every) || sample_now {
@@ -620,7 +621,6 @@ impl Trainer {
                 pb.set_position(s);
             }
         }
-        drop(warm);
         if interrupted {
             self.save_checkpoint()?;
             self.write_loss_plot()?;
