@@ -40,7 +40,8 @@ pub(super) struct Blocking {
     pub nc: usize,
     /// The most rows a product may have to run in the small-batch order
     /// (A packed once per k block, B streamed a group of panels at a time);
-    /// taller ones are cut into blocks of `mc` rows. A multiple of MR.
+    /// taller ones are cut into blocks of `mc` rows, except a short row-major
+    /// A read in place ([`Blocking::small_order`]). A multiple of MR.
     pub small_m: usize,
     /// The depth of the k blocks of a *long batch* ([`Blocking::long_batch`]:
     /// at most `small_m` rows, deeper than `kc`; a kernel with
@@ -885,9 +886,11 @@ unsafe fn sgemm_packed_on<const MR: usize, const NR: usize>(
                 // prefetch, and the A block of this k block, read in place
                 // (a long row-major A, deeper than KC: it streams from
                 // memory once, like B, so the kernel reads it where it can,
-                // saving the core time of packing it; only a short last row
-                // panel is packed) or packed (a short A: its block is reused
-                // for every column block).
+                // saving the core time of packing it; or a row-major A taller
+                // than small_m, which `small_order` admits only when it fits
+                // in L2 as it lies; only a short last row panel is packed) or
+                // packed (a short A: its block is reused for every column
+                // block).
                 let mut next_a = [Prefetch::NONE; MAX_BATCHES];
                 let mut a_blk = [std::ptr::null::<f32>(); MAX_BATCHES];
                 for (i, one) in batches.iter().enumerate() {

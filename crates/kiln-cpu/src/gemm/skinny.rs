@@ -164,7 +164,8 @@ unsafe fn small_k(
     [crs, ccs]: [isize; 2],
     epi: Epilogue,
 ) {
-    debug_assert!((epi.bias.is_none() && epi.act.is_none()) || (ccs == 1 && beta == 0.0));
+    // The epilogue writes contiguous rows over C's old values.
+    assert!((epi.bias.is_none() && epi.act.is_none()) || (ccs == 1 && beta == 0.0));
     // The bias stands where beta·C would: `v + 1·bias`, the bits of a
     // bias-prefilled C with beta = 1.
     let beta = if epi.bias.is_some() { 1.0 } else { beta };

@@ -392,7 +392,10 @@ fn reading_a_in_place_gives_the_bits_of_packing_it() {
     if !Variant::V4Avx2.is_available() {
         return;
     }
-    for (m, n, k) in [(100, 70, 700), (256, 70, 128), (250, 40, 200)] {
+    // One thread: above the split threshold the block order packs A anyway.
+    // 203 rows end on an overlapping panel read in place.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for (m, n, k) in [(100, 70, 700), (256, 70, 128), (250, 40, 200), (203, 40, 300)] {
         let a = fill(m * k, 21);
         let a_cm: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
         let b = fill(k * n, 22);
@@ -414,7 +417,8 @@ fn reading_a_in_place_gives_the_bits_of_packing_it() {
             );
             c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
         };
-        assert!(run(&a, [k as isize, 1]) == run(&a_cm, [1, m as isize]), "{m}x{n}x{k}");
+        let (in_place, packed) = pool.install(|| (run(&a, [k as isize, 1]), run(&a_cm, [1, m as isize])));
+        assert!(in_place == packed, "{m}x{n}x{k}");
     }
 }
 
@@ -553,14 +557,16 @@ fn check_fused(
 #[test]
 fn fused_bias_and_activation_give_the_bits_of_separate_passes() {
     use crate::elementwise::UnaryOp::{LeakyRelu, Relu, Sigmoid, Tanh};
-    // Small batch (one and several k blocks, in-place A), a batch above 144 rows
-    // (the block order), edge tiles, the skinny small-k path's own epilogue
+    // Small batch (one and several k blocks, in-place A), a short batch above
+    // 144 rows read in place (200×300), one too large for that (the block
+    // order, 300×300), edge tiles, the skinny small-k path's own epilogue
     // (the toy's 2-wide input; 8-wide and scalar column tails), and shapes
     // that fall back (skinny, tiny); with and without bias and activation.
     for (m, n, k) in [
         (100, 300, 130),
         (100, 200, 700),
         (200, 150, 300),
+        (300, 150, 300),
         (256, 128, 2),
         (13, 37, 5),
         (5, 45, 1),
@@ -622,14 +628,17 @@ fn batches_sharing_b_give_each_the_bits_it_has_alone() {
     // The small-batch order with A read in place (a long batch: k beyond
     // KC; 100 rows end in a short panel, 50 in an overlapping one), with a
     // packed A (short k, or A column-major), several B groups and k blocks;
-    // a batch above 144 rows (the block order, batch by batch); more
-    // batches than run together (6 > MAX_BATCHES); and a shape that falls
-    // back to the unfused path.
+    // a short batch above 144 rows (row-major A: the small-batch order, read
+    // in place; column-major: the block order, batch by batch), and one too
+    // large to read in place (the block order either way); more batches
+    // than run together (6 > MAX_BATCHES); and a shape that falls back to
+    // the unfused path.
     for (m, n, k) in [
         (100, 300, 1300),
         (50, 200, 700),
         (64, 784, 128),
         (200, 150, 300),
+        (300, 150, 300),
         (7, 9, 11),
     ] {
         for (ta, tb) in [(false, true), (false, false), (true, true)] {
