@@ -186,7 +186,7 @@ fn vmath_kernel() -> Option<(&'static str, VmathKernel)> {
 }
 
 /// Which kernel runs the f32 sigmoid and tanh on this CPU (see
-/// [`transcendental_f32`]): "AVX-512", "AVX2" or "scalar". Every one gives
+/// `transcendental_f32`): "AVX-512", "AVX2" or "scalar". Every one gives
 /// the bits of the scalar formulas; benchmarks print the name.
 pub fn transcendental_kernel() -> &'static str {
     vmath_kernel().map_or("scalar", |(name, _)| name)
