@@ -12,7 +12,7 @@ use crate::losses::{d_loss, g_loss, gradient_penalty};
 use crate::metrics::{mode_metrics, ModeMetrics};
 use crate::plot::{write_loss_plot, write_scatter_plot, Scatter, Series};
 use crate::png_out::{image_grid, write_png_rgb, GridOptions};
-use kiln_core::{no_grad, set_anomaly_enabled, DType, Device, Error, Result, Tensor};
+use kiln_core::{no_grad, set_anomaly_enabled, DType, Device, Error, KeepWarm, Result, Tensor};
 use kiln_nn::{Activation, Adam, AdamConfig, Linear, Module, Optimizer, Sequential};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -358,6 +358,10 @@ impl Trainer {
 
     /// One generator step with its `d_steps` discriminator steps.
     pub fn train_step(&mut self) -> Result<StepStats> {
+        // Through the step the pool's other workers poll between its small
+        // parallel products instead of sleeping (each wake-up costs about
+        // what a split saves).
+        let _warm = (self.device == Device::Cpu).then(KeepWarm::new);
         self.apply_schedule();
         let (loss_kind, sig, b) = (self.config.loss, self.config.d_sigmoid, self.config.batch);
         let mut stats = StepStats::default();
@@ -581,12 +585,7 @@ impl Trainer {
                 interrupted = true;
                 break;
             }
-            // Through the step the pool's other workers poll between its
-            // small parallel products instead of sleeping (each wake-up
-            // costs about what a split saves).
-            let warm = (self.device == Device::Cpu).then(kiln_core::KeepWarm::new);
             last = self.train_step()?;
-            drop(warm);
             let s = self.step;
             let sample_now = s.is_multiple_of(self.config.sample_every) || s == total;
             if s.is_multiple_of(self.config.log_every) || sample_now {
