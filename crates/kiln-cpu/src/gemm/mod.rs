@@ -488,10 +488,10 @@ pub fn sgemm_fused(
 /// the same sizes and strides (a linear layer's weight applied to several
 /// batches): `C_i = A_i·B + bias`, then `act`. Where the packed driver runs
 /// its small-batch order (at most `small_m` rows, or a short row-major A on
-/// one thread), each B group is packed
-/// once for every batch and their row panels run against it while it is in
-/// L2, instead of B streaming from memory once per batch. Every `C_i` gets
-/// the bits [`sgemm_fused`] gives it alone.
+/// one thread), each B group is packed once for every batch and their row
+/// panels run against it while it is in L2, instead of B streaming from
+/// memory once per batch. Every `C_i` gets the bits [`sgemm_fused`] gives it
+/// alone.
 ///
 /// # Panics
 /// As for [`sgemm_fused`], for every batch.

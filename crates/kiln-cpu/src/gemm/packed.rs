@@ -589,9 +589,9 @@ pub(super) const MAX_BATCHES: usize = 4;
 /// The packed GEMM driver: the loop nest in the module docs around
 /// `kernel`, an MR×NR micro-kernel, for up to [`MAX_BATCHES`] products
 /// `C_i = A_i·B` of the same sizes and strides (one product, or a linear
-/// layer applied to several batches). In
-/// the small-m order each B group is packed once and every batch's row panels
-/// run against it while it is in L2, instead of one packing of B per batch
+/// layer applied to several batches). In the small-m order each B group is
+/// packed once and every batch's row panels run against it while it is in
+/// L2, instead of one packing of B per batch
 /// (for `x·W1ᵀ` of the article's D, a 6 MiB stream from memory each). Each
 /// batch's tiles, k blocks and epilogue are those it has alone, so its bits
 /// are too; other orders run the batches one after another.

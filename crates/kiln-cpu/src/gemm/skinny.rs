@@ -213,12 +213,14 @@ unsafe fn small_k(
             }
             for jj in j..n {
                 let s: f32 = (0..k).map(|p| ai[p] * bt[p * n + jj]).sum();
-                // SAFETY: jj < n (in C's row and in the bias).
+                // SAFETY: jj < n (in C's row and in the bias). `s + beta·old`,
+                // as `store_scaled` computes it with alpha 1.
                 unsafe {
-                    if epi.bias.is_some() {
-                        *dst.add(jj) = *old.add(jj);
+                    *dst.add(jj) = if beta_here == 0.0 {
+                        s
+                    } else {
+                        s + beta_here * *old.add(jj)
                     }
-                    store_scaled(dst.add(jj), s, 1.0, beta_here)
                 };
             }
             if let Some(act) = epi.act {
