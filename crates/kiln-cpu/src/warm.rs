@@ -95,7 +95,8 @@ impl KeepWarm {
     }
 
     /// How many workers are in their polling loop now (they enter it shortly
-    /// after [`KeepWarm::new`] and leave it shortly after the drop).
+    /// after [`KeepWarm::new`] and leave it shortly after the drop, or after
+    /// 5 ms without work).
     pub fn polling(&self) -> usize {
         self.state.as_ref().map_or(0, |s| s.polling.load(Ordering::Acquire))
     }
