@@ -9,7 +9,7 @@
 //! engine runs it with grad mode on (`create_graph`) the backward pass is
 //! itself recorded and can be differentiated again.
 
-use crate::shape::Dims;
+use crate::shape::{same_dims, Dims};
 use crate::storage::UsizeHasher;
 use crate::tensor::Inner;
 use crate::{Error, Result, Tensor};
@@ -250,6 +250,12 @@ pub(crate) fn record(
     inputs: &[&Tensor],
     backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Tensor {
+    // Checked before boxing the rule: under no_grad (every op a backward
+    // rule runs, unless create_graph) the box was an allocation and a free
+    // per op for nothing.
+    if !recording(inputs) {
+        return out;
+    }
     record_impl(op, out, inputs, false, Box::new(backward))
 }
 
@@ -262,7 +268,16 @@ pub(crate) fn record_with_output(
     inputs: &[&Tensor],
     backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Tensor {
+    if !recording(inputs) {
+        return out;
+    }
     record_impl(op, out, inputs, true, Box::new(backward))
+}
+
+/// Whether an op on `inputs` is recorded: grad mode on and an input that
+/// requires grad.
+fn recording(inputs: &[&Tensor]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|t| t.0.requires_grad)
 }
 
 #[track_caller]
@@ -273,7 +288,7 @@ fn record_impl(
     save_output: bool,
     backward: BackwardFn,
 ) -> Tensor {
-    if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
+    if !recording(inputs) {
         return out;
     }
     let edges = inputs
@@ -323,7 +338,12 @@ fn record_impl(
 fn accumulate(old: Option<Tensor>, g: Tensor) -> Result<Tensor> {
     match old {
         None => Ok(g),
-        Some(o) if !is_grad_enabled() && o.is_exclusive_cpu() && o.shape() == g.shape() && o.dtype() == g.dtype() => {
+        Some(o)
+            if !is_grad_enabled()
+                && o.is_exclusive_cpu()
+                && same_dims(o.shape(), g.shape())
+                && o.dtype() == g.dtype() =>
+        {
             o.add_scaled_(&g, 1.0)?;
             Ok(o)
         }
@@ -377,7 +397,49 @@ enum Sink<'a> {
 }
 
 /// The engine. Walks the graph from `roots` in reverse topological order.
+/// The maps and stack of one backward pass, kept per thread between passes
+/// (cleared, capacity kept): a pass over a graph of n nodes grew three hash
+/// maps from empty, a dozen reallocations and rehashes each time.
+#[derive(Default)]
+struct Scratch {
+    deps: NodeMap<usize>,
+    seen: NodeMap<()>,
+    pending: NodeMap<Tensor>,
+    stack: Vec<Arc<Node>>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Option<Scratch>> = const { std::cell::RefCell::new(None) };
+}
+
 fn run_backward(
+    roots: &[Tensor],
+    grads: &[Tensor],
+    retain_graph: bool,
+    create_graph: bool,
+    sink: &mut Sink,
+) -> Result<()> {
+    // A backward started inside another (from a hook or a backward rule)
+    // finds the slot empty and starts from fresh maps.
+    let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let result = run_backward_in(&mut scratch, roots, grads, retain_graph, create_graph, sink);
+    // Whatever is left (an error midway, or gradients nothing consumed) is
+    // dropped here, not kept alive until the next pass.
+    scratch.deps.clear();
+    scratch.seen.clear();
+    scratch.pending.clear();
+    scratch.stack.clear();
+    SCRATCH.with(|s| {
+        let mut slot = s.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(scratch);
+        }
+    });
+    result
+}
+
+fn run_backward_in(
+    scratch: &mut Scratch,
     roots: &[Tensor],
     grads: &[Tensor],
     retain_graph: bool,
@@ -395,10 +457,12 @@ fn run_backward(
     let anomaly = is_anomaly_enabled();
 
     // 1. Dependency counts: how many consumers will send a gradient to each node.
-    let mut deps: NodeMap<usize> = NodeMap::default();
-    let mut stack: Vec<Arc<Node>> = Vec::new();
-    let mut seen: NodeMap<()> = NodeMap::default();
-    let mut pending: NodeMap<Tensor> = NodeMap::default();
+    let Scratch {
+        deps,
+        seen,
+        pending,
+        stack,
+    } = scratch;
     let mut ready = BinaryHeap::new();
     for (root, g) in roots.iter().zip(grads) {
         if !root.0.requires_grad {
@@ -541,7 +605,7 @@ fn run_backward(
             let (Some(edge), Some(g)) = (edge, g) else {
                 // An input that needs a gradient but got none still counts as delivered.
                 if let Some(Edge::Node(parent)) = edge {
-                    release(parent, &mut deps, &pending, &mut ready, masks.as_ref());
+                    release(parent, deps, pending, &mut ready, masks.as_ref());
                 }
                 continue;
             };
@@ -551,7 +615,7 @@ fn run_backward(
             match edge {
                 Edge::Node(parent) => {
                     let k = node_key(parent);
-                    if g.shape() != parent.out_shape.as_slice() {
+                    if !same_dims(g.shape(), &parent.out_shape) {
                         return Err(Error::Autograd(format!(
                             "backward of {} produced a gradient of shape {:?} for an input of shape {:?}",
                             node.op,
@@ -561,7 +625,7 @@ fn run_backward(
                     }
                     let old = pending.remove(&k);
                     pending.insert(k, accumulate(old, g)?);
-                    release(parent, &mut deps, &pending, &mut ready, masks.as_ref());
+                    release(parent, deps, pending, &mut ready, masks.as_ref());
                 }
                 Edge::Leaf(inner) => {
                     let leaf = Tensor(inner.clone());
@@ -642,7 +706,17 @@ fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sin
     match sink {
         Sink::AccumulateInto(targets) if !targets.iter().any(|t| Arc::ptr_eq(&t.0, inner)) => {}
         Sink::Accumulate | Sink::AccumulateInto(_) => {
-            let g = if create_graph { g } else { g.contiguous_data()? };
+            // Stored as a plain contiguous tensor. A CPU gradient that
+            // already is one, with no other handle (a fresh result of a
+            // backward rule), is stored as it is rather than through a new
+            // handle (an allocation per delivery; `contiguous_data` would
+            // only detach it).
+            let plain = g.0.grad_fn.is_none() && !g.0.requires_grad && Arc::strong_count(&g.0) == 1;
+            let g = if create_graph || (plain && g.device() == crate::Device::Cpu && g.is_contiguous()) {
+                g
+            } else {
+                g.contiguous_data()?
+            };
             let mut slot = inner.grad.lock().unwrap();
             let old = slot.take();
             *slot = Some(accumulate(old, g)?);

@@ -9,6 +9,15 @@ pub(crate) type Dims = smallvec::SmallVec<[usize; 4]>;
 /// A tensor's strides, as [`Dims`].
 pub(crate) type Strides = smallvec::SmallVec<[isize; 4]>;
 
+/// Whether two shapes are equal. The engine compares shapes several times
+/// per op (broadcast or not, gradient against input); slice `==` on `usize`
+/// compiles to a `memcmp` call, which for a rank of 1–4 costs more than the
+/// comparison itself.
+#[inline]
+pub(crate) fn same_dims(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// Row-major strides of a contiguous tensor of `shape`.
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Strides {
     let mut strides = Strides::from_elem(0, shape.len());

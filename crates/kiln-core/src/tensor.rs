@@ -203,8 +203,8 @@ impl Tensor {
     pub(crate) fn with_grad_fn(&self, node: Option<Arc<Node>>, requires_grad: bool) -> Tensor {
         Tensor(Arc::new(Inner {
             storage: self.0.storage.clone(),
-            shape: self.0.shape.clone(),
-            strides: self.0.strides.clone(),
+            shape: Dims::from_slice(&self.0.shape),
+            strides: Strides::from_slice(&self.0.strides),
             offset: self.0.offset,
             dtype: self.0.dtype,
             device: self.0.device,

@@ -215,6 +215,68 @@ fn second_backward_without_retain_graph_errors() {
 }
 
 #[test]
+fn a_failed_backward_leaves_nothing_behind_for_the_next() {
+    // The engine keeps its per-pass maps between passes (per thread); a pass
+    // that stops midway must not leave its pending gradients for the next.
+    // z = b·a with b = y·1 = inf and a = 2x: the product's backward delivers
+    // a finite gradient for b (a = 6) and then a non-finite one for a, which
+    // anomaly mode stops at, with b's gradient pending.
+    let y = t64(&[f64::INFINITY], &[1]).requires_grad(true);
+    let x = t64(&[3.0], &[1]).requires_grad(true);
+    let b = y.mul_scalar(1.0).unwrap();
+    let a = x.mul_scalar(2.0).unwrap();
+    let loss = b.mul(&a).unwrap().sum().unwrap();
+    kiln_core::set_anomaly_enabled(true);
+    let err = loss.backward_opts(None, true, false).unwrap_err();
+    kiln_core::set_anomaly_enabled(false);
+    assert!(matches!(err, Error::Anomaly { .. }), "{err}");
+    assert!(y.grad().is_none() && x.grad().is_none());
+    // The same (retained) graph again, without anomaly mode: y gets a's 6
+    // once, not 6 more left over from the failed pass.
+    loss.backward().unwrap();
+    assert_eq!(y.grad().unwrap().to_vec::<f64>().unwrap(), vec![6.0]);
+}
+
+#[test]
+fn a_backward_run_inside_a_hook_is_independent() {
+    use std::sync::{Arc, Mutex};
+    // A hook that runs a whole backward of its own while the outer pass is
+    // midway: both passes get their own bookkeeping.
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let u = t64(&[3.0], &[1]).requires_grad(true);
+    // Built beforehand: inside a backward pass grad mode is off.
+    let inner = u.mul(&u).unwrap().sum().unwrap();
+    let ran = Arc::new(Mutex::new(false));
+    let ran2 = ran.clone();
+    let h = x.mul_scalar(3.0).unwrap();
+    h.register_hook(move |_| {
+        inner.backward().unwrap();
+        *ran2.lock().unwrap() = true;
+        None
+    });
+    h.mul(&h).unwrap().sum().unwrap().backward().unwrap();
+    assert!(*ran.lock().unwrap());
+    // d/dx Σ(3x)² = 18x; d/du Σu² = 2u.
+    assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![18.0, 36.0]);
+    assert_eq!(u.grad().unwrap().to_vec::<f64>().unwrap(), vec![6.0]);
+}
+
+#[test]
+fn a_leaf_gradient_is_a_tensor_of_its_own() {
+    // The first gradient a leaf receives is stored without a copy when the
+    // engine holds its only handle; a gradient someone else holds (the
+    // output gradient passed to backward) is stored through a handle of its
+    // own, and later accumulation never writes into the caller's tensor.
+    let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
+    let go = t64(&[5.0, 7.0], &[2]);
+    x.backward_opts(Some(&go), false, false).unwrap();
+    assert!(!x.grad().unwrap().same(&go));
+    x.mul_scalar(2.0).unwrap().sum().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), vec![7.0, 9.0]);
+    assert_eq!(go.to_vec::<f64>().unwrap(), vec![5.0, 7.0]);
+}
+
+#[test]
 fn retain_graph_allows_a_second_backward() {
     let x = t64(&[0.5, 1.5], &[2]).requires_grad(true);
     let y = x.sigmoid().unwrap().sum().unwrap();

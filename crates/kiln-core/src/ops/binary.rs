@@ -4,7 +4,7 @@
 
 use super::check_same;
 use crate::autograd::{record, record_with_output, SavedTensor};
-use crate::shape::{broadcast_dims, Strides};
+use crate::shape::{broadcast_dims, same_dims, Dims, Strides};
 use crate::storage::Data;
 use crate::{Error, Result, Tensor};
 use kiln_cpu::elementwise::{binary, BinaryOp, Strided};
@@ -50,8 +50,21 @@ impl Tensor {
     /// Applies a binary kernel with broadcasting, without recording.
     pub(crate) fn binary_raw(&self, other: &Tensor, op: BinaryOp, name: &'static str) -> Result<Tensor> {
         check_same(name, self, other)?;
-        let shape = broadcast_dims(name, self.shape(), other.shape())?;
-        let (sa, sb) = (broadcast_strides(self, &shape), broadcast_strides(other, &shape));
+        // Operands of one shape (most ops, and every gradient a backward rule
+        // combines) need no broadcast: the output takes that shape and each
+        // operand is read through its own strides (a size-1 dimension's
+        // stride multiplies only index 0, so it need not be zeroed).
+        let (shape, sa, sb) = if same_dims(self.shape(), other.shape()) {
+            (
+                Dims::from_slice(&self.0.shape),
+                Strides::from_slice(&self.0.strides),
+                Strides::from_slice(&other.0.strides),
+            )
+        } else {
+            let shape = broadcast_dims(name, self.shape(), other.shape())?;
+            let (sa, sb) = (broadcast_strides(self, &shape), broadcast_strides(other, &shape));
+            (shape, sa, sb)
+        };
         #[cfg(feature = "cuda")]
         if self.is_cuda() {
             return crate::cuda::binary(self, other, op, &shape);
@@ -72,7 +85,7 @@ impl Tensor {
     #[track_caller]
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         let out = self.binary_raw(other, BinaryOp::Add, "add")?;
-        let (sa, sb) = (self.0.shape.clone(), other.0.shape.clone());
+        let (sa, sb) = (Dims::from_slice(&self.0.shape), Dims::from_slice(&other.0.shape));
         Ok(record("add", out, &[self, other], move |_, g| {
             Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])
         }))
@@ -82,7 +95,7 @@ impl Tensor {
     #[track_caller]
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let out = self.binary_raw(other, BinaryOp::Sub, "sub")?;
-        let (sa, sb) = (self.0.shape.clone(), other.0.shape.clone());
+        let (sa, sb) = (Dims::from_slice(&self.0.shape), Dims::from_slice(&other.0.shape));
         Ok(record("sub", out, &[self, other], move |_, g| {
             Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.neg()?.sum_to_shape(&sb)?)])
         }))
@@ -162,7 +175,7 @@ impl Tensor {
     /// Sums a broadcast gradient back to `shape` (the inverse of broadcasting).
     #[track_caller]
     pub fn sum_to_shape(&self, shape: &[usize]) -> Result<Tensor> {
-        if self.shape() == shape {
+        if same_dims(self.shape(), shape) {
             return Ok(self.clone());
         }
         if shape.len() > self.rank() {

@@ -22,7 +22,7 @@ impl Tensor {
 
     /// Transposed 2-D view without recording.
     pub(crate) fn transpose_raw(&self, d0: usize, d1: usize) -> Tensor {
-        let (mut shape, mut strides) = (self.0.shape.clone(), self.0.strides.clone());
+        let (mut shape, mut strides) = (Dims::from_slice(&self.0.shape), Strides::from_slice(&self.0.strides));
         shape.swap(d0, d1);
         strides.swap(d0, d1);
         self.view_of(&shape, &strides, self.0.offset)
@@ -144,7 +144,7 @@ impl Tensor {
                 ),
             });
         }
-        let mut shape = self.0.shape.clone();
+        let mut shape = Dims::from_slice(&self.0.shape);
         shape[d] = len;
         // A view with no elements keeps the input's offset: start·stride can
         // point past the end of the storage (narrowing a zero-size tensor),
