@@ -8,6 +8,7 @@ use crate::storage::{Buf, Data, Storage};
 use crate::{Error, Result};
 use kiln_cpu::elementwise::{copy_strided, Strided};
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 
 /// Element type of a tensor.
@@ -127,7 +128,9 @@ impl Element for f64 {
 pub struct Tensor(pub(crate) Arc<Inner>);
 
 pub(crate) struct Inner {
-    pub(crate) storage: Arc<Storage>,
+    /// Taken (not dropped) by `Inner`'s `Drop`, which hands a storage no
+    /// other handle shares to [`crate::storage::release`].
+    pub(crate) storage: ManuallyDrop<Arc<Storage>>,
     pub(crate) shape: Dims,
     pub(crate) strides: Strides,
     pub(crate) offset: usize,
@@ -140,6 +143,14 @@ pub(crate) struct Inner {
     pub(crate) grad: Mutex<Option<Tensor>>,
     /// Hooks of a leaf (non-leaf hooks live on the node).
     pub(crate) hooks: Mutex<Vec<Hook>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // SAFETY: `storage` is not used again: this is the handle's drop.
+        let storage = unsafe { ManuallyDrop::take(&mut self.storage) };
+        crate::storage::release(storage);
+    }
 }
 
 impl fmt::Debug for Tensor {
@@ -170,7 +181,7 @@ impl Tensor {
             Data::Cuda(_) => DType::F32,
         };
         Tensor(Arc::new(Inner {
-            storage: Arc::new(Storage::new(data)),
+            storage: ManuallyDrop::new(crate::storage::storage_for(data)),
             shape: Dims::from_slice(shape),
             strides: contiguous_strides(shape),
             offset: 0,
