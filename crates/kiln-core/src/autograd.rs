@@ -396,7 +396,6 @@ enum Sink<'a> {
     Capture(&'a [Tensor], Vec<Option<Tensor>>),
 }
 
-/// The engine. Walks the graph from `roots` in reverse topological order.
 /// The maps and stack of one backward pass, kept per thread between passes
 /// (cleared, capacity kept): a pass over a graph of n nodes grew three hash
 /// maps from empty, a dozen reallocations and rehashes each time.
@@ -412,6 +411,11 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Option<Scratch>> = const { std::cell::RefCell::new(None) };
 }
 
+/// A graph bigger than this many nodes does not leave its maps' capacity
+/// behind for the thread's later passes.
+const SCRATCH_KEEP: usize = 1 << 16;
+
+/// The engine. Walks the graph from `roots` in reverse topological order.
 fn run_backward(
     roots: &[Tensor],
     grads: &[Tensor],
@@ -420,16 +424,25 @@ fn run_backward(
     sink: &mut Sink,
 ) -> Result<()> {
     // A backward started inside another (from a hook or a backward rule)
-    // finds the slot empty and starts from fresh maps.
-    let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    // finds the slot empty and starts from fresh maps; so does one run while
+    // the thread exits (from a thread-local's destructor), after the slot
+    // is gone.
+    let mut scratch = SCRATCH
+        .try_with(|s| s.borrow_mut().take())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let result = run_backward_in(&mut scratch, roots, grads, retain_graph, create_graph, sink);
+    if scratch.seen.capacity() > SCRATCH_KEEP {
+        return result;
+    }
     // Whatever is left (an error midway, or gradients nothing consumed) is
     // dropped here, not kept alive until the next pass.
     scratch.deps.clear();
     scratch.seen.clear();
     scratch.pending.clear();
     scratch.stack.clear();
-    SCRATCH.with(|s| {
+    let _ = SCRATCH.try_with(|s| {
         let mut slot = s.borrow_mut();
         if slot.is_none() {
             *slot = Some(scratch);
@@ -711,7 +724,7 @@ fn deliver_leaf(inner: &Arc<Inner>, mut g: Tensor, leaf: &Tensor, sink: &mut Sin
             // backward rule), is stored as it is rather than through a new
             // handle (an allocation per delivery; `contiguous_data` would
             // only detach it).
-            let plain = g.0.grad_fn.is_none() && !g.0.requires_grad && Arc::strong_count(&g.0) == 1;
+            let plain = g.0.grad_fn.is_none() && !g.0.requires_grad && Arc::get_mut(&mut g.0).is_some();
             let g = if create_graph || (plain && g.device() == crate::Device::Cpu && g.is_contiguous()) {
                 g
             } else {

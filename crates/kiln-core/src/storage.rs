@@ -87,7 +87,10 @@ const POOL_MAX_PER_LEN: usize = 32;
 /// Element types with a buffer pool.
 pub trait Pooled: Sized + Default + Clone + 'static {
     #[doc(hidden)]
-    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> R;
+    /// `f` on this thread's pool; `None` while the thread exits and the
+    /// pool is gone (a tensor dropped from another thread-local's
+    /// destructor): its buffer is then freed, and a new one allocated.
+    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> Option<R>;
 }
 
 /// Hasher for `usize` keys (buffer lengths here, node addresses in the
@@ -133,14 +136,14 @@ thread_local! {
 }
 
 impl Pooled for f32 {
-    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> R {
-        POOL_F32.with(|p| f(&mut p.borrow_mut()))
+    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> Option<R> {
+        POOL_F32.try_with(|p| f(&mut p.borrow_mut())).ok()
     }
 }
 
 impl Pooled for f64 {
-    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> R {
-        POOL_F64.with(|p| f(&mut p.borrow_mut()))
+    fn with_pool<R>(f: impl FnOnce(&mut Pool<Self>) -> R) -> Option<R> {
+        POOL_F64.try_with(|p| f(&mut p.borrow_mut())).ok()
     }
 }
 
@@ -155,7 +158,7 @@ pub(crate) fn take<T: Pooled>(n: usize) -> Buf<T> {
         p.bytes -= n * std::mem::size_of::<T>();
         Some(v)
     });
-    reused.unwrap_or_else(|| fresh(n))
+    reused.flatten().unwrap_or_else(|| fresh(n))
 }
 
 /// A new zeroed, 64-byte aligned buffer of `n` elements. A large one is
@@ -287,7 +290,9 @@ pub(crate) fn give<T: Pooled>(v: Buf<T>) {
         return;
     }
     let bytes = n * std::mem::size_of::<T>();
-    T::with_pool(|p| {
+    // With the pool gone (thread exit) the closure does not run and the
+    // buffer is freed here.
+    let _ = T::with_pool(|p| {
         if p.bytes + bytes > POOL_MAX_BYTES {
             return;
         }
@@ -301,7 +306,7 @@ pub(crate) fn give<T: Pooled>(v: Buf<T>) {
 
 /// Bytes currently held by this thread's pools.
 pub fn pooled_bytes() -> usize {
-    f32::with_pool(|p| p.bytes) + f64::with_pool(|p| p.bytes)
+    f32::with_pool(|p| p.bytes).unwrap_or(0) + f64::with_pool(|p| p.bytes).unwrap_or(0)
 }
 
 impl Storage {
@@ -408,7 +413,7 @@ mod tests {
         let v: Buf<f32> = vec![1.0f32; 333].into();
         assert!(!v.is_aligned() && v.iter().all(|&x| x == 1.0));
         give(v);
-        assert!(f32::with_pool(|p| p.free.get(&333).is_none_or(|l| l.is_empty())));
+        assert!(f32::with_pool(|p| p.free.get(&333).is_none_or(|l| l.is_empty())).unwrap());
     }
 
     #[test]

@@ -262,11 +262,12 @@ fn a_backward_run_inside_a_hook_is_independent() {
 }
 
 #[test]
-fn a_leaf_gradient_is_a_tensor_of_its_own() {
-    // The first gradient a leaf receives is stored without a copy when the
-    // engine holds its only handle; a gradient someone else holds (the
-    // output gradient passed to backward) is stored through a handle of its
-    // own, and later accumulation never writes into the caller's tensor.
+fn a_leaf_gradient_is_a_handle_of_its_own() {
+    // The first gradient a leaf receives is stored as it is when the engine
+    // holds its only handle; a gradient someone else holds (the output
+    // gradient passed to backward) is stored through a handle of its own
+    // (on the same data: no copy), and later accumulation never writes into
+    // the caller's tensor (it sees the data shared and adds out of place).
     let x = t64(&[1.0, 2.0], &[2]).requires_grad(true);
     let go = t64(&[5.0, 7.0], &[2]);
     x.backward_opts(Some(&go), false, false).unwrap();
