@@ -250,13 +250,7 @@ pub(crate) fn record(
     inputs: &[&Tensor],
     backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Tensor {
-    // Checked before boxing the rule: under no_grad (every op a backward
-    // rule runs, unless create_graph) the box was an allocation and a free
-    // per op for nothing.
-    if !recording(inputs) {
-        return out;
-    }
-    record_impl(op, out, inputs, false, Box::new(backward))
+    record_impl(op, out, inputs, false, backward)
 }
 
 /// Like [`record`], and also saves the output for the backward rule
@@ -268,29 +262,36 @@ pub(crate) fn record_with_output(
     inputs: &[&Tensor],
     backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Tensor {
-    if !recording(inputs) {
-        return out;
-    }
-    record_impl(op, out, inputs, true, Box::new(backward))
-}
-
-/// Whether an op on `inputs` is recorded: grad mode on and an input that
-/// requires grad.
-fn recording(inputs: &[&Tensor]) -> bool {
-    is_grad_enabled() && inputs.iter().any(|t| t.0.requires_grad)
+    record_impl(op, out, inputs, true, backward)
 }
 
 #[track_caller]
 fn record_impl(
+    op: &'static str,
+    out: Tensor,
+    inputs: &[&Tensor],
+    save_output: bool,
+    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    // Checked before boxing the rule: under no_grad (every op a backward
+    // rule runs, unless create_graph) the box was an allocation and a free
+    // per op for nothing.
+    if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
+        return out;
+    }
+    attach_node(op, out, inputs, save_output, Box::new(backward))
+}
+
+/// [`record_impl`] once it records: the node, attached to `out` (not
+/// generic, so not compiled again for every backward rule).
+#[track_caller]
+fn attach_node(
     op: &'static str,
     mut out: Tensor,
     inputs: &[&Tensor],
     save_output: bool,
     backward: BackwardFn,
 ) -> Tensor {
-    if !recording(inputs) {
-        return out;
-    }
     let edges = inputs
         .iter()
         .map(|t| {
@@ -868,17 +869,11 @@ pub trait Function: Send + Sync + 'static {
         let out = no_grad(|| self.forward(&plain))?;
         let saved: Vec<SavedTensor> = inputs.iter().map(|t| SavedTensor::new(t)).collect();
         let name = self.name();
-        Ok(record_impl(
-            name,
-            out,
-            inputs,
-            true,
-            Box::new(move |ctx, g| {
-                let xs = saved.iter().map(|s| ctx.unpack(s)).collect::<Result<Vec<_>>>()?;
-                let y = ctx.output()?;
-                self.backward(&xs, &y, g)
-            }),
-        ))
+        Ok(record_impl(name, out, inputs, true, move |ctx, g| {
+            let xs = saved.iter().map(|s| ctx.unpack(s)).collect::<Result<Vec<_>>>()?;
+            let y = ctx.output()?;
+            self.backward(&xs, &y, g)
+        }))
     }
 }
 
