@@ -85,8 +85,11 @@ bundle_test --features cuda -p kiln --test cuda_gan_parity kiln_cuda_gan_parity
 # The CPU kernels' unit tests: the GPU machine's host CPU may have what the development box
 # lacks (full-width AVX-512 for v5), so run-all.sh runs them there too.
 bundle_test -p kiln-cpu --lib kiln_cpu_lib
-# The PyTorch side of the GAN-step comparison (the GPU machine has torch).
+# The PyTorch side of the GAN-step comparison (the GPU machine has torch), and the CPU
+# comparison script with its turn-taker, laid out as in the repo (scripts/ beside kiln).
 cp scripts/pytorch_gan_step.py "$out/"
+mkdir -p "$out/scripts"
+cp scripts/bench-vs-pytorch.sh scripts/round_robin.py scripts/pytorch_gan_step.py "$out/scripts/"
 
 cat >"$out/run-all.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -94,9 +97,11 @@ cat >"$out/run-all.sh" <<'RUN'
 # step under its own timeout; no new step starts once BUDGET seconds have passed (GPU time is
 # scarce). Everything goes to $OUT/log.txt (OUT defaults to ./out), JSON results to $OUT/res/.
 # Knobs (environment): BUDGET (s, default 480), TESTS, BENCHES (default: gemm layers
-# elementwise reduce adam gan-step train cpu), GEMM_SIZES (1024,2048,4096,8192), GEMM_REPEATS (5),
-# PRESETS for the short training runs (toy seed mlp:shapes64). `cpu` times the host CPU's
-# GEMMs on 1 thread (every packed variant and matrixmultiply, square and the GAN's layers).
+# elementwise reduce adam gan-step train cpu vs-pytorch), GEMM_SIZES (1024,2048,4096,8192),
+# GEMM_REPEATS (5), PRESETS for the short training runs (toy seed mlp:shapes64). `cpu` times
+# the host CPU's GEMMs on 1 thread (every packed variant and matrixmultiply, square and the
+# GAN's layers); `vs-pytorch` runs scripts/bench-vs-pytorch.sh on the host CPU (VS_CONFIGS,
+# default seed,article,toy; VS_THREADS, default "1 2"; VS_ROUNDS, default 1).
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -127,7 +132,7 @@ if [ ! -x ./kiln ]; then
     echo "no kiln binary in the bundle; benchmarks skipped" | tee -a "$log"
     exit 1
 fi
-for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu}; do
+for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu vs-pytorch}; do
     case $what in
         gemm) step 240 ./kiln bench gemm --device cuda --sizes "${GEMM_SIZES:-1024,2048,4096,8192}" \
                   --repeats "${GEMM_REPEATS:-5}" --json "$res/bench-gemm.json" ;;
@@ -153,6 +158,15 @@ for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu}; 
                 --json "$res/bench-cpu-gemm.json"
             step 180 ./kiln bench layers --threads 1 --impls dispatch,v4,v5,mm --repeats 5 \
                 --json "$res/bench-cpu-layers.json" ;;
+        vs-pytorch)
+            # kiln's GAN step against PyTorch's on this machine's CPU, at 1 and 2 threads.
+            if python3 -c 'import torch' 2>/dev/null; then
+                # shellcheck disable=SC2086
+                step 420 env KILN_BIN=./kiln PYTHON=python3 ROUNDS="${VS_ROUNDS:-1}" \
+                    bash scripts/bench-vs-pytorch.sh "${VS_CONFIGS:-seed,article,toy}" ${VS_THREADS:-1 2}
+            else
+                echo "no torch here: vs-pytorch skipped" | tee -a "$log"
+            fi ;;
         *) step 120 ./kiln bench "$what" --device cuda --repeats 5 --json "$res/bench-$what.json" ;;
     esac
 done
