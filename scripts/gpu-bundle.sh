@@ -101,7 +101,7 @@ cat >"$out/run-all.sh" <<'RUN'
 # GEMM_REPEATS (5), PRESETS for the short training runs (toy seed mlp:shapes64). `cpu` times
 # the host CPU's GEMMs on 1 thread (every packed variant and matrixmultiply, square and the
 # GAN's layers); `vs-pytorch` runs scripts/bench-vs-pytorch.sh on the host CPU (VS_CONFIGS,
-# default seed,article,toy; VS_THREADS, default "1 2"; VS_ROUNDS, default 1).
+# default seed,article,toy; VS_THREADS, default "1 2"; VS_ROUNDS, default 1; VS_SLICE, default 0).
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -162,7 +162,10 @@ for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu vs
             # kiln's GAN step against PyTorch's on this machine's CPU, at 1 and 2 threads.
             if python3 -c 'import torch' 2>/dev/null; then
                 # shellcheck disable=SC2086
-                step 420 env KILN_BIN=./kiln PYTHON=python3 ROUNDS="${VS_ROUNDS:-1}" \
+                # SLICE=0: the sides run one after the other, whole. Taking turns (SLICE>0, as
+                # on the shared development box) halved kiln's speed on the H200 machine's
+                # 16-vCPU host.
+                step 420 env KILN_BIN=./kiln PYTHON=python3 ROUNDS="${VS_ROUNDS:-1}" SLICE="${VS_SLICE:-0}" \
                     bash scripts/bench-vs-pytorch.sh "${VS_CONFIGS:-seed,article,toy}" ${VS_THREADS:-1 2}
             else
                 echo "no torch here: vs-pytorch skipped" | tee -a "$log"
