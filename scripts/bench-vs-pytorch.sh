@@ -7,7 +7,10 @@
 # together and run one at a time for SLICE seconds each (default 1), so all
 # of them see the same mix of fast and slow moments. Each times single
 # steps and reports their median (the few steps a pause cuts through are
-# outliers it ignores). ROUNDS (default 1) repeats that per config and
+# outliers it ignores). SLICE=0 runs the five one after the other instead,
+# each whole: for a dedicated machine with cores to spare (on the H200
+# machine's 16-vCPU host, taking turns halved kiln's speed and raised
+# PyTorch's). ROUNDS (default 1) repeats that per config and
 # thread count; the table gives the median ratio and, with several rounds,
 # the range. Four pairings per config:
 #   default: kiln's G step (backward into G's parameters only) against the
