@@ -300,7 +300,7 @@ fn attach_node(
             } else if let Some(node) = &t.0.grad_fn {
                 Some(Edge::Node(node.clone()))
             } else {
-                Some(Edge::Leaf(t.0.clone()))
+                Some(Edge::Leaf(Arc::clone(&t.0)))
             }
         })
         .collect();
@@ -642,7 +642,7 @@ fn run_backward_in(
                     release(parent, deps, pending, &mut ready, masks.as_ref());
                 }
                 Edge::Leaf(inner) => {
-                    let leaf = Tensor(inner.clone());
+                    let leaf = Tensor(std::mem::ManuallyDrop::new(inner.clone()));
                     deliver_leaf(inner, g, &leaf, sink, create_graph)?;
                 }
             }

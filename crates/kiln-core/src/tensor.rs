@@ -125,7 +125,14 @@ impl Element for f64 {
 /// A cheap, clonable handle to an n-dimensional array that may take part in
 /// autograd. Cloning shares the data (and the graph node).
 #[derive(Clone)]
-pub struct Tensor(pub(crate) Arc<Inner>);
+pub struct Tensor(pub(crate) ManuallyDrop<Arc<Inner>>);
+
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        // SAFETY: the field is not used again: this is the handle's drop.
+        release_handle(unsafe { ManuallyDrop::take(&mut self.0) });
+    }
+}
 
 pub(crate) struct Inner {
     /// Taken (not dropped) by `Inner`'s `Drop`, which hands a storage no
@@ -150,6 +157,116 @@ impl Drop for Inner {
         // SAFETY: `storage` is not used again: this is the handle's drop.
         let storage = unsafe { ManuallyDrop::take(&mut self.storage) };
         crate::storage::release(storage);
+    }
+}
+
+// ---------------------------------------------------------------- handle shells
+//
+// Every op's output, view and gradient is a new `Tensor`, an `Arc<Inner>`
+// allocation of its own: about half the small allocations of a training
+// step. As with the storages (storage.rs), the allocation outlives its
+// tensor: when the last `Tensor` on an `Inner` drops, the `Inner` gives up
+// what it holds (its storage goes back as before; its node, gradient and
+// hooks are dropped), and the emptied `Arc` waits on a per-thread list for
+// the next tensor, which is written into it. An `Inner` that a graph edge
+// (`Edge::Leaf`) holds last is freed as before.
+
+/// The most emptied handles a thread keeps.
+const MAX_HANDLE_SHELLS: usize = 1024;
+
+thread_local! {
+    static HANDLE_SHELLS: std::cell::RefCell<Vec<Shell>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An emptied handle: the only reference to its `Inner`, whose storage has
+/// been taken (the field is not a valid `Arc` until [`Shell::fill`] writes
+/// a whole new `Inner`) and whose other fields own no memory.
+struct Shell(Arc<Inner>);
+
+impl Shell {
+    /// Empties the last handle on an `Inner`, or gives it back when it is
+    /// shared (another `Tensor`, a graph edge).
+    fn empty(arc: Arc<Inner>) -> std::result::Result<Shell, Arc<Inner>> {
+        // The only handle, with no weak one: then none can appear. Plain loads
+        // instead of `Arc::get_mut`, whose compare-exchange cost more than the
+        // allocation this saves; the fence orders what follows after the other
+        // handles' drops, as `Arc`'s own drop does.
+        if Arc::strong_count(&arc) != 1 || Arc::weak_count(&arc) != 0 {
+            return Err(arc);
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let slot = Arc::into_raw(arc).cast_mut();
+        // SAFETY: the `Arc` is unique (above), so this is the only reference
+        // to its `Inner` until `from_raw` below takes the pointer back.
+        let inner = unsafe { &mut *slot };
+        // Dropping the node may drop a whole graph, and with it more tensors
+        // that come back here: nothing is borrowed meanwhile.
+        inner.grad_fn = None;
+        *inner.grad.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        *inner.hooks.get_mut().unwrap_or_else(|e| e.into_inner()) = Vec::new();
+        // A rank above the inline size lives on the heap.
+        inner.shape = Dims::new();
+        inner.strides = Strides::new();
+        // SAFETY: the storage is taken once; from here the `Inner` is only
+        // reached through the `Shell`, whose drop or `fill` writes a new one.
+        let storage = unsafe { ManuallyDrop::take(&mut inner.storage) };
+        // SAFETY: the pointer `into_raw` gave, taken back once.
+        let shell = Shell(unsafe { Arc::from_raw(slot) });
+        crate::storage::release(storage);
+        Ok(shell)
+    }
+
+    /// The handle with `inner` written into it.
+    fn fill(self, inner: Inner) -> Arc<Inner> {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the `Arc` is moved out once.
+        let arc = unsafe { std::ptr::read(&this.0) };
+        let slot = Arc::into_raw(arc).cast_mut();
+        // SAFETY: a shell is the only reference to its `Inner` (made from a
+        // unique `Arc`, never cloned), so writing through the pointer races
+        // with nothing; the emptied `Inner` owns nothing (see `empty`), so
+        // overwriting it without a drop leaks nothing and drops no taken
+        // storage. `from_raw` takes back the pointer `into_raw` gave.
+        unsafe {
+            std::ptr::write(slot, inner);
+            Arc::from_raw(slot)
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        // A shell freed (thread exit, or a full list) gets a storage back, so
+        // its `Inner` drops as any other.
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            let empty = Arc::new(Storage::new(Data::F32(Buf::from(Vec::new()))));
+            // SAFETY: the field holds no valid storage (taken in `empty`).
+            unsafe { std::ptr::write(&mut inner.storage, ManuallyDrop::new(empty)) };
+        }
+    }
+}
+
+/// A tensor's handle: an emptied one of this thread's when there is one,
+/// else a new allocation.
+fn new_handle(inner: Inner) -> Tensor {
+    let arc = match HANDLE_SHELLS.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
+        Some(shell) => shell.fill(inner),
+        None => Arc::new(inner),
+    };
+    Tensor(ManuallyDrop::new(arc))
+}
+
+/// The last `Tensor` on `arc` gone: its `Inner` is emptied and kept for the
+/// next tensor while this thread's list has room.
+fn release_handle(arc: Arc<Inner>) {
+    if let Ok(shell) = Shell::empty(arc) {
+        // During thread exit the list may be gone; a shell not kept is freed.
+        let _ = HANDLE_SHELLS.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_HANDLE_SHELLS {
+                s.push(shell);
+            }
+        });
     }
 }
 
@@ -180,7 +297,7 @@ impl Tensor {
             #[cfg(feature = "cuda")]
             Data::Cuda(_) => DType::F32,
         };
-        Tensor(Arc::new(Inner {
+        new_handle(Inner {
             storage: ManuallyDrop::new(crate::storage::storage_for(data)),
             shape: Dims::from_slice(shape),
             strides: contiguous_strides(shape),
@@ -191,12 +308,12 @@ impl Tensor {
             grad_fn: None,
             grad: Mutex::new(None),
             hooks: Mutex::new(Vec::new()),
-        }))
+        })
     }
 
     /// A view of the same storage with another layout, no autograd.
     pub(crate) fn view_of(&self, shape: &[usize], strides: &[isize], offset: usize) -> Tensor {
-        Tensor(Arc::new(Inner {
+        new_handle(Inner {
             storage: self.0.storage.clone(),
             shape: Dims::from_slice(shape),
             strides: Strides::from_slice(strides),
@@ -207,12 +324,12 @@ impl Tensor {
             grad_fn: None,
             grad: Mutex::new(None),
             hooks: Mutex::new(Vec::new()),
-        }))
+        })
     }
 
     /// The same data attached to a graph node (used by the recorder).
     pub(crate) fn with_grad_fn(&self, node: Option<Arc<Node>>, requires_grad: bool) -> Tensor {
-        Tensor(Arc::new(Inner {
+        new_handle(Inner {
             storage: self.0.storage.clone(),
             shape: Dims::from_slice(&self.0.shape),
             strides: Strides::from_slice(&self.0.strides),
@@ -223,7 +340,7 @@ impl Tensor {
             grad_fn: node,
             grad: Mutex::new(None),
             hooks: Mutex::new(Vec::new()),
-        }))
+        })
     }
 
     /// Ok when tensors can be created on `device`: always for the CPU; for a GPU when the
@@ -982,4 +1099,57 @@ fn pooled_fill<T: crate::storage::Pooled>(n: usize, mut next: impl FnMut() -> T)
     let mut v = crate::storage::take::<T>(n);
     v.iter_mut().for_each(|x| *x = next());
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_handle_is_reused_whole_and_only_when_unshared() {
+        let a = Tensor::from_vec(vec![1.0f32, 2.0], &[2], Device::Cpu).unwrap();
+        let at = Arc::as_ptr(&a.0);
+        // Another handle on the same Inner: dropping one keeps it.
+        let b = a.clone();
+        drop(a);
+        let c = Tensor::from_vec(vec![3.0f32], &[1], Device::Cpu).unwrap();
+        assert_ne!(Arc::as_ptr(&c.0), at);
+        assert_eq!(b.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+        // The last handle gone, the next tensor is written into it, all of it
+        // its own: shape, strides, dtype, flags, no node, no gradient.
+        let x = Tensor::from_vec(vec![1.0f64; 6], &[2, 3], Device::Cpu)
+            .unwrap()
+            .requires_grad(true);
+        let y = x.mul(&x).unwrap();
+        y.sum().unwrap().backward().unwrap();
+        drop(b);
+        let t = x.t().unwrap();
+        assert_eq!(Arc::as_ptr(&t.0), at);
+        assert_eq!(t.shape(), &[3, 2]);
+        assert_eq!(&t.0.strides[..], &[1, 3]);
+        assert_eq!(t.dtype(), DType::F64);
+        assert!(t.0.grad_fn.is_some() && t.grad().is_none());
+        assert_eq!(t.to_vec::<f64>().unwrap(), vec![1.0; 6]);
+    }
+
+    #[test]
+    fn an_emptied_handle_holds_no_node_gradient_or_data() {
+        let x = Tensor::from_vec(vec![2.0f32; 3], &[3], Device::Cpu)
+            .unwrap()
+            .requires_grad(true);
+        let y = x.mul(&x).unwrap();
+        let node = y.grad_fn_weak().unwrap();
+        let data = Arc::clone(&y.0.storage);
+        y.sum().unwrap().backward().unwrap();
+        let g = x.grad().unwrap();
+        assert_eq!(Arc::strong_count(&g.0), 2, "the leaf holds its gradient");
+        // Dropping the last handles frees the node and lets go of the data and
+        // the gradient at once, not when the handle is next reused.
+        drop(y);
+        assert!(node.upgrade().is_none(), "the node outlived its tensor");
+        assert_eq!(Arc::strong_count(&data), 1, "the emptied handle kept its storage");
+        drop(x);
+        assert_eq!(Arc::strong_count(&g.0), 1, "the emptied leaf kept its gradient");
+        assert_eq!(g.to_vec::<f32>().unwrap(), vec![4.0; 3]);
+    }
 }
