@@ -46,7 +46,7 @@ pub struct Node {
     pub location: &'static Location<'static>,
     /// Creation order; the engine runs later nodes first.
     pub(crate) seq: u64,
-    pub(crate) inputs: SmallVec<[Option<Edge>; 2]>,
+    pub(crate) inputs: SmallVec<[Option<Edge>; 3]>,
     /// Taken (freed with its saved tensors) after a backward without retain_graph.
     pub(crate) backward: Mutex<Option<BackwardFn>>,
     /// The op's output data (detached), when the backward rule needs it.
@@ -651,10 +651,13 @@ fn run_backward_in(
     Ok(())
 }
 
+/// Per input of a node: whether a requested gradient depends on it.
+type InputMask = SmallVec<[bool; 8]>;
+
 /// For requested `targets`, which nodes of `order` (every node reachable
 /// from the roots) can reach one of them, and through which inputs: node key
 /// → one flag per input. Nodes that reach none are left out.
-fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> NodeMap<Vec<bool>> {
+fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> NodeMap<InputMask> {
     // Parents are recorded before their consumers, so ascending seq visits
     // every parent before any node that uses it.
     order.sort_by_key(|n| n.seq);
@@ -664,9 +667,9 @@ fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> NodeMap<Vec<boo
             .any(|t| t.0.grad_fn.as_ref().is_some_and(|g| Arc::ptr_eq(g, n)))
     };
     let target_leaf = |l: &Arc<Inner>| targets.iter().any(|t| t.0.grad_fn.is_none() && Arc::ptr_eq(&t.0, l));
-    let mut masks: NodeMap<Vec<bool>> = NodeMap::default();
+    let mut masks: NodeMap<InputMask> = NodeMap::default();
     for node in order.iter() {
-        let mask: Vec<bool> = node
+        let mask: InputMask = node
             .inputs
             .iter()
             .map(|e| match e {
@@ -688,7 +691,7 @@ fn release(
     deps: &mut NodeMap<usize>,
     pending: &NodeMap<Tensor>,
     ready: &mut BinaryHeap<Ready>,
-    masks: Option<&NodeMap<Vec<bool>>>,
+    masks: Option<&NodeMap<InputMask>>,
 ) {
     let k = node_key(parent);
     let Some(d) = deps.get_mut(&k) else {

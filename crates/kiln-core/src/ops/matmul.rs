@@ -380,10 +380,10 @@ fn linear_act_name(act: UnaryOp) -> Option<&'static str> {
 }
 
 /// The inputs a linear node records: x, W and the bias if any.
-fn linear_inputs<'a>(x: &'a Tensor, w: &'a Tensor, bias: Option<&'a Tensor>) -> Vec<&'a Tensor> {
+fn linear_inputs<'a>(x: &'a Tensor, w: &'a Tensor, bias: Option<&'a Tensor>) -> smallvec::SmallVec<[&'a Tensor; 3]> {
     match bias {
-        Some(b) => vec![x, w, b],
-        None => vec![x, w],
+        Some(b) => smallvec::smallvec![x, w, b],
+        None => smallvec::smallvec![x, w],
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::map_contig;
 use crate::autograd::{record, record_with_output, SavedTensor};
-use crate::shape::normalize_dims;
+use crate::shape::{normalize_dims, Dims};
 use crate::{Result, Tensor};
 use kiln_cpu::reduce::{reduce_all, reduce_dim, ReduceOp};
 
@@ -72,7 +72,7 @@ impl Tensor {
     #[track_caller]
     pub fn sum(&self) -> Result<Tensor> {
         let out = self.reduce_all_raw(ReduceOp::Sum, &[])?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         Ok(record("sum", out, &[self], move |_, g| {
             Ok(vec![Some(g.broadcast_to(&shape)?)])
         }))
@@ -89,7 +89,7 @@ impl Tensor {
         } else {
             kept.reshape_raw(&Self::drop_dims(self.shape(), &dims))
         };
-        let (shape, keep) = (self.shape().to_vec(), self.keep_shape(&dims));
+        let (shape, keep) = (Dims::from_slice(self.shape()), self.keep_shape(&dims));
         Ok(record("sum_dims", out, &[self], move |_, g| {
             Ok(vec![Some(g.reshape(&keep)?.broadcast_to(&shape)?)])
         }))

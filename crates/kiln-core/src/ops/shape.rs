@@ -44,7 +44,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = self.reshape_raw(shape);
-        let orig = self.shape().to_vec();
+        let orig = Dims::from_slice(self.shape());
         Ok(record("reshape", out, &[self], move |_, g| {
             Ok(vec![Some(g.reshape(&orig)?)])
         }))
@@ -155,7 +155,7 @@ impl Tensor {
             (self.0.offset as isize + start as isize * self.strides()[d]) as usize
         };
         let out = self.view_of(&shape, self.strides(), offset);
-        let full = self.shape().to_vec();
+        let full = Dims::from_slice(self.shape());
         Ok(record("narrow", out, &[self], move |_, g| {
             let mut parts = Vec::new();
             let mut zshape = full.clone();
@@ -204,7 +204,7 @@ impl Tensor {
             })
             .collect();
         let out = self.view_of(shape, &strides, self.0.offset);
-        let orig = self.shape().to_vec();
+        let orig = Dims::from_slice(self.shape());
         Ok(record("broadcast_to", out, &[self], move |_, g| {
             Ok(vec![Some(g.sum_to_shape(&orig)?)])
         }))
