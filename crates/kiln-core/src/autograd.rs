@@ -57,6 +57,56 @@ pub struct Node {
     pub(crate) hooks: Mutex<Vec<Hook>>,
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        for edge in self.inputs.drain(..) {
+            if let Some(Edge::Node(parent)) = edge {
+                drop_node(parent);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Whether a [`drop_node`] is taking a graph down on this thread.
+    static DROPPING: Cell<bool> = const { Cell::new(false) };
+    /// The nodes it has still to drop.
+    static DROP_LIST: std::cell::RefCell<Vec<Arc<Node>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Drops a node without recursion. Dropping the last handle on a node drops
+/// its inputs' nodes and its saved tensors, whose nodes drop theirs, and so
+/// on: one stack frame per op of a chain, so a long enough graph overflowed
+/// the stack. Inside such a drop, a node that would be freed goes on a list
+/// instead, which the outermost drop on this thread empties: the stack stays
+/// flat however deep the graph. A node still shared only loses a count.
+pub(crate) fn drop_node(node: Arc<Node>) {
+    if Arc::strong_count(&node) > 1 {
+        return;
+    }
+    // During thread exit the list may be gone: the node then drops here.
+    let Ok(outer) = DROPPING.try_with(|d| !d.replace(true)) else {
+        return;
+    };
+    if !outer {
+        let _ = DROP_LIST.try_with(|l| l.borrow_mut().push(node));
+        return;
+    }
+    /// Ends the outermost drop, also when a drop in the graph panics (what
+    /// is left on the list then goes with the next graph).
+    struct Outermost;
+    impl Drop for Outermost {
+        fn drop(&mut self) {
+            let _ = DROPPING.try_with(|d| d.set(false));
+        }
+    }
+    let _outermost = Outermost;
+    drop(node);
+    while let Some(next) = DROP_LIST.try_with(|l| l.borrow_mut().pop()).ok().flatten() {
+        drop(next);
+    }
+}
+
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {

@@ -157,6 +157,9 @@ impl Drop for Inner {
         // SAFETY: `storage` is not used again: this is the handle's drop.
         let storage = unsafe { ManuallyDrop::take(&mut self.storage) };
         crate::storage::release(storage);
+        if let Some(node) = self.grad_fn.take() {
+            autograd::drop_node(node);
+        }
     }
 }
 
@@ -199,11 +202,14 @@ impl Shell {
         // SAFETY: the `Arc` is unique (above), so this is the only reference
         // to its `Inner` until `from_raw` below takes the pointer back.
         let inner = unsafe { &mut *slot };
-        // Dropping the node may drop a whole graph, and with it more tensors
-        // that come back here: nothing is borrowed meanwhile.
-        inner.grad_fn = None;
-        *inner.grad.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
-        *inner.hooks.get_mut().unwrap_or_else(|e| e.into_inner()) = Vec::new();
+        // What the handle holds is moved out first and dropped last, once the
+        // shell is whole again, so that a panicking drop in it (a hook's, a
+        // custom function's) unwinds through a droppable shell instead of
+        // leaking the handle. A `Mutex` is replaced, not cleared: on some
+        // platforms it owns a heap-allocated lock once it has been locked.
+        let node = inner.grad_fn.take();
+        let grad = std::mem::replace(&mut inner.grad, Mutex::new(None));
+        let hooks = std::mem::replace(&mut inner.hooks, Mutex::new(Vec::new()));
         // A rank above the inline size lives on the heap.
         inner.shape = Dims::new();
         inner.strides = Strides::new();
@@ -213,6 +219,13 @@ impl Shell {
         // SAFETY: the pointer `into_raw` gave, taken back once.
         let shell = Shell(unsafe { Arc::from_raw(slot) });
         crate::storage::release(storage);
+        drop((grad, hooks));
+        // Dropping the node may drop a whole graph, and with it more tensors
+        // that come back here: nothing is borrowed meanwhile, and the graph
+        // is taken down without recursion (`autograd::drop_node`).
+        if let Some(node) = node {
+            autograd::drop_node(node);
+        }
         Ok(shell)
     }
 

@@ -568,3 +568,28 @@ fn functional_grad_with_explicit_grad_outputs() {
     let g = autograd::grad(&[y], &[x], Some(&[go]), false, false).unwrap();
     assert_eq!(g[0].to_vec::<f64>().unwrap(), vec![2.0, 0.0, 12.0]);
 }
+
+#[test]
+fn a_long_chain_is_dropped_on_a_small_stack() {
+    // Dropping a graph used to recurse once per op (112–256 bytes of stack
+    // each): 20 000 ops overflowed a 256 KiB thread stack. The nodes are now
+    // taken down from a list, in constant stack.
+    let run = std::thread::Builder::new().stack_size(256 * 1024).spawn(|| {
+        let x = Tensor::from_vec(vec![1.0f32], &[1], Device::Cpu)
+            .unwrap()
+            .requires_grad(true);
+        let mut y = x.clone();
+        for i in 0..20_000 {
+            y = if i % 2 == 0 { y.mul(&x) } else { y.add(&x) }.unwrap();
+        }
+        let first = x.mul(&x).unwrap();
+        let node = y.grad_fn_weak().unwrap();
+        drop(y);
+        assert!(node.upgrade().is_none(), "the chain outlived its last tensor");
+        // The thread's next graph is dropped as usual.
+        let node = first.grad_fn_weak().unwrap();
+        drop(first);
+        assert!(node.upgrade().is_none());
+    });
+    run.unwrap().join().expect("the drop overflowed the stack or panicked");
+}
