@@ -4,7 +4,8 @@
 #   - every kiln-cuda test executable (release)
 #   - the CPU-vs-CUDA parity tests of kiln-core ops and of GAN training steps (release)
 #   - the kiln-cpu unit tests (release), for the host CPU's own instruction set
-#   - scripts/pytorch_gan_step.py, the PyTorch reference for `kiln bench gan-step`
+#   - scripts/pytorch_gan_step.py, the PyTorch reference for `kiln bench gan-step`, with
+#     scripts/bench-vs-pytorch.sh and its turn-taker (gpu-bin/scripts/, as laid out in the repo)
 #   - run-all.sh, which runs the tests with KILN_REQUIRE_GPU=1 and then the benchmarks.
 #
 # The GPU machine has no Rust toolchain and no network; the binaries load libcuda/libnvrtc/
@@ -87,7 +88,6 @@ bundle_test --features cuda -p kiln --test cuda_gan_parity kiln_cuda_gan_parity
 bundle_test -p kiln-cpu --lib kiln_cpu_lib
 # The PyTorch side of the GAN-step comparison (the GPU machine has torch), and the CPU
 # comparison script with its turn-taker, laid out as in the repo (scripts/ beside kiln).
-cp scripts/pytorch_gan_step.py "$out/"
 mkdir -p "$out/scripts"
 cp scripts/bench-vs-pytorch.sh scripts/round_robin.py scripts/pytorch_gan_step.py "$out/scripts/"
 
@@ -140,7 +140,7 @@ for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu vs
             step 120 ./kiln bench gan-step --device cuda --repeats 5 --steps 50 --json "$res/bench-gan-step.json"
             # The same GAN steps in PyTorch eager on the same GPU (the reference).
             if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-                step 120 python3 ./pytorch_gan_step.py --device cuda --configs seed,article,toy --repeats 5
+                step 120 python3 ./scripts/pytorch_gan_step.py --device cuda --configs seed,article,toy --repeats 5
             fi ;;
         train)
             # Every preset trains on the GPU (short runs; the summary line shows the speed).
@@ -161,10 +161,10 @@ for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu vs
         vs-pytorch)
             # kiln's GAN step against PyTorch's on this machine's CPU, at 1 and 2 threads.
             if python3 -c 'import torch' 2>/dev/null; then
-                # shellcheck disable=SC2086
                 # SLICE=0: the sides run one after the other, whole. Taking turns (SLICE>0, as
                 # on the shared development box) halved kiln's speed on the H200 machine's
                 # 16-vCPU host.
+                # shellcheck disable=SC2086
                 step 420 env KILN_BIN=./kiln PYTHON=python3 ROUNDS="${VS_ROUNDS:-1}" SLICE="${VS_SLICE:-0}" \
                     bash scripts/bench-vs-pytorch.sh "${VS_CONFIGS:-seed,article,toy}" ${VS_THREADS:-1 2}
             else
