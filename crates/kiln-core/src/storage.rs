@@ -338,18 +338,38 @@ impl Drop for Storage {
 // fewer per op, which in a backward pass freeing the whole graph at once
 // took the system allocator's slow paths.
 
-/// Most emptied storages a thread keeps.
+/// Most emptied allocations a thread keeps on each of its lists (storages
+/// here, tensor handles in tensor.rs).
 const MAX_SHELLS: usize = 1024;
 
+/// A per-thread list of emptied allocations kept for reuse.
+pub(crate) type ShellList<T> = RefCell<Vec<T>>;
+
 thread_local! {
-    static SHELLS: RefCell<Vec<Arc<Storage>>> = const { RefCell::new(Vec::new()) };
+    static SHELLS: ShellList<Arc<Storage>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The allocation `list` kept last, if any (none during thread exit, once
+/// the list is gone).
+pub(crate) fn reuse<T: 'static>(list: &'static std::thread::LocalKey<ShellList<T>>) -> Option<T> {
+    list.try_with(|s| s.borrow_mut().pop()).ok().flatten()
+}
+
+/// Keeps `item` on `list` while it has room; otherwise, or during thread
+/// exit (the list gone), it is dropped.
+pub(crate) fn keep<T: 'static>(list: &'static std::thread::LocalKey<ShellList<T>>, item: T) {
+    let _ = list.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SHELLS {
+            s.push(item);
+        }
+    });
 }
 
 /// A storage holding `data`, with version 0: an emptied one of this thread's
 /// when there is one, else a new one.
 pub(crate) fn storage_for(data: Data) -> Arc<Storage> {
-    let shell = SHELLS.try_with(|s| s.borrow_mut().pop()).ok().flatten();
-    match shell {
+    match reuse(&SHELLS) {
         Some(mut shell) => {
             // Shells are kept only while nothing else refers to them.
             let st = Arc::get_mut(&mut shell).expect("a kept storage has no other handle");
@@ -373,13 +393,7 @@ pub(crate) fn release(mut storage: Arc<Storage>) {
         return;
     }
     st.give_back_data();
-    // During thread exit the list may be gone: the storage is then freed.
-    let _ = SHELLS.try_with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < MAX_SHELLS {
-            s.push(storage);
-        }
-    });
+    keep(&SHELLS, storage);
 }
 
 #[cfg(test)]

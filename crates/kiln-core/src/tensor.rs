@@ -174,11 +174,8 @@ impl Drop for Inner {
 // the next tensor, which is written into it. An `Inner` that a graph edge
 // (`Edge::Leaf`) holds last is freed as before.
 
-/// The most emptied handles a thread keeps.
-const MAX_HANDLE_SHELLS: usize = 1024;
-
 thread_local! {
-    static HANDLE_SHELLS: std::cell::RefCell<Vec<Shell>> = const { std::cell::RefCell::new(Vec::new()) };
+    static HANDLE_SHELLS: crate::storage::ShellList<Shell> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// An emptied handle: the only reference to its `Inner`, whose storage has
@@ -262,7 +259,7 @@ impl Drop for Shell {
 /// A tensor's handle: an emptied one of this thread's when there is one,
 /// else a new allocation.
 fn new_handle(inner: Inner) -> Tensor {
-    let arc = match HANDLE_SHELLS.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
+    let arc = match crate::storage::reuse(&HANDLE_SHELLS) {
         Some(shell) => shell.fill(inner),
         None => Arc::new(inner),
     };
@@ -270,16 +267,10 @@ fn new_handle(inner: Inner) -> Tensor {
 }
 
 /// The last `Tensor` on `arc` gone: its `Inner` is emptied and kept for the
-/// next tensor while this thread's list has room.
+/// next tensor while this thread's list has room (a shell not kept is freed).
 fn release_handle(arc: Arc<Inner>) {
     if let Ok(shell) = Shell::empty(arc) {
-        // During thread exit the list may be gone; a shell not kept is freed.
-        let _ = HANDLE_SHELLS.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < MAX_HANDLE_SHELLS {
-                s.push(shell);
-            }
-        });
+        crate::storage::keep(&HANDLE_SHELLS, shell);
     }
 }
 
