@@ -87,9 +87,11 @@ bundle_test --features cuda -p kiln --test cuda_gan_parity kiln_cuda_gan_parity
 # lacks (full-width AVX-512 for v5), so run-all.sh runs them there too.
 bundle_test -p kiln-cpu --lib kiln_cpu_lib
 # The PyTorch side of the GAN-step comparison (the GPU machine has torch), and the CPU
-# comparison script with its turn-taker, laid out as in the repo (scripts/ beside kiln).
+# comparison scripts (GAN step, layer GEMMs) with their turn-taker, and the v5 blocking sweep,
+# laid out as in the repo (scripts/ beside kiln).
 mkdir -p "$out/scripts"
-cp scripts/bench-vs-pytorch.sh scripts/round_robin.py scripts/pytorch_gan_step.py "$out/scripts/"
+cp scripts/bench-vs-pytorch.sh scripts/round_robin.py scripts/pytorch_gan_step.py \
+    scripts/bench-layers-vs-pytorch.sh scripts/pytorch_layers.py scripts/tune-v5.sh "$out/scripts/"
 
 cat >"$out/run-all.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -102,6 +104,9 @@ cat >"$out/run-all.sh" <<'RUN'
 # the host CPU's GEMMs on 1 thread (every packed variant and matrixmultiply, square and the
 # GAN's layers); `vs-pytorch` runs scripts/bench-vs-pytorch.sh on the host CPU (VS_CONFIGS,
 # default seed,article,toy; VS_THREADS, default "1 2"; VS_ROUNDS, default 1; VS_SLICE, default 0).
+# `tune-v5` sweeps v5's cache blocking on the host CPU (scripts/tune-v5.sh; TUNE_SIZES, default
+# 1024,2048) and keeps the best in $OUT/res/v5-blocking.txt; `layers-vs-pytorch` times the GAN's
+# layer GEMMs against torch.mm on the host CPU, 1 thread, with that blocking when there is one.
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -169,6 +174,20 @@ for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu vs
                     bash scripts/bench-vs-pytorch.sh "${VS_CONFIGS:-seed,article,toy}" ${VS_THREADS:-1 2}
             else
                 echo "no torch here: vs-pytorch skipped" | tee -a "$log"
+            fi ;;
+        tune-v5)
+            step 300 bash -c 'set -o pipefail; KILN_BIN=./kiln PYTHON=python3 SIZES="${TUNE_SIZES:-1024,2048}" \
+                LAYER_ROUNDS=1 bash scripts/tune-v5.sh | tee "$0/tune-v5.txt"' "$res"
+            best=$(sed -n 's/^tune-v5: best blocking //p' "$res/tune-v5.txt" 2>/dev/null)
+            [ -z "$best" ] || echo "$best" >"$res/v5-blocking.txt" ;;
+        layers-vs-pytorch)
+            if python3 -c 'import torch' 2>/dev/null; then
+                blocking=$(cat "$res/v5-blocking.txt" 2>/dev/null || true)
+                echo "layers-vs-pytorch: KILN_V5_BLOCKING=${blocking:-(built in)}" | tee -a "$log"
+                step 240 env ${blocking:+KILN_V5_BLOCKING=$blocking} KILN_BIN=./kiln PYTHON=python3 SLICE=0 \
+                    bash scripts/bench-layers-vs-pytorch.sh 1
+            else
+                echo "no torch here: layers-vs-pytorch skipped" | tee -a "$log"
             fi ;;
         *) step 120 ./kiln bench "$what" --device cuda --repeats 5 --json "$res/bench-$what.json" ;;
     esac

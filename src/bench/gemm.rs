@@ -222,9 +222,29 @@ fn dispatch_note() -> String {
     };
     format!(
         "dispatch: {} for products with every dimension ≥ {small} and at least {min_mnk} multiply-adds{why}; \
-         v6 for thinner ones, matrixmultiply for smaller ones.",
-        packed.name()
+         v6 for thinner ones, matrixmultiply for smaller ones.{}",
+        packed.name(),
+        v5_blocking_note()
     )
+}
+
+/// v5's blocking, where it can run; said in full when the environment set it.
+#[cfg(target_arch = "x86_64")]
+fn v5_blocking_note() -> String {
+    if !Variant::V5Avx512.is_available() {
+        return String::new();
+    }
+    let (mc, kc, nc, small_m) = kiln_cpu::gemm::v5_blocking();
+    let from = match std::env::var(kiln_cpu::gemm::V5_BLOCKING_ENV) {
+        Ok(v) => format!(" ({}={v})", kiln_cpu::gemm::V5_BLOCKING_ENV),
+        Err(_) => String::new(),
+    };
+    format!(" v5 blocking: mc {mc}, kc {kc}, nc {nc}, small_m {small_m}{from}.")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn v5_blocking_note() -> String {
+    String::new()
 }
 
 /// The GAN's linear layers as (config, batch, in, out); the same list as

@@ -34,6 +34,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+pub use avx512::{blocking_in_use as v5_blocking, BLOCKING_ENV as V5_BLOCKING_ENV};
+#[cfg(target_arch = "x86_64")]
 mod skinny;
 
 use std::fmt;
@@ -440,7 +442,7 @@ unsafe fn run_packed(
             #[cfg(target_arch = "x86_64")]
             Variant::V5Avx512 => packed::sgemm_packed_batches::<{ avx512::MR }, { avx512::NR }>(
                 avx512::kernel_v5_avx512_12x32,
-                avx512::BLOCKING,
+                avx512::blocking(),
                 avx512::PACKERS,
                 m,
                 n,
