@@ -9,8 +9,10 @@
 //! engine runs it with grad mode on (`create_graph`) the backward pass is
 //! itself recorded and can be differentiated again.
 
+use crate::rules::Rule;
 use crate::shape::{same_dims, Dims};
 use crate::storage::UsizeHasher;
+use crate::storage::{keep, reuse, ShellList};
 use crate::tensor::Inner;
 use crate::{Error, Result, Tensor};
 use smallvec::SmallVec;
@@ -27,8 +29,12 @@ type NodeMap<V> = HashMap<usize, V, BuildHasherDefault<UsizeHasher>>;
 /// A gradient hook: sees the gradient, may return a replacement.
 pub type Hook = Arc<dyn Fn(&Tensor) -> Option<Tensor> + Send + Sync>;
 
+/// The gradients a backward rule returns, one per input (`None`: no
+/// gradient); up to three inline, as most ops have at most three inputs.
+pub type InputGrads = SmallVec<[Option<Tensor>; 3]>;
+
 /// The backward rule of one node: (context, dL/d output) → dL/d input per input.
-pub type BackwardFn = Box<dyn Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+pub type BackwardFn = Box<dyn Fn(&BackwardCtx, &Tensor) -> Result<InputGrads> + Send + Sync>;
 
 /// Where the gradient of one input goes.
 pub(crate) enum Edge {
@@ -48,7 +54,7 @@ pub struct Node {
     pub(crate) seq: u64,
     pub(crate) inputs: SmallVec<[Option<Edge>; 3]>,
     /// Taken (freed with its saved tensors) after a backward without retain_graph.
-    pub(crate) backward: Mutex<Option<BackwardFn>>,
+    pub(crate) backward: Mutex<Option<Rule>>,
     /// The op's output data (detached), when the backward rule needs it.
     pub(crate) saved_output: Mutex<Option<(Tensor, u64)>>,
     pub(crate) out_shape: Dims,
@@ -101,9 +107,43 @@ pub(crate) fn drop_node(node: Arc<Node>) {
         }
     }
     let _outermost = Outermost;
-    drop(node);
+    retire(node);
     while let Some(next) = DROP_LIST.try_with(|l| l.borrow_mut().pop()).ok().flatten() {
-        drop(next);
+        retire(next);
+    }
+}
+
+thread_local! {
+    /// Emptied nodes, kept for the next recorded ops ([`attach_node`]).
+    static NODE_SHELLS: ShellList<Arc<Node>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frees what a node nothing else holds refers to, and keeps the emptied
+/// node for a later op: a training step records the same ops each step, so
+/// its nodes then cost no allocation. Everything is moved out before the
+/// node is kept and dropped after, so a drop that panics (a value a hook
+/// captured) leaves a whole node on the list. A node with a poisoned lock
+/// (a panic while it was held) is freed instead.
+fn retire(mut node: Arc<Node>) {
+    let Some(n) = Arc::get_mut(&mut node) else {
+        return;
+    };
+    let (Ok(rule), Ok(saved), Ok(retained), Ok(hooks)) = (
+        n.backward.get_mut(),
+        n.saved_output.get_mut(),
+        n.retained_grad.get_mut(),
+        n.hooks.get_mut(),
+    ) else {
+        return;
+    };
+    let held = (rule.take(), saved.take(), retained.take(), std::mem::take(hooks));
+    let inputs = std::mem::take(&mut n.inputs);
+    keep(&NODE_SHELLS, node);
+    drop(held);
+    for edge in inputs {
+        if let Some(Edge::Node(parent)) = edge {
+            drop_node(parent);
+        }
     }
 }
 
@@ -298,7 +338,7 @@ pub(crate) fn record(
     op: &'static str,
     out: Tensor,
     inputs: &[&Tensor],
-    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<InputGrads> + Send + Sync + 'static,
 ) -> Tensor {
     record_impl(op, out, inputs, false, backward)
 }
@@ -310,7 +350,7 @@ pub(crate) fn record_with_output(
     op: &'static str,
     out: Tensor,
     inputs: &[&Tensor],
-    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<InputGrads> + Send + Sync + 'static,
 ) -> Tensor {
     record_impl(op, out, inputs, true, backward)
 }
@@ -321,7 +361,7 @@ fn record_impl(
     out: Tensor,
     inputs: &[&Tensor],
     save_output: bool,
-    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    backward: impl Fn(&BackwardCtx, &Tensor) -> Result<InputGrads> + Send + Sync + 'static,
 ) -> Tensor {
     // Checked before boxing the rule: under no_grad (every op a backward
     // rule runs, unless create_graph) the box was an allocation and a free
@@ -329,19 +369,13 @@ fn record_impl(
     if !is_grad_enabled() || !inputs.iter().any(|t| t.0.requires_grad) {
         return out;
     }
-    attach_node(op, out, inputs, save_output, Box::new(backward))
+    attach_node(op, out, inputs, save_output, Rule::new(backward))
 }
 
 /// [`record_impl`] once it records: the node, attached to `out` (not
 /// generic, so not compiled again for every backward rule).
 #[track_caller]
-fn attach_node(
-    op: &'static str,
-    mut out: Tensor,
-    inputs: &[&Tensor],
-    save_output: bool,
-    backward: BackwardFn,
-) -> Tensor {
+fn attach_node(op: &'static str, mut out: Tensor, inputs: &[&Tensor], save_output: bool, backward: Rule) -> Tensor {
     let edges = inputs
         .iter()
         .map(|t| {
@@ -355,7 +389,7 @@ fn attach_node(
         })
         .collect();
     let saved_output = save_output.then(|| (out.detach(), out.version()));
-    let node = Arc::new(Node {
+    let fresh = Node {
         op,
         location: Location::caller(),
         seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
@@ -366,7 +400,15 @@ fn attach_node(
         retain: AtomicBool::new(false),
         retained_grad: Mutex::new(None),
         hooks: Mutex::new(Vec::new()),
-    });
+    };
+    let node = match reuse(&NODE_SHELLS) {
+        Some(mut shell) => {
+            // The emptied node drops in place (nothing left in it to free).
+            *Arc::get_mut(&mut shell).expect("a kept node has no other handle") = fresh;
+            shell
+        }
+        None => Arc::new(fresh),
+    };
     // An op's fresh output is its only handle: attach the node to it rather
     // than to a copy (three allocations fewer per recorded op). A handle
     // someone else holds (an op that returned an input) gets a new one.
@@ -456,6 +498,28 @@ struct Scratch {
     seen: NodeMap<()>,
     pending: NodeMap<Tensor>,
     stack: Vec<Arc<Node>>,
+    /// The roots' nodes.
+    roots: Vec<Arc<Node>>,
+    /// Every node of the graph, for a pass with requested inputs.
+    order: Vec<Arc<Node>>,
+    /// Per node that leads to a requested input: which of its inputs do.
+    masks: NodeMap<InputMask>,
+    ready: BinaryHeap<Ready>,
+}
+
+impl Scratch {
+    /// Drops what a pass left (an error midway, or gradients nothing
+    /// consumed) and keeps the capacity.
+    fn clear(&mut self) {
+        self.deps.clear();
+        self.seen.clear();
+        self.pending.clear();
+        self.stack.clear();
+        self.roots.clear();
+        self.order.clear();
+        self.masks.clear();
+        self.ready.clear();
+    }
 }
 
 thread_local! {
@@ -487,12 +551,8 @@ fn run_backward(
     if scratch.seen.capacity() > SCRATCH_KEEP {
         return result;
     }
-    // Whatever is left (an error midway, or gradients nothing consumed) is
-    // dropped here, not kept alive until the next pass.
-    scratch.deps.clear();
-    scratch.seen.clear();
-    scratch.pending.clear();
-    scratch.stack.clear();
+    // Whatever is left is dropped here, not kept alive until the next pass.
+    scratch.clear();
     let _ = SCRATCH.try_with(|s| {
         let mut slot = s.borrow_mut();
         if slot.is_none() {
@@ -526,8 +586,11 @@ fn run_backward_in(
         seen,
         pending,
         stack,
+        roots: roots_nodes,
+        order,
+        masks: mask_map,
+        ready,
     } = scratch;
-    let mut ready = BinaryHeap::new();
     for (root, g) in roots.iter().zip(grads) {
         if !root.0.requires_grad {
             return Err(Error::Autograd(
@@ -553,12 +616,11 @@ fn run_backward_in(
             None => deliver_leaf(&root.0, g.clone(), root, sink, create_graph)?,
         }
     }
-    let mut roots_nodes: Vec<Arc<Node>> = stack.clone();
+    roots_nodes.extend(stack.iter().cloned());
     let targets = match sink {
         Sink::Accumulate => None,
         Sink::AccumulateInto(t) | Sink::Capture(t, _) => Some(*t),
     };
-    let mut order: Vec<Arc<Node>> = Vec::new();
     while let Some(node) = stack.pop() {
         for edge in node.inputs.iter().flatten() {
             if let Edge::Node(parent) = edge {
@@ -577,9 +639,12 @@ fn run_backward_in(
     }
     // With requested inputs, only nodes from which one of them can be reached
     // run, and each learns which of its inputs lead there (`needs`).
-    let masks = targets.map(|t| needed_inputs(&mut order, t));
-    if let Some(masks) = &masks {
-        for node in &order {
+    let masks = targets.map(|t| {
+        needed_inputs(order, t, mask_map);
+        &*mask_map
+    });
+    if let Some(masks) = masks {
+        for node in order.iter() {
             let Some(mask) = masks.get(&node_key(node)) else {
                 continue;
             };
@@ -600,7 +665,7 @@ fn run_backward_in(
     // 2. Execute nodes whose consumers have all delivered.
     while let Some(Ready(_, node)) = ready.pop() {
         let key = node_key(&node);
-        if masks.as_ref().is_some_and(|m| !m.contains_key(&key)) {
+        if masks.is_some_and(|m| !m.contains_key(&key)) {
             continue;
         }
         let Some(mut grad) = pending.remove(&key) else {
@@ -638,7 +703,7 @@ fn run_backward_in(
             let ctx = BackwardCtx {
                 node: &node,
                 create_graph,
-                needs: masks.as_ref().and_then(|m| m.get(&key)).map(|m| m.as_slice()),
+                needs: masks.and_then(|m| m.get(&key)).map(|m| m.as_slice()),
                 leaf_grads: match sink {
                     Sink::Accumulate => LeafGrads::All,
                     Sink::AccumulateInto(t) => LeafGrads::Only(t),
@@ -660,7 +725,7 @@ fn run_backward_in(
                 node.inputs.len()
             )));
         }
-        let mask = masks.as_ref().and_then(|m| m.get(&key));
+        let mask = masks.and_then(|m| m.get(&key));
         for (i, (edge, g)) in node.inputs.iter().zip(input_grads).enumerate() {
             if mask.is_some_and(|m| !m[i]) {
                 // Leads to no requested input: not counted, not delivered.
@@ -669,7 +734,7 @@ fn run_backward_in(
             let (Some(edge), Some(g)) = (edge, g) else {
                 // An input that needs a gradient but got none still counts as delivered.
                 if let Some(Edge::Node(parent)) = edge {
-                    release(parent, deps, pending, &mut ready, masks.as_ref());
+                    release(parent, deps, pending, ready, masks);
                 }
                 continue;
             };
@@ -689,7 +754,7 @@ fn run_backward_in(
                     }
                     let old = pending.remove(&k);
                     pending.insert(k, accumulate(old, g)?);
-                    release(parent, deps, pending, &mut ready, masks.as_ref());
+                    release(parent, deps, pending, ready, masks);
                 }
                 Edge::Leaf(inner) => {
                     let leaf = Tensor(std::mem::ManuallyDrop::new(inner.clone()));
@@ -707,7 +772,7 @@ type InputMask = SmallVec<[bool; 8]>;
 /// For requested `targets`, which nodes of `order` (every node reachable
 /// from the roots) can reach one of them, and through which inputs: node key
 /// → one flag per input. Nodes that reach none are left out.
-fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> NodeMap<InputMask> {
+fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor], masks: &mut NodeMap<InputMask>) {
     // Parents are recorded before their consumers, so ascending seq visits
     // every parent before any node that uses it.
     order.sort_by_key(|n| n.seq);
@@ -717,7 +782,6 @@ fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> NodeMap<InputMa
             .any(|t| t.0.grad_fn.as_ref().is_some_and(|g| Arc::ptr_eq(g, n)))
     };
     let target_leaf = |l: &Arc<Inner>| targets.iter().any(|t| t.0.grad_fn.is_none() && Arc::ptr_eq(&t.0, l));
-    let mut masks: NodeMap<InputMask> = NodeMap::default();
     for node in order.iter() {
         let mask: InputMask = node
             .inputs
@@ -732,7 +796,6 @@ fn needed_inputs(order: &mut [Arc<Node>], targets: &[Tensor]) -> NodeMap<InputMa
             masks.insert(node_key(node), mask);
         }
     }
-    masks
 }
 
 /// One consumer of `parent` has delivered; queue it when all have.
@@ -925,7 +988,8 @@ pub trait Function: Send + Sync + 'static {
         Ok(record_impl(name, out, inputs, true, move |ctx, g| {
             let xs = saved.iter().map(|s| ctx.unpack(s)).collect::<Result<Vec<_>>>()?;
             let y = ctx.output()?;
-            self.backward(&xs, &y, g)
+            // The rule's own Vec becomes the inline-or-heap list as it is.
+            self.backward(&xs, &y, g).map(InputGrads::from_vec)
         }))
     }
 }
@@ -982,5 +1046,59 @@ impl Tensor {
     /// that check the graph is freed).
     pub fn grad_fn_weak(&self) -> Option<std::sync::Weak<Node>> {
         self.0.grad_fn.as_ref().map(Arc::downgrade)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Device;
+
+    fn kept_nodes() -> Vec<*const Node> {
+        NODE_SHELLS.with(|l| l.borrow().iter().map(Arc::as_ptr).collect())
+    }
+
+    #[test]
+    fn a_freed_node_is_emptied_kept_and_reused_whole() {
+        // A thread of its own: its list starts empty.
+        std::thread::spawn(|| {
+            let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3], Device::Cpu)
+                .unwrap()
+                .requires_grad(true);
+            let y = x.mul(&x).unwrap();
+            let node = Arc::as_ptr(y.0.grad_fn.as_ref().unwrap());
+            assert!(kept_nodes().is_empty());
+            drop(y);
+            assert_eq!(kept_nodes(), vec![node], "the freed node is kept");
+            // Kept empty: no edge to x, no rule, no saved tensor.
+            NODE_SHELLS.with(|l| {
+                let l = l.borrow();
+                let n = &l[0];
+                assert!(n.inputs.is_empty());
+                assert!(n.backward.lock().unwrap().is_none());
+                assert!(n.saved_output.lock().unwrap().is_none());
+            });
+            assert_eq!(Arc::strong_count(&x.0), 1, "the kept node let go of its input");
+            // The next op's node is written into it, all of it its own.
+            let z = x.add(&x).unwrap().exp().unwrap();
+            let add = z.0.grad_fn.as_ref().unwrap().inputs[0].as_ref().map(|e| match e {
+                Edge::Node(n) => Arc::as_ptr(n),
+                Edge::Leaf(_) => std::ptr::null(),
+            });
+            assert_eq!(add, Some(node), "the add's node reuses the kept one");
+            assert!(kept_nodes().is_empty());
+            z.sum().unwrap().backward().unwrap();
+            let want: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| 2.0 * (2.0 * v).exp()).collect();
+            assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), want);
+            // A node someone still watches (a weak handle) is freed, not kept.
+            let w = x.mul(&x).unwrap();
+            let watch = w.grad_fn_weak().unwrap();
+            let before = kept_nodes().len();
+            drop(w);
+            assert!(watch.upgrade().is_none());
+            assert_eq!(kept_nodes().len(), before);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -29,6 +29,7 @@ mod cuda;
 mod error;
 pub mod gradcheck;
 pub mod ops;
+mod rules;
 mod shape;
 mod storage;
 mod tensor;
@@ -41,6 +42,14 @@ pub use kiln_cpu::warm::KeepWarm;
 pub use shape::broadcast_shapes;
 pub use storage::pooled_bytes;
 pub use tensor::{DType, Device, Element, Tensor};
+
+/// A short list of tensors, two of them held inline (no heap memory): what
+/// [`Tensor::linear_many`] returns, for a discriminator's real and fake
+/// batches.
+pub type Tensors = smallvec::SmallVec<[Tensor; 2]>;
+/// The `smallvec` crate, whose `SmallVec` is [`Tensors`] and
+/// [`autograd::InputGrads`].
+pub use smallvec;
 
 /// kiln's CUDA backend crate (feature `cuda`), for code that drives device buffers directly
 /// (fused optimizer steps through [`Tensor::update_cuda`]).

@@ -71,8 +71,8 @@ pub(crate) fn normalize_dim(op: &'static str, dim: isize, rank: usize) -> Result
 }
 
 /// Normalises, sorts and dedups a dim list; errors on out-of-range or repeated dims.
-pub(crate) fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Vec<usize>> {
-    let mut out = Vec::with_capacity(dims.len());
+pub(crate) fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Dims> {
+    let mut out = Dims::with_capacity(dims.len());
     for &d in dims {
         let nd = normalize_dim(op, d, rank)?;
         if out.contains(&nd) {
@@ -86,7 +86,7 @@ pub(crate) fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> R
     if rank == 0 {
         // A 0-d tensor accepts dim 0 (as PyTorch) but has no axis to
         // reduce: reducing over it is the identity.
-        return Ok(Vec::new());
+        return Ok(Dims::new());
     }
     out.sort_unstable();
     Ok(out)

@@ -7,6 +7,7 @@ use crate::shape::{contiguous_strides, Dims, Strides};
 use crate::storage::{Buf, Data, Storage};
 use crate::{Error, Result};
 use kiln_cpu::elementwise::{copy_strided, Strided};
+use smallvec::smallvec;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
@@ -790,7 +791,11 @@ impl Tensor {
                 msg: format!("item() needs one element, shape is {:?}", self.shape()),
             });
         }
-        Ok(self.to_vec_f64()?[0])
+        // Read in place (a training loop reads its losses every step).
+        match self.dtype() {
+            DType::F64 => self.with_slice::<f64, _>(|v| v[0]),
+            DType::F32 => self.with_slice::<f32, _>(|v| f64::from(v[0])),
+        }
     }
 
     /// Calls `f` with the contiguous elements of this tensor (copying only if
@@ -1024,7 +1029,7 @@ impl Tensor {
             };
             let from = self.device();
             Ok(autograd::record("to", out, &[self], move |_, g| {
-                Ok(vec![Some(g.to(from)?)])
+                Ok(smallvec![Some(g.to(from)?)])
             }))
         }
         #[cfg(not(feature = "cuda"))]
@@ -1047,7 +1052,7 @@ impl Tensor {
         };
         let from = self.dtype();
         Ok(autograd::record("to_dtype", out, &[self], move |_, g| {
-            Ok(vec![Some(g.to_dtype(from)?)])
+            Ok(smallvec![Some(g.to_dtype(from)?)])
         }))
     }
 

@@ -78,11 +78,23 @@ fn fold_pieces<T: Float, A: Copy + Send>(
     combine: impl Fn(A, A) -> A,
 ) -> A {
     if x.len() < PAR_THRESHOLD {
-        x.chunks(CHUNK).map(piece).fold(init, combine)
-    } else {
-        let partial: Vec<A> = x.par_chunks(CHUNK).map(piece).collect();
-        partial.into_iter().fold(init, combine)
+        return x.chunks(CHUNK).map(piece).fold(init, combine);
     }
+    // The pieces' results go to a buffer on the stack, a group of pieces at
+    // a time (no heap memory: gradient norms run every training step), and
+    // are folded in index order as they would be all at once.
+    const GROUP: usize = 128;
+    let mut acc = init;
+    for group in x.chunks(CHUNK * GROUP) {
+        let mut partial = [init; GROUP];
+        let partial = &mut partial[..group.len().div_ceil(CHUNK)];
+        partial
+            .par_iter_mut()
+            .zip(group.par_chunks(CHUNK))
+            .for_each(|(p, c)| *p = piece(c));
+        acc = partial.iter().fold(acc, |a, &v| combine(a, v));
+    }
+    acc
 }
 
 /// Reduces every element of `x`.

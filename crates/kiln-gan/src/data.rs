@@ -10,6 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use kiln_core::smallvec::{smallvec, SmallVec};
 use kiln_core::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -222,10 +223,10 @@ impl Shapes {
             (angle.cos(), angle.sin(), size / rng.gen_range(3.0..8.0))
         });
         // One row of stripe coverage, shared by the three planes (no allocation without stripes).
-        let mut stripe = if background_stripes.is_some() {
-            vec![0f32; w]
+        let mut stripe: SmallVec<[f32; 128]> = if background_stripes.is_some() {
+            smallvec![0f32; w]
         } else {
-            Vec::new()
+            SmallVec::new()
         };
         for y in 0..h {
             let t = y as f32 / (h - 1) as f32;

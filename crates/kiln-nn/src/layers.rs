@@ -1,6 +1,7 @@
 //! The `Module` trait and the basic layers: Linear, activations, Sequential.
 
-use kiln_core::{DType, Device, Error, Result, Tensor};
+use kiln_core::smallvec::SmallVec;
+use kiln_core::{DType, Device, Error, Result, Tensor, Tensors};
 use kiln_cpu::elementwise::UnaryOp;
 use rand::Rng;
 
@@ -241,15 +242,18 @@ impl Sequential {
     /// batches). Other layers run input by input; a layer with random state
     /// (dropout) draws for the inputs in their order, as one forward per
     /// input in turn would.
-    pub fn forward_many(&self, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let mut hs: Vec<Tensor> = xs.iter().map(|&x| x.clone()).collect();
+    pub fn forward_many(&self, xs: &[&Tensor]) -> Result<Tensors> {
+        let mut hs: Tensors = xs.iter().map(|&x| x.clone()).collect();
         let mut i = 0;
         while let Some(layer) = self.layers.get(i) {
             let act = self.layers.get(i + 1).and_then(|l| l.fusable_activation());
             match layer.linear_parts() {
                 Some((w, b)) => {
-                    let refs: Vec<&Tensor> = hs.iter().collect();
-                    hs = Tensor::linear_many(&refs, w, b, act)?;
+                    let next = {
+                        let refs: SmallVec<[&Tensor; 2]> = hs.iter().collect();
+                        Tensor::linear_many(&refs, w, b, act)?
+                    };
+                    hs = next;
                     i += if act.is_some() { 2 } else { 1 };
                 }
                 None => {

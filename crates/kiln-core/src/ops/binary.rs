@@ -8,6 +8,7 @@ use crate::shape::{broadcast_dims, same_dims, Dims, Strides};
 use crate::storage::Data;
 use crate::{Error, Result, Tensor};
 use kiln_cpu::elementwise::{binary, BinaryOp, Strided};
+use smallvec::smallvec;
 
 /// Strides that read `t` as if it had shape `out` (stride 0 on broadcast dims).
 fn broadcast_strides(t: &Tensor, out: &[usize]) -> Strides {
@@ -87,7 +88,7 @@ impl Tensor {
         let out = self.binary_raw(other, BinaryOp::Add, "add")?;
         let (sa, sb) = (Dims::from_slice(&self.0.shape), Dims::from_slice(&other.0.shape));
         Ok(record("add", out, &[self, other], move |_, g| {
-            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])
+            Ok(smallvec![Some(g.sum_to_shape(&sa)?), Some(g.sum_to_shape(&sb)?)])
         }))
     }
 
@@ -97,7 +98,7 @@ impl Tensor {
         let out = self.binary_raw(other, BinaryOp::Sub, "sub")?;
         let (sa, sb) = (Dims::from_slice(&self.0.shape), Dims::from_slice(&other.0.shape));
         Ok(record("sub", out, &[self, other], move |_, g| {
-            Ok(vec![Some(g.sum_to_shape(&sa)?), Some(g.neg()?.sum_to_shape(&sb)?)])
+            Ok(smallvec![Some(g.sum_to_shape(&sa)?), Some(g.neg()?.sum_to_shape(&sb)?)])
         }))
     }
 
@@ -119,7 +120,7 @@ impl Tensor {
             } else {
                 None
             };
-            Ok(vec![ga, gb])
+            Ok(smallvec![ga, gb])
         }))
     }
 
@@ -141,7 +142,7 @@ impl Tensor {
             } else {
                 None
             };
-            Ok(vec![ga, gb])
+            Ok(smallvec![ga, gb])
         }))
     }
 
@@ -155,7 +156,7 @@ impl Tensor {
             let tie = a.binary_raw(&b, BinaryOp::Eq, "maximum")?.mul_scalar(0.5)?;
             let wa = a.binary_raw(&b, BinaryOp::Gt, "maximum")?.add(&tie)?;
             let wb = b.binary_raw(&a, BinaryOp::Gt, "maximum")?.add(&tie)?;
-            Ok(vec![
+            Ok(smallvec![
                 Some(g.mul(&wa)?.sum_to_shape(a.shape())?),
                 Some(g.mul(&wb)?.sum_to_shape(b.shape())?),
             ])

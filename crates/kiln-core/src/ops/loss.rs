@@ -8,6 +8,7 @@
 use super::check_same;
 use crate::autograd::{no_grad, record, SavedTensor};
 use crate::{Device, Error, Result, Tensor};
+use smallvec::smallvec;
 
 fn check_pair(op: &'static str, pred: &Tensor, target: &Tensor) -> Result<()> {
     check_same(op, pred, target)?;
@@ -61,7 +62,7 @@ impl Tensor {
             } else {
                 None
             };
-            Ok(vec![gp, gt])
+            Ok(smallvec![gp, gt])
         }))
     }
 
@@ -86,7 +87,7 @@ impl Tensor {
                 None
             };
             let gt = if rt { Some(x.neg()?.mul(&scale)?) } else { None };
-            Ok(vec![gx, gt])
+            Ok(smallvec![gx, gt])
         }))
     }
 

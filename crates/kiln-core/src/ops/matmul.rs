@@ -9,6 +9,7 @@ use crate::storage::Data;
 use crate::{Device, Error, Result, Tensor};
 use kiln_cpu::elementwise::UnaryOp;
 use kiln_cpu::matmul::{gemm, linear_fused_batches};
+use smallvec::smallvec;
 use smallvec::SmallVec;
 
 /// C = A·B + beta·C for 2-D A and B with their storages' elements `xa`, `xb`
@@ -201,7 +202,7 @@ impl Tensor {
             } else {
                 None
             };
-            Ok(vec![ga, gb])
+            Ok(smallvec![ga, gb])
         }))
     }
 
@@ -243,7 +244,7 @@ impl Tensor {
         weight: &Tensor,
         bias: Option<&Tensor>,
         act: Option<UnaryOp>,
-    ) -> Result<Vec<Tensor>> {
+    ) -> Result<crate::Tensors> {
         if let Some(act) = act {
             check_fusable(act)?;
         }
@@ -257,7 +258,7 @@ impl Tensor {
             });
         // Plain loops, not closures: the nodes take the caller's source
         // location through `#[track_caller]`, which a closure would stop.
-        let mut ys = Vec::with_capacity(xs.len());
+        let mut ys = crate::Tensors::with_capacity(xs.len());
         if !together {
             for x in xs {
                 ys.push(match act {
@@ -409,7 +410,7 @@ impl LinearSaved {
 
     /// dx = dy·W, dW = dyᵀ·x (added into W's held gradient when the engine
     /// allows), db = Σₙ dy; each only when wanted.
-    fn grads(&self, ctx: &crate::autograd::BackwardCtx, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn grads(&self, ctx: &crate::autograd::BackwardCtx, g: &Tensor) -> Result<crate::autograd::InputGrads> {
         self.grads_with_bias(ctx, g, None)
     }
 
@@ -419,7 +420,7 @@ impl LinearSaved {
         ctx: &crate::autograd::BackwardCtx,
         g: &Tensor,
         db: Option<Tensor>,
-    ) -> Result<Vec<Option<Tensor>>> {
+    ) -> Result<crate::autograd::InputGrads> {
         let (x, w) = (ctx.unpack(&self.x)?, ctx.unpack(&self.w)?);
         let gx = if self.rx && ctx.needs_input_grad(0) {
             Some(g.matmul(&w)?)
@@ -431,7 +432,7 @@ impl LinearSaved {
         } else {
             None
         };
-        let mut grads = vec![gx, gw];
+        let mut grads: crate::autograd::InputGrads = smallvec![gx, gw];
         if self.has_bias && ctx.needs_input_grad(2) {
             grads.push(Some(match db {
                 Some(db) => db,

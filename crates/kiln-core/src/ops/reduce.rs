@@ -7,12 +7,13 @@ use crate::autograd::{record, record_with_output, SavedTensor};
 use crate::shape::{normalize_dims, Dims};
 use crate::{Result, Tensor};
 use kiln_cpu::reduce::{reduce_all, reduce_dim, ReduceOp};
+use smallvec::smallvec;
 
 impl Tensor {
     /// Reduces the given (sorted, unique) dims, keeping them as size 1.
     fn reduce_raw(&self, op: ReduceOp, dims: &[usize]) -> Result<Tensor> {
         let mut cur = self.clone();
-        let mut shape = self.shape().to_vec();
+        let mut shape = Dims::from_slice(self.shape());
         for &d in dims.iter().rev() {
             let outer: usize = shape[..d].iter().product();
             let r = shape[d];
@@ -51,15 +52,15 @@ impl Tensor {
         }))
     }
 
-    fn keep_shape(&self, dims: &[usize]) -> Vec<usize> {
-        let mut s = self.shape().to_vec();
+    fn keep_shape(&self, dims: &[usize]) -> Dims {
+        let mut s = Dims::from_slice(self.shape());
         for &d in dims {
             s[d] = 1;
         }
         s
     }
 
-    fn drop_dims(shape: &[usize], dims: &[usize]) -> Vec<usize> {
+    fn drop_dims(shape: &[usize], dims: &[usize]) -> Dims {
         shape
             .iter()
             .enumerate()
@@ -74,7 +75,7 @@ impl Tensor {
         let out = self.reduce_all_raw(ReduceOp::Sum, &[])?;
         let shape = Dims::from_slice(self.shape());
         Ok(record("sum", out, &[self], move |_, g| {
-            Ok(vec![Some(g.broadcast_to(&shape)?)])
+            Ok(smallvec![Some(g.broadcast_to(&shape)?)])
         }))
     }
 
@@ -91,7 +92,7 @@ impl Tensor {
         };
         let (shape, keep) = (Dims::from_slice(self.shape()), self.keep_shape(&dims));
         Ok(record("sum_dims", out, &[self], move |_, g| {
-            Ok(vec![Some(g.reshape(&keep)?.broadcast_to(&shape)?)])
+            Ok(smallvec![Some(g.reshape(&keep)?.broadcast_to(&shape)?)])
         }))
     }
 
@@ -149,14 +150,14 @@ impl Tensor {
             kept.reshape_raw(&Self::drop_dims(self.shape(), &nd))
         };
         let x = SavedTensor::new(self);
-        let (keep, signed): (Vec<usize>, Vec<isize>) = (self.keep_shape(&nd), nd.iter().map(|&d| d as isize).collect());
+        let (keep, signed): (Dims, Vec<isize>) = (self.keep_shape(&nd), nd.iter().map(|&d| d as isize).collect());
         Ok(record_with_output("max_dims", out, &[self], move |ctx, g| {
             let x = ctx.unpack(&x)?;
             let y = ctx.output()?.detach().reshape_raw(&keep);
             let mask = x.eq_mask(&y)?;
             let count = mask.sum_dims(&signed, true)?;
             let share = mask.div(&count)?;
-            Ok(vec![Some(g.reshape(&keep)?.mul(&share)?)])
+            Ok(smallvec![Some(g.reshape(&keep)?.mul(&share)?)])
         }))
     }
 

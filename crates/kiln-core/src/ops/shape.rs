@@ -8,6 +8,7 @@ use crate::autograd::record;
 use crate::shape::{contiguous_strides, normalize_dim, Dims, Strides};
 use crate::storage::Data;
 use crate::{Device, Error, Result, Tensor};
+use smallvec::smallvec;
 
 impl Tensor {
     /// Reshape without recording: a view when contiguous, else a copy.
@@ -46,7 +47,7 @@ impl Tensor {
         let out = self.reshape_raw(shape);
         let orig = Dims::from_slice(self.shape());
         Ok(record("reshape", out, &[self], move |_, g| {
-            Ok(vec![Some(g.reshape(&orig)?)])
+            Ok(smallvec![Some(g.reshape(&orig)?)])
         }))
     }
 
@@ -83,7 +84,7 @@ impl Tensor {
         }
         let out = self.transpose_raw(a, b);
         Ok(record("transpose", out, &[self], move |_, g| {
-            Ok(vec![Some(g.transpose(a as isize, b as isize)?)])
+            Ok(smallvec![Some(g.transpose(a as isize, b as isize)?)])
         }))
     }
 
@@ -118,7 +119,7 @@ impl Tensor {
             inverse[p] = i;
         }
         Ok(record("permute", out, &[self], move |_, g| {
-            Ok(vec![Some(g.permute(&inverse)?)])
+            Ok(smallvec![Some(g.permute(&inverse)?)])
         }))
     }
 
@@ -169,7 +170,7 @@ impl Tensor {
                 parts.push(Tensor::zeros(&zshape, g.dtype(), g.device())?);
             }
             let refs: Vec<&Tensor> = parts.iter().collect();
-            Ok(vec![Some(Tensor::concat(&refs, d as isize)?)])
+            Ok(smallvec![Some(Tensor::concat(&refs, d as isize)?)])
         }))
     }
 
@@ -206,7 +207,7 @@ impl Tensor {
         let out = self.view_of(shape, &strides, self.0.offset);
         let orig = Dims::from_slice(self.shape());
         Ok(record("broadcast_to", out, &[self], move |_, g| {
-            Ok(vec![Some(g.sum_to_shape(&orig)?)])
+            Ok(smallvec![Some(g.sum_to_shape(&orig)?)])
         }))
     }
 
@@ -218,7 +219,9 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = self.contiguous_data()?;
-        Ok(record("contiguous", out, &[self], |_, g| Ok(vec![Some(g.clone())])))
+        Ok(record("contiguous", out, &[self], |_, g| {
+            Ok(smallvec![Some(g.clone())])
+        }))
     }
 
     /// Joins tensors along an existing dim; all other dims must agree.
@@ -263,7 +266,7 @@ impl Tensor {
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
         Ok(record("concat", out, tensors, move |_, g| {
             let mut start = 0;
-            let mut grads = Vec::with_capacity(sizes.len());
+            let mut grads = crate::autograd::InputGrads::with_capacity(sizes.len());
             for &s in &sizes {
                 grads.push(Some(g.narrow(d as isize, start, s)?));
                 start += s;

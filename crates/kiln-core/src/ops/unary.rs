@@ -8,6 +8,7 @@ use super::map_contig;
 use crate::autograd::{record, record_with_output, BackwardCtx, SavedTensor};
 use crate::{Result, Tensor};
 use kiln_cpu::elementwise::{act_backward, act_backward_colsum, unary, ActBackward, UnaryOp};
+use smallvec::smallvec;
 
 impl Tensor {
     /// Applies a unary kernel without recording anything.
@@ -28,7 +29,7 @@ impl Tensor {
     #[track_caller]
     pub fn neg(&self) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Neg)?;
-        Ok(record("neg", out, &[self], |_, g| Ok(vec![Some(g.neg()?)])))
+        Ok(record("neg", out, &[self], |_, g| Ok(smallvec![Some(g.neg()?)])))
     }
 
     /// eˣ. d/dx = eˣ = y.
@@ -36,7 +37,7 @@ impl Tensor {
     pub fn exp(&self) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Exp)?;
         Ok(record_with_output("exp", out, &[self], |ctx, g| {
-            Ok(vec![Some(g.mul(&ctx.output()?)?)])
+            Ok(smallvec![Some(g.mul(&ctx.output()?)?)])
         }))
     }
 
@@ -46,7 +47,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Log)?;
         let x = SavedTensor::new(self);
         Ok(record("log", out, &[self], move |ctx, g| {
-            Ok(vec![Some(g.div(&ctx.unpack(&x)?)?)])
+            Ok(smallvec![Some(g.div(&ctx.unpack(&x)?)?)])
         }))
     }
 
@@ -55,7 +56,7 @@ impl Tensor {
     pub fn sqrt(&self) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Sqrt)?;
         Ok(record_with_output("sqrt", out, &[self], |ctx, g| {
-            Ok(vec![Some(g.mul_scalar(0.5)?.div(&ctx.output()?)?)])
+            Ok(smallvec![Some(g.mul_scalar(0.5)?.div(&ctx.output()?)?)])
         }))
     }
 
@@ -65,7 +66,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Abs)?;
         let x = SavedTensor::new(self);
         Ok(record("abs", out, &[self], move |ctx, g| {
-            Ok(vec![Some(g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::Sign)?)?)])
+            Ok(smallvec![Some(g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::Sign)?)?)])
         }))
     }
 
@@ -81,7 +82,7 @@ impl Tensor {
             } else {
                 x.powf(p - 1.0)?.mul_scalar(p)?
             };
-            Ok(vec![Some(g.mul(&d)?)])
+            Ok(smallvec![Some(g.mul(&d)?)])
         }))
     }
 
@@ -89,7 +90,9 @@ impl Tensor {
     #[track_caller]
     pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::AddScalar(c))?;
-        Ok(record("add_scalar", out, &[self], |_, g| Ok(vec![Some(g.clone())])))
+        Ok(record("add_scalar", out, &[self], |_, g| {
+            Ok(smallvec![Some(g.clone())])
+        }))
     }
 
     /// x − c
@@ -109,7 +112,7 @@ impl Tensor {
     pub fn mul_scalar(&self, c: f64) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::MulScalar(c))?;
         Ok(record("mul_scalar", out, &[self], move |_, g| {
-            Ok(vec![Some(g.mul_scalar(c)?)])
+            Ok(smallvec![Some(g.mul_scalar(c)?)])
         }))
     }
 
@@ -125,7 +128,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Clamp(lo, hi))?;
         let x = SavedTensor::new(self);
         Ok(record("clamp", out, &[self], move |ctx, g| {
-            Ok(vec![Some(
+            Ok(smallvec![Some(
                 g.mul(&ctx.unpack(&x)?.unary_raw(UnaryOp::InRange(lo, hi))?)?,
             )])
         }))
@@ -181,7 +184,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::Softplus)?;
         let x = SavedTensor::new(self);
         Ok(record("softplus", out, &[self], move |ctx, g| {
-            Ok(vec![Some(g.mul(&ctx.unpack(&x)?.sigmoid()?)?)])
+            Ok(smallvec![Some(g.mul(&ctx.unpack(&x)?.sigmoid()?)?)])
         }))
     }
 
@@ -202,7 +205,7 @@ impl Tensor {
                 .mul(&t.mul(&t)?.rsub_scalar(1.0)?)?
                 .mul(&x2.mul_scalar(3.0 * C)?.add_scalar(1.0)?)?
                 .mul_scalar(0.5 * K)?;
-            Ok(vec![Some(g.mul(&left.add(&right)?)?)])
+            Ok(smallvec![Some(g.mul(&left.add(&right)?)?)])
         }))
     }
 
@@ -322,13 +325,13 @@ fn act_grad(
     saved: &Tensor,
     g: &Tensor,
     composite: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-) -> Result<Vec<Option<Tensor>>> {
+) -> Result<crate::autograd::InputGrads> {
     if ctx.create_graph {
-        return Ok(vec![Some(composite(saved, g)?)]);
+        return Ok(smallvec![Some(composite(saved, g)?)]);
     }
     #[cfg(feature = "cuda")]
     if saved.is_cuda() {
-        return Ok(vec![Some(crate::cuda::act_backward(op, saved, g)?)]);
+        return Ok(smallvec![Some(crate::cuda::act_backward(op, saved, g)?)]);
     }
     let (s, gc) = (saved.slices()?, g.slices()?);
     let n = saved.numel();
@@ -351,7 +354,7 @@ fn act_grad(
             }),
         })
     })?;
-    Ok(vec![Some(Tensor::from_data(data, saved.shape(), saved.device()))])
+    Ok(smallvec![Some(Tensor::from_data(data, saved.shape(), saved.device()))])
 }
 
 /// A pooled buffer of `n` elements of the slice's element type (contents unspecified).
