@@ -122,27 +122,11 @@ unsafe fn kernel_impl(
     nr: usize,
 ) {
     prefetch_c_tile(c, rs_c, cs_c, mr, nr);
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        // SAFETY: each step reads the next MR floats of the A panel and NR of
-        // the B panel; both panels hold kc steps.
-        unsafe {
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-            }
-            a = a.add(MR);
-            b = b.add(NR);
-        }
-    }
-    let va = _mm512_set1_ps(alpha);
     if mr == MR && nr == NR && cs_c == 1 {
+        // SAFETY: the panels hold kc steps of MR and NR floats.
+        let acc = unsafe { k_loop::<MR, 2>(kc, a, b) };
         // Full tile with contiguous rows: vector read-modify-write of C.
-        let vb = _mm512_set1_ps(beta);
+        let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
         for (i, row) in acc.iter().enumerate() {
             // SAFETY: full tile, unit column stride: 32 floats per row.
             unsafe {
@@ -156,18 +140,89 @@ unsafe fn kernel_impl(
                 _mm512_storeu_ps(cp.add(16), r1);
             }
         }
-    } else {
-        let mut tile = [0.0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            // SAFETY: row i of `tile` has NR = 32 floats.
-            unsafe {
-                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
-                _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16), row[1]);
-            }
-        }
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { store_tile(&tile, NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
+        return;
     }
+    // An edge tile runs the rows and column halves it has, not all of the
+    // tile: the seed's 64-row batch ends in a 4-row panel (a third of the
+    // full kernel's FMAs), a 100-column B in a 4-column one (half of them).
+    // SAFETY (all arms): forwarded from the caller's contract; the loops
+    // read a subset of the panels.
+    unsafe {
+        match (mr <= 4, mr <= 8, nr <= 16) {
+            (true, _, true) => edge::<4, 1>(kc, a, b, c, rs_c, cs_c, alpha, beta, mr, nr),
+            (true, _, false) => edge::<4, 2>(kc, a, b, c, rs_c, cs_c, alpha, beta, mr, nr),
+            (false, true, true) => edge::<8, 1>(kc, a, b, c, rs_c, cs_c, alpha, beta, mr, nr),
+            (false, true, false) => edge::<8, 2>(kc, a, b, c, rs_c, cs_c, alpha, beta, mr, nr),
+            (false, false, true) => edge::<MR, 1>(kc, a, b, c, rs_c, cs_c, alpha, beta, mr, nr),
+            (false, false, false) => edge::<MR, 2>(kc, a, b, c, rs_c, cs_c, alpha, beta, mr, nr),
+        }
+    }
+}
+
+/// The first `R` rows and `H` halves (16 columns each) of the tile
+/// `Σ_p a[p]·b[p]ᵀ`, every accumulator updated once per step in increasing
+/// p: the same arithmetic, so the same bits, for any `R` and `H`.
+///
+/// # Safety
+/// AVX-512F; the A panel holds kc steps of MR floats and the B panel kc
+/// steps of NR (only the first R and 16·H of each are read).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn k_loop<const R: usize, const H: usize>(kc: usize, a: *const f32, b: *const f32) -> [[__m512; H]; R] {
+    let mut acc = [[_mm512_setzero_ps(); H]; R];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        // SAFETY: each step reads within the next MR floats of the A panel
+        // and NR of the B panel; both panels hold kc steps.
+        unsafe {
+            let mut bv = [_mm512_setzero_ps(); H];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(16 * h));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                for (acc, bh) in row.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(ai, *bh, *acc);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    acc
+}
+
+/// An edge tile (`mr ≤ R` rows, `nr ≤ 16·H` columns, or a strided C):
+/// [`k_loop`] over what it has, then the generic store.
+///
+/// # Safety
+/// As for [`kernel_v5_avx512_12x32`], with `mr ≤ R` and `nr ≤ 16·H`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn edge<const R: usize, const H: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    // SAFETY: the caller's contract.
+    let acc = unsafe { k_loop::<R, H>(kc, a, b) };
+    let mut tile = [0.0f32; MR * NR];
+    for (i, row) in acc.iter().enumerate() {
+        for (h, v) in row.iter().enumerate() {
+            // SAFETY: row i of `tile` has NR = 32 floats; 16·h + 16 ≤ 32.
+            unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16 * h), *v) };
+        }
+    }
+    // SAFETY: forwarded from the caller's contract (mr ≤ R, nr ≤ 16·H).
+    unsafe { store_tile(&tile, NR, c, rs_c, cs_c, alpha, beta, mr, nr) };
 }
 
 #[cfg(test)]

@@ -323,14 +323,14 @@ fn short_and_narrow_edge_tiles_give_the_bits_of_full_tiles() {
     // in-place A (k > KC), the blocked order (m > 144), and a single short
     // panel. (With beta·C added, edge tiles round `alpha·acc + beta·C` twice
     // where full tiles use one FMA, so beta is 0, or 1 with alpha 1, as in
-    // a gradient accumulated into C.) v4 is the kernel with such tiles; v6
-    // sends some of the padded shapes down its skinny paths instead.
-    let v = Variant::V4Avx2;
-    if !v.is_available() {
-        eprintln!("skipped: {v} needs AVX2 and FMA");
-        return;
-    }
-    {
+    // a gradient accumulated into C.) v4 and v5 are the kernels with such
+    // tiles (v5's: 1–4 and 5–8 rows, 1–16 columns); v6 sends some of the
+    // padded shapes down its skinny paths instead.
+    for (v, tile_m, tile_n) in [(Variant::V4Avx2, 6, 16), (Variant::V5Avx512, 12, 32)] {
+        if !v.is_available() {
+            eprintln!("skipped: {v} is not available on this CPU");
+            continue;
+        }
         for (m, n, k, ta) in [
             (64usize, 100usize, 300, false),
             (100, 120, 700, false),
@@ -339,8 +339,10 @@ fn short_and_narrow_edge_tiles_give_the_bits_of_full_tiles() {
             (148, 36, 64, false),
             (4, 20, 30, false),
             (65, 47, 129, false),
+            (64, 100, 128, false),
+            (7, 14, 500, true),
         ] {
-            let (mf, nf) = (m.div_ceil(6) * 6, n.div_ceil(16) * 16);
+            let (mf, nf) = (m.div_ceil(tile_m) * tile_m, n.div_ceil(tile_n) * tile_n);
             let a = Mat::new(mf, k, ta, 31);
             let b = Mat::new(k, nf, false, 32);
             let ldc = nf + 1;
