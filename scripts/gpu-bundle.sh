@@ -130,6 +130,9 @@ step() { # <timeout s> <command…>
     echo "=== rc=$rc after $(( $(date +%s) - start )) s" | tee -a "$log"
 }
 step 20 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv
+# The host CPU, always: machines of one GPU kind come with different CPUs, and the CPU numbers
+# below mean little without the model.
+step 20 bash -c 'lscpu | grep -E "Model name|^CPU\(s\)|Thread\(s\) per core|L1d|L2|L3"'
 for t in ${TESTS:-$(ls kiln_cuda_* kiln_cpu_* 2>/dev/null | sort)}; do
     step 120 "./$t" --test-threads=4
 done
@@ -158,7 +161,7 @@ for what in ${BENCHES:-gemm layers elementwise reduce adam gan-step train cpu vs
                     --out "$res/runs-$preset"
             done ;;
         cpu)
-            step 20 bash -c 'lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-200'
+            step 20 bash -c 'lscpu | grep -E "Flags" | cut -c1-200'
             step 90 ./kiln bench gemm --threads 1 --sizes 512,1024 --impls v3,v4,v5,mm --repeats 9 \
                 --json "$res/bench-cpu-gemm.json"
             step 180 ./kiln bench layers --threads 1 --impls dispatch,v4,v5,mm --repeats 5 \
