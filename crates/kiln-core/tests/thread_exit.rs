@@ -1,5 +1,6 @@
 //! Tensors and backward passes in thread-local destructors: the engine's own
-//! thread-locals (the buffer pools, the kept storages, the backward maps)
+//! thread-locals (the buffer pools; the kept storages, tensor handles, graph
+//! nodes and rule boxes; the list of nodes being dropped; the backward maps)
 //! may already be gone, and a panic there would abort the process.
 
 use kiln_core::{DType, Device, Tensor};
@@ -43,8 +44,9 @@ thread_local! {
 #[test]
 fn a_backward_run_from_a_thread_local_destructor_works() {
     // ON_EXIT is first used after the pools and before the engine's
-    // backward maps, so its destructor runs after the maps are gone and
-    // while the pools still live.
+    // backward maps, its kept nodes and its rule boxes, so its destructor
+    // runs after those are gone and while the pools still live: the backward
+    // it runs records and frees nodes and rules without their lists.
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
         let t = Tensor::zeros(&[4], DType::F64, Device::Cpu).unwrap();
