@@ -7,7 +7,9 @@
 # the best one of the sweep, alternated LAYER_ROUNDS times, and the script prints the best
 # one's speed over the built-in's per layer GEMM.
 # Needs a CPU with AVX-512F (v5); says so and exits 1 otherwise.
-# Usage: [SIZES=1024,2048] [REPEATS=5] [BLOCKINGS="mc,kc,nc …"] [LAYERS=1] [LAYER_ROUNDS=2]
+# KILN_V5_BLOCKING takes mc,kc,nc[,small_m[,long_kc]]; COMPARE=<blocking> compares the layer
+# GEMMs with that blocking instead of the sweep's best (small_m and long_kc change only them).
+# Usage: [SIZES=1024,2048] [REPEATS=5] [BLOCKINGS="mc,kc,nc …"] [LAYERS=1] [LAYER_ROUNDS=2] [COMPARE=…]
 #        [KILN_BIN=target/release/kiln] [PYTHON=python3] scripts/tune-v5.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +62,9 @@ print(max(rows)[1] if rows else default)
 PY
 )
 echo "tune-v5: best blocking $best"
+# COMPARE names the blocking the layer GEMMs are compared with, instead of the sweep's best:
+# for what square products cannot tell apart (small_m, long_kc).
+best=${COMPARE:-$best}
 
 [ "${LAYERS:-1}" = 1 ] || exit 0
 [ "$best" != "$default" ] || { echo "tune-v5: the built-in blocking is the best; no layer comparison"; exit 0; }

@@ -234,12 +234,12 @@ fn v5_blocking_note() -> String {
     if !Variant::V5Avx512.is_available() {
         return String::new();
     }
-    let (mc, kc, nc, small_m) = kiln_cpu::gemm::v5_blocking();
+    let (mc, kc, nc, small_m, long_kc) = kiln_cpu::gemm::v5_blocking();
     let from = match std::env::var(kiln_cpu::gemm::V5_BLOCKING_ENV) {
         Ok(v) => format!(" ({}={v})", kiln_cpu::gemm::V5_BLOCKING_ENV),
         Err(_) => String::new(),
     };
-    format!(" v5 blocking: mc {mc}, kc {kc}, nc {nc}, small_m {small_m}{from}.")
+    format!(" v5 blocking: mc {mc}, kc {kc}, nc {nc}, small_m {small_m}, long_kc {long_kc}{from}.")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -32,8 +32,11 @@ pub(super) const BLOCKING: Blocking = Blocking {
 };
 
 /// The environment variable that replaces v5's blocking, for tuning it on a
-/// CPU at hand: `mc,kc,nc` or `mc,kc,nc,small_m` (elements; `mc` and
-/// `small_m` multiples of 12, `nc` of 32, all positive).
+/// CPU at hand: `mc,kc,nc`, `mc,kc,nc,small_m` or `mc,kc,nc,small_m,long_kc`
+/// (elements; `mc` and `small_m` multiples of 12, `nc` of 32, all positive;
+/// `long_kc` 0, v5's default, or deeper than `kc`: the depth of the k
+/// blocks of a long batch, at most `small_m` rows deeper than `kc`, as v4
+/// runs the article's 100 × 12288 batches).
 pub const BLOCKING_ENV: &str = "KILN_V5_BLOCKING";
 
 /// v5's blocking: [`BLOCKING`], or what [`BLOCKING_ENV`] says (read once per
@@ -49,28 +52,31 @@ pub(super) fn blocking() -> Blocking {
     })
 }
 
-/// `mc,kc,nc[,small_m]` as a v5 blocking, if well formed.
+/// `mc,kc,nc[,small_m[,long_kc]]` as a v5 blocking, if well formed.
 fn parse_blocking(text: &str) -> Option<Blocking> {
     let sizes: Vec<usize> = text.split(',').map(|s| s.trim().parse().ok()).collect::<Option<_>>()?;
     let (mc, kc, nc) = match sizes[..] {
-        [mc, kc, nc] | [mc, kc, nc, _] => (mc, kc, nc),
+        [mc, kc, nc] | [mc, kc, nc, _] | [mc, kc, nc, _, _] => (mc, kc, nc),
         _ => return None,
     };
     let small_m = sizes.get(3).copied().unwrap_or(BLOCKING.small_m);
+    let long_kc = sizes.get(4).copied().unwrap_or(BLOCKING.long_kc);
     let fits = |v: usize, unit: usize| v > 0 && v.is_multiple_of(unit);
-    (fits(mc, MR) && kc > 0 && fits(nc, NR) && fits(small_m, MR)).then_some(Blocking {
+    // A long batch's B blocks are nc·kc/long_kc wide: whole panels too.
+    let long_ok = long_kc == 0 || (long_kc > kc && fits(nc * kc / long_kc, NR));
+    (fits(mc, MR) && kc > 0 && fits(nc, NR) && fits(small_m, MR) && long_ok).then_some(Blocking {
         mc,
         kc,
         nc,
         small_m,
-        long_kc: 0,
+        long_kc,
     })
 }
 
-/// v5's blocking in use in this process, as `(mc, kc, nc, small_m)`.
-pub fn blocking_in_use() -> (usize, usize, usize, usize) {
+/// v5's blocking in use in this process, as `(mc, kc, nc, small_m, long_kc)`.
+pub fn blocking_in_use() -> (usize, usize, usize, usize, usize) {
     let b = blocking();
-    (b.mc, b.kc, b.nc, b.small_m)
+    (b.mc, b.kc, b.nc, b.small_m, b.long_kc)
 }
 
 /// v5's packers: v4's vectorised AVX2 ones (every AVX-512 CPU has AVX2)
@@ -234,7 +240,9 @@ mod tests {
         let b = parse_blocking("96, 192,1536").expect("three sizes");
         assert_eq!((b.mc, b.kc, b.nc, b.small_m), (96, 192, 1536, BLOCKING.small_m));
         let b = parse_blocking("96,192,1536,48").expect("four sizes");
-        assert_eq!(b.small_m, 48);
+        assert_eq!((b.small_m, b.long_kc), (48, BLOCKING.long_kc));
+        let b = parse_blocking("144,384,3072,144,1024").expect("five sizes");
+        assert_eq!((b.small_m, b.long_kc), (144, 1024));
         for bad in [
             "",
             "96,192",
@@ -243,7 +251,9 @@ mod tests {
             "96,192,1000",
             "96,192,1536,50",
             "a,b,c",
-            "96,192,1536,48,1",
+            "96,192,1536,48,100",
+            "144,384,3072,144,1000",
+            "96,192,1536,48,0,1",
         ] {
             assert!(parse_blocking(bad).is_none(), "{bad:?} accepted");
         }
