@@ -136,7 +136,7 @@ impl Drop for Rule {
     fn drop(&mut self) {
         // SAFETY: taken once, here; the field is not used again.
         let boxed = unsafe { ManuallyDrop::take(&mut self.0) };
-        let layout = Layout::for_value::<dyn Fn(&BackwardCtx, &Tensor) -> Result<InputGrads> + Send + Sync>(&*boxed);
+        let layout = Layout::for_value(&*boxed);
         if layout.size() == 0 {
             return;
         }

@@ -48,6 +48,11 @@ impl Storage {
 }
 
 impl Data {
+    /// No elements and no memory: what an emptied storage holds.
+    pub(crate) fn empty() -> Data {
+        Data::F32(Buf::from(Vec::new()))
+    }
+
     /// `n` copies of `value`.
     pub(crate) fn filled(dtype: crate::DType, n: usize, value: f64) -> Data {
         match dtype {
@@ -315,7 +320,7 @@ impl Storage {
     /// to its own), leaving the storage empty.
     fn give_back_data(&mut self) {
         let data = self.data.get_mut().unwrap_or_else(|e| e.into_inner());
-        match std::mem::replace(data, Data::F32(Buf::from(Vec::new()))) {
+        match std::mem::replace(data, Data::empty()) {
             Data::F32(v) => give(v),
             Data::F64(v) => give(v),
             #[cfg(feature = "cuda")]
@@ -340,7 +345,7 @@ impl Drop for Storage {
 // took the system allocator's slow paths.
 
 /// Most emptied allocations a thread keeps on each of its lists (storages
-/// here, tensor handles in tensor.rs).
+/// here, tensor handles in tensor.rs, graph nodes in autograd.rs).
 const MAX_SHELLS: usize = 1024;
 
 /// A per-thread list of emptied allocations kept for reuse.

@@ -250,7 +250,7 @@ impl Drop for Shell {
         // A shell freed (thread exit, or a full list) gets a storage back, so
         // its `Inner` drops as any other.
         if let Some(inner) = Arc::get_mut(&mut self.0) {
-            let empty = Arc::new(Storage::new(Data::F32(Buf::from(Vec::new()))));
+            let empty = Arc::new(Storage::new(Data::empty()));
             // SAFETY: the field holds no valid storage (taken in `empty`).
             unsafe { std::ptr::write(&mut inner.storage, ManuallyDrop::new(empty)) };
         }
