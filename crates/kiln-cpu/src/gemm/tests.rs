@@ -650,8 +650,10 @@ fn batches_sharing_b_give_each_the_bits_it_has_alone() {
         }
     }
     check_batches(1, 3, 100, 128, 2000, false, true, false);
-    // Above the parallel threshold: column slabs, and row blocks.
-    for (m, n, k) in [(100, 1100, 1300), (301, 603, 777)] {
+    // Above the parallel threshold: column slabs (a small batch, and the
+    // toy's short row-major A taller than small_m, whose slabs read A in
+    // place), and row blocks.
+    for (m, n, k) in [(100, 1100, 1300), (256, 128, 128), (256, 200, 128), (301, 603, 777)] {
         for threads in [2, 3] {
             check_batches(threads, 2, m, n, k, false, true, true);
         }
