@@ -23,6 +23,12 @@
 #   fused Adam: kiln's default against the reference step with
 #            `torch.optim.Adam(fused=True)`, PyTorch's fastest Adam on the
 #            CPU (the reference script in shared/bench times both Adams).
+# Then the step's roofline (`kiln bench gan-step`'s bound: its products at
+# the FMA peak, plus Adam's state at the copy bandwidth when it outgrows the
+# last-level cache; kiln's own process measures both): kiln's speed as a
+# share of it, and the bound over PyTorch's steps/s, which is the largest
+# ratio any phase-by-phase f32 implementation of the step could reach
+# against PyTorch on this machine.
 # Needs a Python with torch: PYTHON=/path/to/python (default python3).
 # Usage: [ROUNDS=1] [SLICE=1] scripts/bench-vs-pytorch.sh [CONFIGS] [THREADS...]   e.g. seed,article,toy 1 2
 set -euo pipefail
@@ -46,8 +52,8 @@ row() { # <config> <threads>
   "$py" - "$tmp" "$rounds" "$1" "$2" <<'PY'
 import json, statistics, sys
 tmp, rounds, c, t = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-def kiln(f):
-    return json.load(open(f))["rows"][0]["steps_per_sec"]
+def kiln(f, key="steps_per_sec"):
+    return json.load(open(f))["rows"][0][key]
 def torch(f):
     return json.loads(open(f).readline())["steps_per_sec"]
 def cell(xs):
@@ -59,15 +65,21 @@ p = [torch(x + "-torch.jsonl") for x in f]
 kf = [kiln(x + "-kilnfull.json") for x in f]
 pg = [torch(x + "-torchg.jsonl") for x in f]
 pf = [torch(x + "-torchfused.jsonl") for x in f]
+# The step's roofline (kiln bench gan-step's bound: products at the FMA peak,
+# Adam's state at the copy bandwidth when it outgrows the cache), measured by
+# the kiln process of each round.
+kb = [kiln(x + "-kiln.json", "bound_steps_per_sec") or float("nan") for x in f]
 print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} "
       f"| {cell([a / b for a, b in zip(k, p)])} | {cell([a / b for a, b in zip(k, pg)])} "
       f"| {cell([a / b for a, b in zip(kf, p)])} | {statistics.median(pf):.1f} "
-      f"| {cell([a / b for a, b in zip(k, pf)])} | {rounds} |", flush=True)
+      f"| {cell([a / b for a, b in zip(k, pf)])} "
+      f"| {100 * statistics.median([a / b for a, b in zip(k, kb)]):.0f} % "
+      f"| {cell([a / b for a, b in zip(kb, p)])} | {cell([a / b for a, b in zip(kb, pf)])} | {rounds} |", flush=True)
 PY
 }
 IFS=, read -ra cfgs <<< "$configs"
-echo "| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | PyTorch fused Adam steps/s | kiln / PyTorch fused Adam | rounds |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | PyTorch fused Adam steps/s | kiln / PyTorch fused Adam | kiln % of bound | bound / PyTorch | bound / PyTorch fused Adam | rounds |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for t in "${threads[@]}"; do
   for c in "${cfgs[@]}"; do
     n=$(torch_steps "$c")
