@@ -401,6 +401,12 @@ fn info_prints_threads_and_cpu_features() {
     assert!(out.contains("cuda: "), "{out}");
 }
 
+/// Whether the gan-step JSON at `path` has no phase times in its rows.
+fn doc_without_phases(path: &std::path::Path) -> bool {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["rows"].as_array().unwrap().iter().all(|r| r["phases_ms"].is_null())
+}
+
 #[test]
 fn bench_gan_step_reports_the_gemm_rate_against_the_peak() {
     let tmp = tmp();
@@ -464,6 +470,49 @@ fn bench_gan_step_reports_the_gemm_rate_against_the_peak() {
     let of_bound = row["frac_of_bound"].as_f64().unwrap();
     assert!((of_bound - bound_ms / ms).abs() < 1e-9, "{of_bound}");
     assert!((row["bound_steps_per_sec"].as_f64().unwrap() - 1e3 / bound_ms).abs() < 1e-6);
+
+    // --breakdown: the seven phases of the reference script, each timed in
+    // every step; their medians add up to about a step (not exactly: medians
+    // of parts), in milliseconds, not seconds or microseconds.
+    let bd = tmp.path().join("phases.json");
+    let out = kiln_ok(
+        tmp.path(),
+        &[&args[..], &["--breakdown", "--json", bd.to_str().unwrap()]].concat(),
+    );
+    assert!(
+        out.contains("| config | G fwd | D fwd x2 + loss | D bwd | D Adam |"),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bd).unwrap()).unwrap();
+    let row = &doc["rows"][0];
+    let phases = row["phases_ms"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "G fwd",
+            "D fwd x2 + loss",
+            "D bwd",
+            "D Adam",
+            "D fwd + loss (G step)",
+            "bwd through D and G",
+            "G Adam"
+        ]
+    );
+    let times: Vec<f64> = phases.iter().map(|p| p["median_ms"].as_f64().unwrap()).collect();
+    assert!(times.iter().all(|&t| t > 0.0), "{times:?}");
+    let (sum, step_ms) = (times.iter().sum::<f64>(), row["median_ms"].as_f64().unwrap());
+    assert!(
+        sum > 0.3 * step_ms && sum < 3.0 * step_ms,
+        "{sum} ms of phases in a {step_ms} ms step"
+    );
+    // Without --breakdown the rows carry no phases.
+    assert!(doc_without_phases(&json));
+    let line = assert_one_line_error(
+        &kiln(tmp.path(), &["bench", "gemm", "--breakdown"]),
+        "bench gemm --breakdown",
+    );
+    assert!(line.contains("--breakdown"), "{line}");
 
     // No plot for gan-step: one line, exit 1, no file.
     let png = tmp.path().join("step.png");

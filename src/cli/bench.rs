@@ -43,6 +43,12 @@ pub struct BenchArgs {
     /// PyTorch script's `loss_g.backward()` does) instead of G's only.
     #[arg(long)]
     full_g_backward: bool,
+    /// gan-step: also print the median time of each phase of the step (G
+    /// forward, D forward, D backward, D's Adam, the G step's D forward,
+    /// its backward, G's Adam), as the PyTorch reference script's
+    /// `--breakdown` does. CPU only.
+    #[arg(long)]
+    breakdown: bool,
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -54,6 +60,12 @@ pub struct BenchArgs {
 /// Runs `kiln bench`.
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let device: Device = a.device.parse()?;
+    if a.breakdown && (a.kernel != "gan-step" || device != Device::Cpu) {
+        return Err(Error::Invalid(format!(
+            "kiln bench {} --device {device} --breakdown: --breakdown times the phases of a CPU gan-step only",
+            a.kernel
+        )));
+    }
     if device != Device::Cpu {
         return cuda_bench(&a, device);
     }
@@ -350,6 +362,18 @@ fn step_bound(flops: f64, peak_gflops: f64, params: usize, copy_gbs: f64, llc: O
     (flops / (peak_gflops * 1e9) + bytes / (copy_gbs * 1e9), bytes)
 }
 
+/// The phases `--breakdown` times, named as the PyTorch reference script
+/// names them.
+const PHASES: [&str; 7] = [
+    "G fwd",
+    "D fwd x2 + loss",
+    "D bwd",
+    "D Adam",
+    "D fwd + loss (G step)",
+    "bwd through D and G",
+    "G Adam",
+];
+
 fn gan_step_steps(
     a: &BenchArgs,
     device: Device,
@@ -376,6 +400,7 @@ fn gan_step_steps(
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
+    let mut breakdowns = Vec::new();
     for c in configs {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut g = mlp(&c.g, Act::Relu, c.g_out, &mut rng)?;
@@ -386,47 +411,73 @@ fn gan_step_steps(
         let mut opt_g = Adam::new(g.parameters(), AdamConfig::default());
         let mut opt_d = Adam::new(d.parameters(), AdamConfig::default());
         let real_pool = Tensor::rand(&[4 * c.batch, c.d[0]], DType::F32, Device::Cpu, &mut rng)?.to(device)?;
-        let mut step = |i: usize, rng: &mut ChaCha8Rng| -> Result<(Tensor, f64)> {
+        // `marks` gets the time at the start of the step and at the end of
+        // each of its PHASES (a clock read costs tens of nanoseconds).
+        let mut step = |i: usize, rng: &mut ChaCha8Rng, marks: &mut [Instant; 8]| -> Result<(Tensor, f64)> {
+            marks[0] = Instant::now();
             let real = real_pool.narrow(0, (i % 4) * c.batch, c.batch)?;
             let z = Tensor::randn(&[c.batch, c.g[0]], DType::F32, Device::Cpu, rng)?.to(device)?;
             let fake = g.forward(&z)?;
+            marks[1] = Instant::now();
             opt_d.zero_grad();
             // D's linear layers take both batches together (`forward_many`:
             // one read of each weight; the values of two forwards).
             let ys = d.forward_many(&[&real, &fake.detach()])?;
             let ld = d_loss(c.loss, &ys[0], &ys[1], c.d_sigmoid)?;
+            marks[2] = Instant::now();
             ld.backward()?;
+            marks[3] = Instant::now();
             opt_d.step()?;
+            marks[4] = Instant::now();
             opt_g.zero_grad();
             let lg = g_loss(c.loss, &d.forward(&fake)?, c.d_sigmoid)?;
+            marks[5] = Instant::now();
             if a.full_g_backward {
                 lg.backward()?;
             } else {
                 lg.backward_to(opt_g.params())?;
             }
+            marks[6] = Instant::now();
             opt_g.step()?;
+            marks[7] = Instant::now();
             let lg = lg.item()?;
             Ok((ld, lg))
         };
         // As the trainer does: through each step the pool's workers poll
         // between its small parallel products instead of sleeping.
         let warm = || (device == Device::Cpu).then(KeepWarm::new);
+        let mut marks = [Instant::now(); 8];
         for i in 0..10 {
             let _warm = warm();
-            step(i, &mut rng)?;
+            step(i, &mut rng, &mut marks)?;
         }
         let mut meds = Vec::new();
         let mut last = (0.0, 0.0);
         let mut last_d = None;
+        // Per phase, its time in every timed step (`--breakdown`).
+        let mut phase_times: Vec<Vec<f64>> = vec![Vec::new(); if a.breakdown { PHASES.len() } else { 0 }];
         for _ in 0..a.repeats.max(1) {
             let t0 = Instant::now();
             for i in 0..a.steps {
                 let _warm = warm();
-                let (ld, lg) = step(i, &mut rng)?;
+                let (ld, lg) = step(i, &mut rng, &mut marks)?;
+                for (k, times) in phase_times.iter_mut().enumerate() {
+                    times.push((marks[k + 1] - marks[k]).as_secs_f64());
+                }
                 last_d = Some(ld);
                 last.1 = lg;
             }
             meds.push(t0.elapsed().as_secs_f64() / a.steps as f64);
+        }
+        let phase_meds: Vec<f64> = phase_times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect();
+        if !phase_meds.is_empty() {
+            breakdowns.push((c.name, phase_meds.clone()));
         }
         if let Some(ld) = &last_d {
             last.0 = ld.item()?;
@@ -460,7 +511,9 @@ fn gan_step_steps(
             "min_ms": meds[0] * 1e3, "max_ms": meds[meds.len() - 1] * 1e3, "threads": rayon::current_num_threads(),
             "gemm_gflop_per_step": flops / 1e9, "gemm_gflops": gflops, "frac_of_peak": frac, "params": params,
             "bound_ms": bound.map(|(t, _)| t * 1e3), "bound_steps_per_sec": bound.map(|(t, _)| 1.0 / t),
-            "frac_of_bound": bound.map(|(t, _)| t / med), "bound_optimizer_bytes": bound.map(|(_, b)| b)}),
+            "frac_of_bound": bound.map(|(t, _)| t / med), "bound_optimizer_bytes": bound.map(|(_, b)| b),
+            "phases_ms": (!phase_meds.is_empty()).then(|| PHASES.iter().zip(&phase_meds)
+                .map(|(name, t)| serde_json::json!({"phase": name, "median_ms": t * 1e3})).collect::<Vec<_>>())}),
         );
     }
     println!(
@@ -477,6 +530,23 @@ fn gan_step_steps(
             "G's gradients only in the G step"
         }
     );
+    if !breakdowns.is_empty() {
+        println!();
+        println!("| config | {} | sum of medians |", PHASES.join(" | "));
+        println!("|---|{}---|", "---|".repeat(PHASES.len()));
+        for (name, meds) in &breakdowns {
+            let cells: Vec<String> = meds.iter().map(|t| format!("{:.3}", t * 1e3)).collect();
+            println!(
+                "| {name} | {} | {:.3} |",
+                cells.join(" | "),
+                meds.iter().sum::<f64>() * 1e3
+            );
+        }
+        println!(
+            "note: median ms of each phase over every timed step (the PyTorch reference script's \
+             --breakdown names and bounds); G fwd includes drawing the noise and taking the real batch."
+        );
+    }
     if let Some(p) = &a.json {
         let doc = serde_json::json!({"kernel": "gan-step", "device": device.to_string(),
             "peak": peak.as_ref().map(|(what, g)| serde_json::json!({"what": what, "gflops": g})), "rows": rows});
