@@ -23,12 +23,11 @@
 #   fused Adam: kiln's default against the reference step with
 #            `torch.optim.Adam(fused=True)`, PyTorch's fastest Adam on the
 #            CPU (the reference script in shared/bench times both Adams).
-# Then the step's roofline (`kiln bench gan-step`'s bound: its products at
-# the FMA peak, plus Adam's state at the copy bandwidth when it outgrows the
-# last-level cache; kiln's own process measures both): kiln's speed as a
-# share of it, and the bound over PyTorch's steps/s, which is the largest
-# ratio any phase-by-phase f32 implementation of the step could reach
-# against PyTorch on this machine.
+# Then the step's ceiling (`kiln bench gan-step`'s steps/s at peak: its
+# products alone at the FMA peak, which kiln's own process probes): kiln's
+# speed as a share of it, and the ceiling over PyTorch's steps/s, a ratio no
+# f32 implementation of the step could exceed against PyTorch on this
+# machine at that moment.
 # Needs a Python with torch: PYTHON=/path/to/python (default python3).
 # Usage: [ROUNDS=1] [SLICE=1] scripts/bench-vs-pytorch.sh [CONFIGS] [THREADS...]   e.g. seed,article,toy 1 2
 set -euo pipefail
@@ -65,10 +64,9 @@ p = [torch(x + "-torch.jsonl") for x in f]
 kf = [kiln(x + "-kilnfull.json") for x in f]
 pg = [torch(x + "-torchg.jsonl") for x in f]
 pf = [torch(x + "-torchfused.jsonl") for x in f]
-# The step's roofline (kiln bench gan-step's bound: products at the FMA peak,
-# Adam's state at the copy bandwidth when it outgrows the cache), measured by
-# the kiln process of each round.
-kb = [kiln(x + "-kiln.json", "bound_steps_per_sec") or float("nan") for x in f]
+# The step's ceiling (kiln bench gan-step's steps/s at peak: the products
+# alone at the FMA peak that the kiln process of each round probed).
+kb = [kiln(x + "-kiln.json", "steps_per_sec_at_peak") or float("nan") for x in f]
 print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} "
       f"| {cell([a / b for a, b in zip(k, p)])} | {cell([a / b for a, b in zip(k, pg)])} "
       f"| {cell([a / b for a, b in zip(kf, p)])} | {statistics.median(pf):.1f} "
@@ -78,7 +76,7 @@ print(f"| {c} | {t} | {statistics.median(k):.1f} | {statistics.median(p):.1f} "
 PY
 }
 IFS=, read -ra cfgs <<< "$configs"
-echo "| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | PyTorch fused Adam steps/s | kiln / PyTorch fused Adam | kiln % of bound | bound / PyTorch | bound / PyTorch fused Adam | rounds |"
+echo "| config | threads | kiln steps/s | PyTorch steps/s | kiln / PyTorch | both G-only | both full | PyTorch fused Adam steps/s | kiln / PyTorch fused Adam | kiln % of ceiling | ceiling / PyTorch | ceiling / PyTorch fused Adam | rounds |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for t in "${threads[@]}"; do
   for c in "${cfgs[@]}"; do

@@ -303,15 +303,8 @@ fn gan_step(a: &BenchArgs, device: Device, peak: Option<(String, f64)>) -> Resul
         }
         None => None,
     };
-    // The memory side of the roofline (CPU only: a GPU's is not probed).
-    let memory = (device == Device::Cpu).then(|| {
-        (
-            kiln_cpu::probe::copy_bandwidth_gbs(rayon::current_num_threads()),
-            kiln_cpu::probe::last_level_cache_bytes(),
-        )
-    });
     // On a worker of the pool, as training runs (see `cli::on_pool`).
-    crate::cli::on_pool(device, || gan_step_steps(a, device, &configs, peak, memory))
+    crate::cli::on_pool(device, || gan_step_steps(a, device, &configs, peak))
 }
 
 /// The multiply-adds of one benchmark step's matrix products, ×2 (FLOPs):
@@ -337,31 +330,6 @@ fn step_gemm_flops(c: &StepConfig, full_g_backward: bool) -> f64 {
     g + d_step + g_step
 }
 
-/// Bytes per parameter that a step's Adam must move through memory when its
-/// state does not fit in cache: the parameter and both moments, each read
-/// and written once (4 bytes each way). The gradient is left out: the
-/// backward pass has just written it and part of it may still be cached.
-const ADAM_STATE_BYTES: f64 = 24.0;
-
-/// The roofline of a step: how long it takes at this machine's measured
-/// ceilings when it runs as kiln and PyTorch both run it, one phase after
-/// another. Its products (`flops`) at the FMA peak, plus, when the
-/// optimizers' working set (parameter, gradient and two moments: 16 bytes a
-/// parameter) is larger than the last-level cache `llc`, [`ADAM_STATE_BYTES`]
-/// a parameter at the copy bandwidth. Everything else (activations, losses,
-/// bias gradients, packing, bookkeeping) counts as free, so no implementation
-/// of the same step in f32, phase by phase, can be faster on this machine.
-/// Returns the seconds and the optimizer bytes counted (0 when the state
-/// fits in cache, or the cache size is unknown).
-fn step_bound(flops: f64, peak_gflops: f64, params: usize, copy_gbs: f64, llc: Option<usize>) -> (f64, f64) {
-    let state = 16.0 * params as f64;
-    let bytes = match llc {
-        Some(llc) if state > llc as f64 => ADAM_STATE_BYTES * params as f64,
-        _ => 0.0,
-    };
-    (flops / (peak_gflops * 1e9) + bytes / (copy_gbs * 1e9), bytes)
-}
-
 /// The phases `--breakdown` times, named as the PyTorch reference script
 /// names them.
 const PHASES: [&str; 7] = [
@@ -379,7 +347,6 @@ fn gan_step_steps(
     device: Device,
     configs: &[StepConfig],
     peak: Option<(String, f64)>,
-    memory: Option<(f64, Option<usize>)>,
 ) -> Result<ExitCode> {
     println!(
         "kiln bench gan-step --device {device}: {} threads; median over {} repeats of {} steps",
@@ -391,14 +358,10 @@ fn gan_step_steps(
         Some((what, g)) => println!("peak: {g:.1} GFLOP/s ({what})"),
         None => println!("peak: unknown for this device"),
     }
-    if let Some((gbs, llc)) = memory {
-        let llc = llc.map_or("unknown".into(), |b| format!("{} KiB", b >> 10));
-        println!("copy bandwidth: {gbs:.1} GB/s (256 MiB, read+write); last-level cache: {llc}");
-    }
     println!(
-        "| config | batch | median ms/step | steps/s | min-max ms | GEMM GFLOP/s | % of peak | bound ms | % of bound | loss D/G end |"
+        "| config | batch | median ms/step | steps/s | min-max ms | GEMM GFLOP/s | % of peak | steps/s at peak | loss D/G end |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     let mut breakdowns = Vec::new();
     for c in configs {
@@ -487,12 +450,10 @@ fn gan_step_steps(
         let flops = step_gemm_flops(c, a.full_g_backward);
         let gflops = flops / med / 1e9;
         let frac = peak.as_ref().map(|(_, p)| gflops / p);
-        let bound = peak
-            .as_ref()
-            .zip(memory)
-            .map(|((_, p), (gbs, llc))| step_bound(flops, *p, params, gbs, llc));
+        // The step's ceiling: its products alone at the peak.
+        let at_peak = peak.as_ref().map(|(_, p)| p * 1e9 / flops);
         println!(
-            "| {} | {} | {:.3} | {:.1} | {:.3}-{:.3} | {:.1} | {} | {} | {} | {:.3}/{:.3} |",
+            "| {} | {} | {:.3} | {:.1} | {:.3}-{:.3} | {:.1} | {} | {} | {:.3}/{:.3} |",
             c.name,
             c.batch,
             med * 1e3,
@@ -501,8 +462,7 @@ fn gan_step_steps(
             meds[meds.len() - 1] * 1e3,
             gflops,
             frac.map_or("-".into(), |f| format!("{:.1} %", 100.0 * f)),
-            bound.map_or("-".into(), |(t, _)| format!("{:.3}", t * 1e3)),
-            bound.map_or("-".into(), |(t, _)| format!("{:.1} %", 100.0 * t / med)),
+            at_peak.map_or("-".into(), |r| format!("{r:.1}")),
             last.0,
             last.1
         );
@@ -510,8 +470,7 @@ fn gan_step_steps(
             serde_json::json!({"config": c.name, "batch": c.batch, "median_ms": med * 1e3, "steps_per_sec": 1.0 / med,
             "min_ms": meds[0] * 1e3, "max_ms": meds[meds.len() - 1] * 1e3, "threads": rayon::current_num_threads(),
             "gemm_gflop_per_step": flops / 1e9, "gemm_gflops": gflops, "frac_of_peak": frac, "params": params,
-            "bound_ms": bound.map(|(t, _)| t * 1e3), "bound_steps_per_sec": bound.map(|(t, _)| 1.0 / t),
-            "frac_of_bound": bound.map(|(t, _)| t / med), "bound_optimizer_bytes": bound.map(|(_, b)| b),
+            "steps_per_sec_at_peak": at_peak,
             "phases_ms": (!phase_meds.is_empty()).then(|| PHASES.iter().zip(&phase_meds)
                 .map(|(name, t)| serde_json::json!({"phase": name, "median_ms": t * 1e3})).collect::<Vec<_>>())}),
         );
@@ -520,10 +479,9 @@ fn gan_step_steps(
         "note: GEMM GFLOP/s = the step's matrix products (2·m·n·k each: {}) over the median step time; \
          % of peak = that rate over the peak above, which is the share of the step its products would \
          take at the peak. The rest is the products' own shortfall and the memory-bound work not \
-         counted (Adam, activations, losses, bias gradients). bound = the step's roofline: its products \
-         at the peak, plus, when Adam's state (16 B a parameter) outgrows the last-level cache, 24 B a \
-         parameter at the copy bandwidth; all else free. No phase-by-phase f32 implementation of the \
-         step beats it here; % of bound = bound over the median step.",
+         counted (Adam, activations, losses, bias gradients). steps/s at peak = the step's ceiling: its \
+         products alone at the peak, everything else free; no f32 implementation of the same step runs \
+         faster here.",
         if a.full_g_backward {
             "with D's weight gradients in the G step"
         } else {
@@ -564,21 +522,6 @@ fn write_json(path: &std::path::Path, doc: &serde_json::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn step_bound_adds_adam_traffic_only_when_its_state_outgrows_the_cache() {
-        // 2 GFLOP at 100 GFLOP/s: 20 ms of products.
-        let (flops, peak, gbs) = (2e9, 100.0, 20.0);
-        // 1M parameters: 16 MB of state in a 32 MiB cache costs nothing more.
-        let (t, bytes) = step_bound(flops, peak, 1_000_000, gbs, Some(32 << 20));
-        assert_eq!((t, bytes), (0.02, 0.0));
-        // 3M parameters (48 MB) do not fit: 24 B each at 20 GB/s is 3.6 ms.
-        let (t, bytes) = step_bound(flops, peak, 3_000_000, gbs, Some(32 << 20));
-        assert_eq!(bytes, 72e6);
-        assert!((t - 0.0236).abs() < 1e-12, "{t}");
-        // An unknown cache size counts the products alone (still a bound).
-        assert_eq!(step_bound(flops, peak, 3_000_000, gbs, None).0, 0.02);
-    }
 
     #[test]
     fn step_flops_count_each_product_of_the_step_once() {

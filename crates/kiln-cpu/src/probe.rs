@@ -56,37 +56,6 @@ pub fn cpu_model() -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-/// The size in bytes of the largest cache CPU 0 has (Linux: the highest level
-/// under `/sys/devices/system/cpu/cpu0/cache`), if readable.
-pub fn last_level_cache_bytes() -> Option<usize> {
-    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
-    dir.filter_map(|e| {
-        let path = e.ok()?.path();
-        let level: u32 = std::fs::read_to_string(path.join("level")).ok()?.trim().parse().ok()?;
-        let size = parse_cache_size(&std::fs::read_to_string(path.join("size")).ok()?)?;
-        Some((level, size))
-    })
-    .max()
-    .map(|(_, size)| size)
-}
-
-/// A sysfs cache size (`32768K`, `1M`, `512`) in bytes.
-fn parse_cache_size(text: &str) -> Option<usize> {
-    let t = text.trim();
-    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => t.split_at(i),
-        None => (t, ""),
-    };
-    let scale = match unit {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        _ => return None,
-    };
-    digits.parse::<usize>().ok()?.checked_mul(scale)
-}
-
 /// The instruction set an FMA probe ran with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FmaIsa {
@@ -369,19 +338,6 @@ mod tests {
     #[test]
     fn copy_probe_reports_positive_bandwidth() {
         assert!(copy_bandwidth(4 << 20, 2, 1) > 0.01);
-    }
-
-    #[test]
-    fn cache_sizes_parse_as_sysfs_writes_them() {
-        assert_eq!(parse_cache_size("32768K\n"), Some(32 << 20));
-        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
-        assert_eq!(parse_cache_size("512"), Some(512));
-        assert_eq!(parse_cache_size("12 MB"), None);
-        assert_eq!(parse_cache_size("K"), None);
-        // Where sysfs has caches, the largest is at least a level-1 cache.
-        if let Some(llc) = last_level_cache_bytes() {
-            assert!(llc >= 4 << 10, "{llc}");
-        }
     }
 
     #[test]
