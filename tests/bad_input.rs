@@ -67,6 +67,17 @@ fn bad_flags_and_settings() {
             assert!(line.contains("no device"), "bench {what}: {line}");
         }
     }
+    // No step to time: one line, not a table of infinities (or a panic with
+    // --breakdown).
+    for extra in [&[][..], &["--breakdown"][..]] {
+        let line = fails(
+            cwd,
+            &[&["bench", "gan-step", "--steps", "0"][..], extra].concat(),
+            &[],
+            None,
+        );
+        assert!(line.contains("--steps 0"), "{line}");
+    }
     let line = train_fails(cwd, &["--device", "tpu"], &[]);
     assert!(line.contains("unknown device"), "{line}");
     fails(cwd, &["frobnicate"], &[], None);

@@ -293,6 +293,11 @@ fn gan_step(a: &BenchArgs, device: Device, peak: Option<(String, f64)>) -> Resul
             "kiln bench gan-step draws no plot (--plot is for the kernel benchmarks); use --json".into(),
         ));
     }
+    if a.steps == 0 {
+        return Err(Error::Invalid(
+            "kiln bench gan-step --steps 0: a repeat needs at least one step to time".into(),
+        ));
+    }
     let configs = a.preset.iter().map(|p| step_config(p)).collect::<Result<Vec<_>>>()?;
     crate::cli::set_threads(a.threads)?;
     let peak = match peak {
