@@ -1,7 +1,7 @@
 //! GEMM benchmarks: every SGEMM variant of `kiln_cpu::gemm` and the engine's
 //! dispatch, validated and compared with matrixmultiply in the same run.
 
-use super::{finish_case, BenchConfig, BenchReport, Measurement, Status};
+use super::{finish_case, AlignedBuf, BenchConfig, BenchReport, Measurement, Status};
 use kiln_cpu::gemm::{sgemm_variant, Variant};
 use kiln_cpu::probe::{bench_data, FmaBurst};
 use std::time::Instant;
@@ -47,39 +47,6 @@ fn too_slow(v: Variant, flops: f64) -> Option<String> {
     (flops > limit).then(|| format!("over {:.1} GFLOP per call", limit / 1e9))
 }
 
-/// A buffer whose first element is 64-byte aligned, as the engine's tensors
-/// are: plain `Vec`s land wherever the allocator puts them (a 128 KiB one
-/// from glibc's mmap path at 16 bytes past a page), and where they land moved
-/// the toy's `[256×2]·[2×128]` between 3.5 and 6.2 µs, the same kernel in
-/// two rows of one table.
-struct AlignedBuf {
-    buf: Vec<f32>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    fn new(data: &[f32]) -> AlignedBuf {
-        const LANES: usize = 64 / std::mem::size_of::<f32>();
-        let mut buf = vec![0.0f32; data.len() + LANES];
-        let start = buf.as_ptr().align_offset(64).min(LANES);
-        buf[start..start + data.len()].copy_from_slice(data);
-        AlignedBuf {
-            buf,
-            start,
-            len: data.len(),
-        }
-    }
-
-    fn as_slice(&self) -> &[f32] {
-        &self.buf[self.start..self.start + self.len]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
-}
-
 /// Validates and times every implementation on one problem.
 fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &Problem, variants: &[Variant]) {
     let (m, n, k) = (p.m, p.n, p.k);
@@ -89,7 +56,7 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
         AlignedBuf::new(&bench_data(extent(m, k, p.a_strides), 1, 1.0)),
         AlignedBuf::new(&bench_data(extent(k, n, p.b_strides), 2, 1.0)),
     );
-    let (a, b) = (a_buf.as_slice(), b_buf.as_slice());
+    let (a, b) = (&*a_buf, &*b_buf);
     let c_strides = [n as isize, 1];
     // Reference result and the error bound per element: |A|·|B| scales the
     // rounding error of a k-term dot product.
@@ -163,8 +130,8 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
             }
         }
         if meas.status == Status::Ok {
-            let mut out = AlignedBuf::new(&vec![f32::NAN; m * n]);
-            let c = out.as_mut_slice();
+            let mut out = AlignedBuf::filled(m * n, f32::NAN);
+            let c = &mut *out;
             call(variant, c);
             // Written so that a NaN counts as a mismatch.
             let bad = (0..m * n).find(|&i| {
@@ -190,7 +157,7 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
     let mut closures: Vec<Box<dyn FnMut() + '_>> = runnable
         .iter()
         .zip(outputs.iter_mut())
-        .map(|(&(_, variant), c)| Box::new(move || call(variant, c.as_mut_slice())) as Box<dyn FnMut()>)
+        .map(|(&(_, variant), c)| Box::new(move || call(variant, c)) as Box<dyn FnMut()>)
         .collect();
     let mut fs: Vec<&mut dyn FnMut()> = closures.iter_mut().map(|f| &mut **f as &mut dyn FnMut()).collect();
     // An FMA burst on the pool's threads between consecutive repeats: the
@@ -354,21 +321,4 @@ pub(super) fn bench_layers(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
     );
     report.notes.push(dispatch_note());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AlignedBuf;
-
-    #[test]
-    fn aligned_buffers_start_on_a_cache_line_and_hold_the_data() {
-        for len in [1usize, 7, 32_768, 32_769] {
-            let data: Vec<f32> = (0..len).map(|i| i as f32).collect();
-            let mut buf = AlignedBuf::new(&data);
-            assert_eq!(buf.as_slice(), &data[..]);
-            assert_eq!(buf.as_mut_slice().as_ptr() as usize % 64, 0, "{len}");
-            buf.as_mut_slice()[len - 1] = -1.0;
-            assert_eq!(buf.as_slice()[len - 1], -1.0);
-        }
-    }
 }
