@@ -262,6 +262,11 @@ pub(crate) fn as_f32_pairs<'s, 'a, 'b, T: Float>(
 /// wide. Rust never contracts `a·b + c` into an FMA on its own (the loops
 /// that want one say `mul_add`, which rounds once in both builds), so both
 /// versions round identically: results do not depend on the CPU.
+///
+/// LLVM may still compile the closure on its own, out of line, for baseline
+/// x86-64; `perf annotate` shows it (SSE registers in a `{{closure}}`
+/// symbol). It did so for the reductions, which call their loops through
+/// `#[target_feature]` functions instead (`reduce::avx2`).
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
