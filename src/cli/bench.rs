@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(step_gemm_flops(&c, false), want);
         // --full-g-backward adds D's weight gradients in the G step.
         assert_eq!(step_gemm_flops(&c, true), want + u + s2);
-        // Nine products of U: the count docs/benchmarks.md works from.
+        // Nine products of U: the count docs/benchmarks-log.md works from.
         assert!((step_gemm_flops(&c, false) - 9.0 * u) / u < 0.02);
         // A deeper model: every hidden layer of G takes an input gradient.
         let toy = step_config("toy").unwrap();

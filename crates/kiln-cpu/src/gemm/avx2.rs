@@ -30,7 +30,7 @@ pub(super) const NR: usize = 16;
 /// over C (each tile loaded, added to, stored) and the kernel calls (each
 /// one's C prefetches, loop exit and store). Measured against 144×256 (the
 /// textbook values for this tile) with the two alternating in one process,
-/// 1 thread on the Zen 3 host of docs/benchmarks.md: 1.045–1.05× at 1024³,
+/// 1 thread on the Zen 3 host of docs/benchmarks-log.md: 1.045–1.05× at 1024³,
 /// 1.04× at 512³, 1.00× at 2048³, and 0.97–1.06× (median 1.007×)
 /// on the GAN's layer GEMMs. The A block shrinks so that it and the B group
 /// stay well inside L2 (96 KiB + 256 KiB); 48 and 72 rows measured alike.
@@ -40,7 +40,7 @@ pub(super) const NR: usize = 16;
 /// 4 panels, no prefetch of the next group ([`Blocking::long_kc`]).
 /// Alternated with the
 /// blocking above call by call in one process (1 thread, Zen 4 host of
-/// docs/benchmarks.md, operands cycled through nine copies or one):
+/// docs/benchmarks-log.md, operands cycled through nine copies or one):
 /// `x·W1ᵀ` [100×12288]·[12288×128] 1.03–1.14×, `dy·W2` with W2 row-major
 /// 0.98–1.07×, the seed's [64×784]·[784×128] 1.05–1.08× (Wᵀ) and
 /// 0.99–1.05× (row-major). Keeping the prefetch with the deeper blocks

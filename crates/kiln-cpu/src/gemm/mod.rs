@@ -155,7 +155,7 @@ pub fn best_packed() -> Variant {
 /// Whether this CPU executes each 512-bit FMA as two 256-bit halves: AMD's
 /// family 19h (Zen 4; its Zen 3 members have no AVX-512). There v5 has no
 /// more FMA throughput than v4, and v4's hand-scheduled loop is the faster
-/// one: measured on an AMD EPYC Zen 4 (1 thread, docs/benchmarks.md), v4
+/// one: measured on an AMD EPYC Zen 4 (1 thread, docs/benchmarks-log.md), v4
 /// ran 1.03× v5 at 1024³ and 1.00–1.07× on the GAN's layer shapes (with
 /// v5's vectorised packers; 1.0–1.17× before them). On an Intel Xeon
 /// (Sapphire Rapids) v5 ran 1.8× v4 at 1024³. The rule reads the
@@ -190,7 +190,7 @@ fn x86_family(eax: u32) -> u32 {
 /// The choice depends on the shape only, never on the thread count, so the
 /// engine's results are bit-identical however many threads run them.
 /// The packed kernel is v5 or v4, as [`best_packed`] decides for this CPU.
-/// Measured on an AMD EPYC (Zen 3, AVX2, 1 thread; see docs/benchmarks.md):
+/// Measured on an AMD EPYC (Zen 3, AVX2, 1 thread; see docs/benchmarks-log.md):
 /// v4 is 1.0–1.2× matrixmultiply on the GAN's layer shapes and 1.1–1.2× at
 /// 1024³, at parity with MKL's `torch.mm` on the seed layers; any dimension
 /// below 8 goes to v6,

@@ -203,7 +203,7 @@ impl Packers {
 /// 4 MFLOP is about 50 µs of one core's work, several times what waking
 /// rayon's workers costs. The seed's 784-wide products (12.8 MFLOP) and
 /// the toy's 128-wide ones (8.4 MFLOP) split; the 100→128 layers of a batch
-/// of 64 (1.6 MFLOP) do not. On the 2-core Zen 3 host of docs/benchmarks.md
+/// of 64 (1.6 MFLOP) do not. On the 2-core Zen 3 host of docs/benchmarks-log.md
 /// this took a training step at 2 threads from 404–499 to 633–728 steps/s
 /// (seed) and from 524–670 to 693–873 (toy), against 2²⁸ before. That
 /// earlier limit dated from days when the host's two vCPUs shared one core's
