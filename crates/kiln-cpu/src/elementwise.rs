@@ -480,11 +480,17 @@ mod vmath_avx512 {
 fn for_chunks<T: Float>(x: &[T], out: &mut [T], f: impl Fn(&[T], &mut [T]) + Sync) {
     assert_eq!(x.len(), out.len(), "elementwise length mismatch");
     if out.len() < PAR_THRESHOLD {
-        simd(|| f(x, out));
+        simd(
+            #[inline(always)]
+            || f(x, out),
+        );
     } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, i)| simd(|| f(i, o)));
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
+            simd(
+                #[inline(always)]
+                || f(i, o),
+            )
+        });
     }
 }
 
@@ -523,7 +529,10 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
 pub fn unary_in_place<T: Float>(op: UnaryOp, xs: &mut [T]) {
     macro_rules! run {
         ($op:expr) => {
-            simd(|| xs.iter_mut().for_each(|v| *v = unary_scalar($op, *v)))
+            simd(
+                #[inline(always)]
+                || xs.iter_mut().for_each(|v| *v = unary_scalar($op, *v)),
+            )
         };
     }
     if let Some(xs) = crate::as_f32_mut(xs) {
@@ -644,13 +653,18 @@ pub fn act_backward_colsum<T: Float>(
         // [100, 12288], their 8 KB runs 48 KB apart). On the pool, a
         // couple of wide column blocks per thread.
         if dx.len() < PAR_THRESHOLD || rayon::current_num_threads() == 1 {
-            simd(|| block(0, colsum));
+            simd(
+                #[inline(always)]
+                || block(0, colsum),
+            );
         } else {
             let width = cols.div_ceil(2 * rayon::current_num_threads()).next_multiple_of(256);
-            colsum
-                .par_chunks_mut(width)
-                .enumerate()
-                .for_each(|(b, sums)| simd(|| block(b * width, sums)));
+            colsum.par_chunks_mut(width).enumerate().for_each(|(b, sums)| {
+                simd(
+                    #[inline(always)]
+                    || block(b * width, sums),
+                )
+            });
         }
     }
     with_rule!(op, T, |f| run(f, saved, dy, dx, cols, colsum))
@@ -671,11 +685,17 @@ pub fn act_backward<T: Float>(op: ActBackward, saved: &[T], dy: &[T], dx: &mut [
             }
         };
         if dx.len() < PAR_THRESHOLD {
-            simd(|| body(0, dx));
+            simd(
+                #[inline(always)]
+                || body(0, dx),
+            );
         } else {
-            dx.par_chunks_mut(CHUNK)
-                .enumerate()
-                .for_each(|(i, c)| simd(|| body(i * CHUNK, c)));
+            dx.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+                simd(
+                    #[inline(always)]
+                    || body(i * CHUNK, c),
+                )
+            });
         }
     }
     with_rule!(op, T, |f| run(f, saved, dy, dx))
@@ -870,11 +890,17 @@ fn binary_impl<T: Float>(
 #[inline(always)]
 fn par_fill<T: Float>(out: &mut [T], body: impl Fn(usize, &mut [T]) + Sync) {
     if out.len() < PAR_THRESHOLD {
-        simd(|| body(0, out));
+        simd(
+            #[inline(always)]
+            || body(0, out),
+        );
     } else {
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, c)| simd(|| body(i * CHUNK, c)));
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+            simd(
+                #[inline(always)]
+                || body(i * CHUNK, c),
+            )
+        });
     }
 }
 

@@ -59,9 +59,18 @@ pub fn adam_step<T: Float>(h: &AdamStep, p: &mut [T], g: &[T], m: &mut [T], v: &
         // a closure of its own that is not inlined, it would leave the loop
         // compiled for baseline x86-64.
         match (h.weight_decay != 0.0, h.decoupled) {
-            (false, _) => simd(|| adam_chunk::<T, false, false>(&k, pc, gc, mc, vc)),
-            (true, false) => simd(|| adam_chunk::<T, true, false>(&k, pc, gc, mc, vc)),
-            (true, true) => simd(|| adam_chunk::<T, true, true>(&k, pc, gc, mc, vc)),
+            (false, _) => simd(
+                #[inline(always)]
+                || adam_chunk::<T, false, false>(&k, pc, gc, mc, vc),
+            ),
+            (true, false) => simd(
+                #[inline(always)]
+                || adam_chunk::<T, true, false>(&k, pc, gc, mc, vc),
+            ),
+            (true, true) => simd(
+                #[inline(always)]
+                || adam_chunk::<T, true, true>(&k, pc, gc, mc, vc),
+            ),
         }
     };
     if n < PAR_THRESHOLD {
@@ -156,11 +165,26 @@ pub fn sgd_step<T: Float>(h: &SgdStep, p: &mut [T], g: &[T], buf: &mut [T]) {
         let gc = &g[start..start + pc.len()];
         // `simd` around the inlined loop (see adam_step).
         match (use_buf, h.first_step, h.nesterov) {
-            (false, _, _) => simd(|| sgd_chunk::<T, false, false, false>(&k, pc, gc, bc)),
-            (true, true, false) => simd(|| sgd_chunk::<T, true, true, false>(&k, pc, gc, bc)),
-            (true, true, true) => simd(|| sgd_chunk::<T, true, true, true>(&k, pc, gc, bc)),
-            (true, false, false) => simd(|| sgd_chunk::<T, true, false, false>(&k, pc, gc, bc)),
-            (true, false, true) => simd(|| sgd_chunk::<T, true, false, true>(&k, pc, gc, bc)),
+            (false, _, _) => simd(
+                #[inline(always)]
+                || sgd_chunk::<T, false, false, false>(&k, pc, gc, bc),
+            ),
+            (true, true, false) => simd(
+                #[inline(always)]
+                || sgd_chunk::<T, true, true, false>(&k, pc, gc, bc),
+            ),
+            (true, true, true) => simd(
+                #[inline(always)]
+                || sgd_chunk::<T, true, true, true>(&k, pc, gc, bc),
+            ),
+            (true, false, false) => simd(
+                #[inline(always)]
+                || sgd_chunk::<T, true, false, false>(&k, pc, gc, bc),
+            ),
+            (true, false, true) => simd(
+                #[inline(always)]
+                || sgd_chunk::<T, true, false, true>(&k, pc, gc, bc),
+            ),
         }
     };
     if !use_buf {

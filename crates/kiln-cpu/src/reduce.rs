@@ -115,46 +115,16 @@ fn reduce_seq<T: Float>(op: ReduceOp, x: &[T]) -> T {
                 // SAFETY: the CPU has AVX2 (checked just above).
                 return T::from_f64(unsafe { x86::sum_f32(x) } as f64);
             }
-            simd(|| lane_sum(x, |v| v))
+            simd(
+                #[inline(always)]
+                || lane_sum(x, |v| v),
+            )
         }
-        ReduceOp::Max => {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { avx2::lane_max(x) };
-            }
-            lane_max(x)
-        }
+        ReduceOp::Max => simd(
+            #[inline(always)]
+            || lane_max(x),
+        ),
     }
-}
-
-/// The portable loops compiled for AVX2, called directly. Through `simd`'s
-/// closure they were compiled for baseline x86-64 in the `kiln` binary
-/// (LLVM kept the closure out of line): the max ran 4-wide SSE at 30 GB/s
-/// from L3, the column sums at half a copy's speed.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Float, ReduceOp};
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn lane_max<T: Float>(x: &[T]) -> T {
-        super::lane_max(x)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn reduce_rows<T: Float>(op: ReduceOp, x: &[T], r: usize, stride: usize, dst: &mut [T]) {
-        super::reduce_rows(op, x, r, stride, dst)
-    }
-}
-
-/// [`reduce_rows`] compiled for AVX2 when the CPU has it.
-fn reduce_rows_simd<T: Float>(op: ReduceOp, x: &[T], r: usize, stride: usize, dst: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { avx2::reduce_rows(op, x, r, stride, dst) };
-    }
-    reduce_rows(op, x, r, stride, dst)
 }
 
 /// [`lane_sum`] for f32 in AVX2 intrinsics: the same lanes added in the same
@@ -272,7 +242,17 @@ pub fn sum_squares_f64<T: Float>(x: &[T]) -> f64 {
         // SAFETY: the CPU has AVX2 (checked just above).
         return fold_pieces(x, |c| unsafe { x86::sum_squares_f32(c) }, 0.0, |a, v| a + v);
     }
-    fold_pieces(x, |c| simd(|| lane_sum(c, square)), 0.0, |a, v| a + v)
+    fold_pieces(
+        x,
+        |c| {
+            simd(
+                #[inline(always)]
+                || lane_sum(c, square),
+            )
+        },
+        0.0,
+        |a, v| a + v,
+    )
 }
 
 /// `dst[i]` = reduce over `j < r` of `x[j·stride + i]`: whole rows in j order,
@@ -307,7 +287,12 @@ pub fn reduce_dim<T: Float>(op: ReduceOp, x: &[T], outer: usize, r: usize, inner
     }
     // Reduce strided columns: accumulate whole rows of length `inner` in j
     // order (see `reduce_rows`).
-    let body = |o: usize, dst: &mut [T]| reduce_rows_simd(op, &x[o * r * inner..], r, inner, dst);
+    let body = |o: usize, dst: &mut [T]| {
+        simd(
+            #[inline(always)]
+            || reduce_rows(op, &x[o * r * inner..], r, inner, dst),
+        )
+    };
     if x.len() < PAR_THRESHOLD {
         out.chunks_mut(inner).enumerate().for_each(|(o, d)| body(o, d));
     } else if outer >= 4 {
@@ -322,9 +307,12 @@ pub fn reduce_dim<T: Float>(op: ReduceOp, x: &[T], outer: usize, r: usize, inner
         const COLS: usize = 256;
         let cols = inner.div_ceil(2 * rayon::current_num_threads()).next_multiple_of(COLS);
         for (o, d) in out.chunks_mut(inner).enumerate() {
-            d.par_chunks_mut(cols)
-                .enumerate()
-                .for_each(|(b, dc)| reduce_rows_simd(op, &x[o * r * inner + b * cols..], r, inner, dc));
+            d.par_chunks_mut(cols).enumerate().for_each(|(b, dc)| {
+                simd(
+                    #[inline(always)]
+                    || reduce_rows(op, &x[o * r * inner + b * cols..], r, inner, dc),
+                )
+            });
         }
     }
 }
