@@ -78,6 +78,17 @@ fn bad_flags_and_settings() {
         );
         assert!(line.contains("--steps 0"), "{line}");
     }
+    // Benchmark options that would be dropped without a word.
+    for (args, needle) in [
+        (&["bench", "gemm", "--repeats", "0"][..], "--repeats"),
+        (&["bench", "gan-step", "--repeats", "0"][..], "--repeats"),
+        (&["bench", "gemm", "--impls", "v9"][..], "unknown implementation `v9`"),
+        (&["bench", "adam", "--impls", "v4"][..], "--impls"),
+        (&["bench", "layers", "--sizes", "64"][..], "--sizes"),
+    ] {
+        let line = fails(cwd, args, &[], None);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
     let line = train_fails(cwd, &["--device", "tpu"], &[]);
     assert!(line.contains("unknown device"), "{line}");
     fails(cwd, &["frobnicate"], &[], None);

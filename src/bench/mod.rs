@@ -249,6 +249,34 @@ pub fn write_device_plot(
     plot::write_plot(&report, path)
 }
 
+/// Rejects options that would otherwise be dropped without a word: a
+/// misspelt implementation ran nothing but the reference, `--repeats 0` one
+/// repeat, and `--sizes` with `layers` the layers' own shapes.
+fn check_options(cfg: &BenchConfig, kernels: &[&str]) -> Result<(), String> {
+    if cfg.repeats == 0 {
+        return Err("--repeats must be at least 1".into());
+    }
+    let gemm = kernels.iter().any(|k| matches!(*k, "gemm" | "layers"));
+    if !cfg.impls.is_empty() && !gemm {
+        return Err(format!(
+            "--impls picks GEMM variants (gemm, layers); {} has one implementation per case",
+            cfg.kernel
+        ));
+    }
+    let known = |name: &str| name == "dispatch" || kiln_cpu::gemm::Variant::from_name(name).is_some();
+    if let Some(bad) = cfg.impls.iter().find(|n| !known(n)) {
+        let names: Vec<&str> = kiln_cpu::gemm::Variant::all().iter().map(|v| v.name()).collect();
+        return Err(format!(
+            "unknown implementation `{bad}`: expected dispatch, v1 to v6, mm, or one of {}",
+            names.join(", ")
+        ));
+    }
+    if !cfg.sizes.is_empty() && cfg.kernel == "layers" {
+        return Err("kiln bench layers times the GAN's own layer shapes: --sizes does not apply".into());
+    }
+    Ok(())
+}
+
 fn run_in_pool(cfg: &BenchConfig) -> Result<BenchReport, String> {
     let kernels: Vec<&str> = match cfg.kernel.as_str() {
         "all" => vec!["gemm", "layers", "elementwise", "reduce", "adam"],
@@ -260,6 +288,7 @@ fn run_in_pool(cfg: &BenchConfig) -> Result<BenchReport, String> {
             ))
         }
     };
+    check_options(cfg, &kernels)?;
     let threads = rayon::current_num_threads();
     let peak_1t = probe::fma_peak_gflops(1);
     let peak = if threads > 1 {
@@ -310,7 +339,6 @@ fn run_in_pool(cfg: &BenchConfig) -> Result<BenchReport, String> {
     Ok(report)
 }
 
-/// Peak for a unit: the FMA probe for GFLOP/s, copy bandwidth for GB/s.
 /// A buffer whose first element is 64-byte aligned, as the engine's tensors
 /// are. Plain `Vec`s land wherever the allocator puts them (a 128 KiB one
 /// from glibc's mmap path at 16 bytes past a page), and where they land moved
@@ -352,6 +380,7 @@ impl std::ops::DerefMut for AlignedBuf {
     }
 }
 
+/// Peak for a unit: the FMA probe for GFLOP/s, copy bandwidth for GB/s.
 fn peak_for(machine: &MachineInfo, unit: &str) -> f64 {
     if unit == "GFLOP/s" {
         machine.fma_peak
@@ -607,6 +636,57 @@ mod tests {
         for m in sums {
             assert!(matches!(m.status, Status::Ok), "{} {:?}", m.implementation, m.status);
         }
+    }
+
+    #[test]
+    fn options_that_would_be_ignored_are_errors() {
+        let err = |kernel: &str, f: &dyn Fn(&mut BenchConfig)| {
+            let mut cfg = BenchConfig {
+                kernel: kernel.into(),
+                sizes: vec![64],
+                threads: Some(1),
+                repeats: 1,
+                min_time: 0.0,
+                ..Default::default()
+            };
+            f(&mut cfg);
+            run(&cfg).unwrap_err()
+        };
+        assert!(err("gemm", &|c| c.repeats = 0).contains("--repeats"));
+        let e = err("gemm", &|c| c.impls = vec!["v4".into(), "v9".into()]);
+        assert!(e.contains("`v9`") && e.contains("sgemm_v4_avx2_6x16"), "{e}");
+        assert!(err("reduce", &|c| {
+            c.sizes = vec![1024];
+            c.impls = vec!["v4".into()]
+        })
+        .contains("--impls"));
+        assert!(err("layers", &|_| ()).contains("--sizes"));
+        // What the checks accept still runs: the short and full names, and
+        // `dispatch`.
+        let cfg = BenchConfig {
+            kernel: "gemm".into(),
+            sizes: vec![16],
+            threads: Some(1),
+            repeats: 1,
+            min_time: 0.0,
+            impls: vec!["dispatch".into(), "v3".into(), "sgemm_v2_blocked".into()],
+            ..Default::default()
+        };
+        let names: Vec<String> = run(&cfg)
+            .unwrap()
+            .measurements
+            .iter()
+            .map(|m| m.implementation.clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "dispatch (matmul::gemm)",
+                "sgemm_v2_blocked",
+                "sgemm_v3_packed_scalar_4x8",
+                "matrixmultiply"
+            ]
+        );
     }
 
     #[test]

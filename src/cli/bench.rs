@@ -60,6 +60,9 @@ pub struct BenchArgs {
 /// Runs `kiln bench`.
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let device: Device = a.device.parse()?;
+    if a.repeats == 0 {
+        return Err(Error::Invalid("--repeats must be at least 1".into()));
+    }
     if a.breakdown && (a.kernel != "gan-step" || device != Device::Cpu) {
         return Err(Error::Invalid(format!(
             "kiln bench {} --device {device} --breakdown: --breakdown times the phases of a CPU gan-step only",
@@ -78,7 +81,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         threads: a.threads,
         json: a.json.clone(),
         plot: a.plot.clone(),
-        repeats: a.repeats.max(1),
+        repeats: a.repeats,
         impls: a.impls.clone(),
         ..Default::default()
     };
@@ -113,7 +116,7 @@ fn cuda_bench(a: &BenchArgs, device: Device) -> Result<ExitCode> {
         info.peak_gbps.unwrap_or(f64::NAN)
     );
     let opts = BenchOptions {
-        repeats: a.repeats.max(1),
+        repeats: a.repeats,
         ..Default::default()
     };
     let results = match a.kernel.as_str() {
@@ -424,7 +427,7 @@ fn gan_step_steps(
         let mut last_d = None;
         // Per phase, its time in every timed step (`--breakdown`).
         let mut phase_times: Vec<Vec<f64>> = vec![Vec::new(); if a.breakdown { PHASES.len() } else { 0 }];
-        for _ in 0..a.repeats.max(1) {
+        for _ in 0..a.repeats {
             let t0 = Instant::now();
             for i in 0..a.steps {
                 let _warm = warm();
