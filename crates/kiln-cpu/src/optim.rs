@@ -58,20 +58,15 @@ pub fn adam_step<T: Float>(h: &AdamStep, p: &mut [T], g: &[T], m: &mut [T], v: &
         // `simd` around the (always inlined) loop itself: around `body`,
         // a closure of its own that is not inlined, it would leave the loop
         // compiled for baseline x86-64.
-        match (h.weight_decay != 0.0, h.decoupled) {
-            (false, _) => simd(
-                #[inline(always)]
-                || adam_chunk::<T, false, false>(&k, pc, gc, mc, vc),
-            ),
-            (true, false) => simd(
-                #[inline(always)]
-                || adam_chunk::<T, true, false>(&k, pc, gc, mc, vc),
-            ),
-            (true, true) => simd(
-                #[inline(always)]
-                || adam_chunk::<T, true, true>(&k, pc, gc, mc, vc),
-            ),
-        }
+        let (decay, decoupled) = (h.weight_decay != 0.0, h.decoupled);
+        simd(
+            #[inline(always)]
+            || match (decay, decoupled) {
+                (false, _) => adam_chunk::<T, false, false>(&k, pc, gc, mc, vc),
+                (true, false) => adam_chunk::<T, true, false>(&k, pc, gc, mc, vc),
+                (true, true) => adam_chunk::<T, true, true>(&k, pc, gc, mc, vc),
+            },
+        )
     };
     if n < PAR_THRESHOLD {
         body(0, p, m, v);
@@ -164,28 +159,17 @@ pub fn sgd_step<T: Float>(h: &SgdStep, p: &mut [T], g: &[T], buf: &mut [T]) {
     let body = |start: usize, pc: &mut [T], bc: &mut [T]| {
         let gc = &g[start..start + pc.len()];
         // `simd` around the inlined loop (see adam_step).
-        match (use_buf, h.first_step, h.nesterov) {
-            (false, _, _) => simd(
-                #[inline(always)]
-                || sgd_chunk::<T, false, false, false>(&k, pc, gc, bc),
-            ),
-            (true, true, false) => simd(
-                #[inline(always)]
-                || sgd_chunk::<T, true, true, false>(&k, pc, gc, bc),
-            ),
-            (true, true, true) => simd(
-                #[inline(always)]
-                || sgd_chunk::<T, true, true, true>(&k, pc, gc, bc),
-            ),
-            (true, false, false) => simd(
-                #[inline(always)]
-                || sgd_chunk::<T, true, false, false>(&k, pc, gc, bc),
-            ),
-            (true, false, true) => simd(
-                #[inline(always)]
-                || sgd_chunk::<T, true, false, true>(&k, pc, gc, bc),
-            ),
-        }
+        let (first, nesterov) = (h.first_step, h.nesterov);
+        simd(
+            #[inline(always)]
+            || match (use_buf, first, nesterov) {
+                (false, _, _) => sgd_chunk::<T, false, false, false>(&k, pc, gc, bc),
+                (true, true, false) => sgd_chunk::<T, true, true, false>(&k, pc, gc, bc),
+                (true, true, true) => sgd_chunk::<T, true, true, true>(&k, pc, gc, bc),
+                (true, false, false) => sgd_chunk::<T, true, false, false>(&k, pc, gc, bc),
+                (true, false, true) => sgd_chunk::<T, true, false, true>(&k, pc, gc, bc),
+            },
+        )
     };
     if !use_buf {
         body(0, p, &mut []);
