@@ -142,7 +142,7 @@ fn elementwise_cases<'a>(x: &'a [f32], y: &'a [f32]) -> Vec<Case<'a>> {
             }),
         },
         Case {
-            name: format!("sigmoid_backward, then column sum [{rows}x{cols}] (two passes, 16 B/elem)"),
+            name: "sigmoid_backward, then column sum of [n/256, 256] (two passes, 16 B/elem)".into(),
             bytes: 16.0 * m as f64,
             run: Box::new(move || {
                 elementwise::act_backward(ActBackward::Sigmoid, &x[..m], &y[..m], &mut dx3[..m]);
@@ -155,7 +155,7 @@ fn elementwise_cases<'a>(x: &'a [f32], y: &'a [f32]) -> Vec<Case<'a>> {
             }),
         },
         Case {
-            name: format!("sigmoid_backward + column sum [{rows}x{cols}] (act_backward_colsum, one pass, 12 B/elem)"),
+            name: "sigmoid_backward + column sum of [n/256, 256] (act_backward_colsum, one pass, 12 B/elem)".into(),
             bytes: 12.0 * m as f64,
             run: Box::new(move || {
                 elementwise::act_backward_colsum(
@@ -221,7 +221,7 @@ fn reduce_cases(x: &[f32]) -> Vec<Case<'_>> {
             }),
         },
         Case {
-            name: format!("column sum [{rows}x{cols}] (reduce_dim)"),
+            name: "column sum of [n/256, 256] (reduce_dim)".into(),
             bytes: 4.0 * (rows * cols + cols) as f64,
             run: Box::new(move || reduce_dim(ReduceOp::Sum, &x[..rows * cols], 1, rows, cols, &mut out)),
             check: Box::new(move || {

@@ -405,7 +405,9 @@ fn finish_case(machine: &MachineInfo, case: &mut [Measurement], reference: &str)
 }
 
 fn fmt_time(t: f64) -> String {
-    if t < 1e-3 {
+    if t < 1e-6 {
+        format!("{:.1} ns", t * 1e9)
+    } else if t < 1e-3 {
         format!("{:.1} us", t * 1e6)
     } else {
         format!("{:.3} ms", t * 1e3)
@@ -687,6 +689,14 @@ mod tests {
                 "matrixmultiply"
             ]
         );
+    }
+
+    #[test]
+    fn times_print_in_a_unit_that_keeps_their_digits() {
+        // A 300-element copy takes 21 ns: "0.0 us" said nothing.
+        assert_eq!(fmt_time(2.09e-8), "20.9 ns");
+        assert_eq!(fmt_time(5.04e-6), "5.0 us");
+        assert_eq!(fmt_time(1.23456e-2), "12.346 ms");
     }
 
     #[test]

@@ -95,8 +95,11 @@ fn render(report: &BenchReport) -> Result<Canvas, String> {
     hline(&mut cv, legend_x, legend_x + 24, 50, 2, 6, PEAK);
     cv.text(legend_x + 32, 47, &format!("{peak_name} {peak:.0}"), BLACK, 1);
 
+    let mut legend_y = 70;
     for (li, name) in impls.iter().enumerate() {
         let color = PALETTE[li % PALETTE.len()];
+        // Past the palette the colours come round again, with dashed lines.
+        let dashed = li >= PALETTE.len();
         let mut prev: Option<(f32, f32)> = None;
         for (ci, (size, case)) in cases.iter().enumerate() {
             let hit = rows
@@ -106,7 +109,7 @@ fn render(report: &BenchReport) -> Result<Canvas, String> {
                 Some(r) => {
                     let p = (xpos(ci) as f32, ypos(r) as f32);
                     if let Some(q) = prev {
-                        cv.line(q, p, 2.0, color);
+                        segment(&mut cv, q, p, dashed, color);
                     }
                     cv.disc(p.0, p.1, 3.5, color, 1.0);
                     prev = Some(p);
@@ -114,12 +117,67 @@ fn render(report: &BenchReport) -> Result<Canvas, String> {
                 None => prev = None,
             }
         }
-        let y = 70 + 16 * li as i64;
-        cv.fill_rect(legend_x, y - 2, legend_x + 25, y + 3, color);
-        let label: String = name.chars().take(40).collect();
-        cv.text(legend_x + 32, y - 3, &label, BLACK, 1);
+        let y = legend_y;
+        if dashed {
+            hline(&mut cv, legend_x, legend_x + 24, y, 5, 4, color);
+        } else {
+            cv.fill_rect(legend_x, y - 2, legend_x + 25, y + 3, color);
+        }
+        for (i, line) in wrap(name, LEGEND_CHARS).iter().enumerate() {
+            cv.text(legend_x + 32, y - 3 + 10 * i as i64, line, BLACK, 1);
+            legend_y += if i == 0 { 16 } else { 10 };
+        }
     }
     Ok(cv)
+}
+
+/// Characters of a legend line (the legend's width over the glyphs' 6 pixels).
+const LEGEND_CHARS: usize = 42;
+
+/// `text` in lines of at most `width` characters, broken after spaces where
+/// there are any (a legend name was cut at 40 characters before).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_inclusive(' ') {
+        let last = lines.last_mut().unwrap();
+        if !last.is_empty() && last.chars().count() + word.trim_end().chars().count() > width {
+            lines.push(String::new());
+        }
+        let mut rest = word;
+        loop {
+            let last = lines.last_mut().unwrap();
+            let room = width - last.chars().count();
+            if rest.trim_end().chars().count() <= room {
+                last.push_str(rest);
+                break;
+            }
+            // A word longer than a line: split it.
+            let cut = rest.char_indices().nth(room).map_or(rest.len(), |(i, _)| i);
+            last.push_str(&rest[..cut]);
+            rest = &rest[cut..];
+            lines.push(String::new());
+        }
+    }
+    lines
+        .iter()
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A series' segment from `q` to `p`: solid, or in 8-pixel dashes.
+fn segment(cv: &mut Canvas, q: (f32, f32), p: (f32, f32), dashed: bool, color: Rgb) {
+    if !dashed {
+        cv.line(q, p, 2.0, color);
+        return;
+    }
+    let len = ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt();
+    let pieces = (len / 8.0).ceil().max(1.0) as usize;
+    let at = |t: f32| (q.0 + (p.0 - q.0) * t, q.1 + (p.1 - q.1) * t);
+    for i in (0..pieces).step_by(2) {
+        let (t0, t1) = (i as f32 / pieces as f32, ((i + 1) as f32 / pieces as f32).min(1.0));
+        cv.line(at(t0), at(t1), 2.0, color);
+    }
 }
 
 /// Draws `report` as a PNG at `path`. Cases are spaced evenly on the x axis
@@ -134,6 +192,19 @@ pub(super) fn write_plot(report: &BenchReport, path: &Path) -> Result<(), String
 mod tests {
     use super::super::{MachineInfo, Measurement, Status, Timing};
     use super::*;
+
+    #[test]
+    fn legend_names_wrap_instead_of_being_cut() {
+        let name = "sigmoid_backward + column sum of [n/256, 256] (act_backward_colsum, one pass, 12 B/elem)";
+        let lines = wrap(name, LEGEND_CHARS);
+        assert!(lines.iter().all(|l| l.chars().count() <= LEGEND_CHARS), "{lines:?}");
+        assert_eq!(lines.join(" "), name);
+        assert_eq!(wrap("relu", LEGEND_CHARS), ["relu"]);
+        // A word longer than a line is split, nothing lost.
+        let long = "x".repeat(50);
+        assert_eq!(wrap(&long, 20).concat(), long);
+        assert_eq!(wrap(&long, 20).len(), 3);
+    }
 
     fn measurement(implementation: &str, n: usize, seconds: f64) -> Measurement {
         Measurement {
