@@ -85,6 +85,17 @@ fn bad_flags_and_settings() {
         (&["bench", "gemm", "--impls", "v9"][..], "unknown implementation `v9`"),
         (&["bench", "adam", "--impls", "v4"][..], "--impls"),
         (&["bench", "layers", "--sizes", "64"][..], "--sizes"),
+        (&["bench", "gemm-layers", "--sizes", "64"][..], "--sizes"),
+        (&["bench", "gan-step", "--impls", "v4"][..], "--impls does not apply"),
+        (&["bench", "gan-step", "--sizes", "64"][..], "--sizes does not apply"),
+        (
+            &["bench", "gemm", "--device", "cuda", "--impls", "v4"][..],
+            "--impls does not apply",
+        ),
+        (
+            &["bench", "reduce", "--full-g-backward"][..],
+            "--full-g-backward does not apply",
+        ),
     ] {
         let line = fails(cwd, args, &[], None);
         assert!(line.contains(needle), "{args:?}: {line}");

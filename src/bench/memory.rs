@@ -41,21 +41,31 @@ fn compare(got: &[f32], want: impl Fn(usize) -> f64, atol: f64, rtol: f64) -> Re
 }
 
 /// Compares column sums of a `[rows, cols]` matrix, whose element `i` (row
-/// major) is `term(i)`, with f64 sums. The bound scales with the column's sum
-/// of magnitudes, not with its sum: terms of both signs cancel, and an f32
-/// sum's rounding error grows with what it added, so a bound relative to the
-/// result rejected correct 65 536-row sums (an error of 2e-3 on -6.93, out of
-/// a magnitude sum near 1e5).
+/// major) is `term(i)`, with f64 sums.
+///
+/// The bound is that of an f32 sum added row after row, whose additions each
+/// round by up to half an ulp of the running sum s_k: independent roundings
+/// add up to about u·√(Σ s_k²), u = 2⁻²⁴, plus the terms' own rounding
+/// (about 4u·√(Σ t²)), allowed ten times over. A bound relative to the
+/// result rejected correct 65 536-row sums whose terms cancel (2e-3 off on
+/// -6.93); one relative to the sum of magnitudes rejected correct sums whose
+/// terms do not (0.12 off on -43 672). This one holds for both and still
+/// sees a dropped row of cancelling terms.
 fn compare_sums(got: &[f32], rows: usize, cols: usize, term: impl Fn(usize) -> f64) -> Result<(), String> {
+    const U: f64 = 1.0 / (1u64 << 24) as f64;
     for (j, &g) in got.iter().enumerate().take(cols) {
-        let (sum, mag) = (0..rows).fold((0.0f64, 0.0f64), |(s, a), i| {
+        let (mut sum, mut running_sq, mut terms_sq) = (0.0f64, 0.0f64, 0.0f64);
+        for i in 0..rows {
             let t = term(i * cols + j);
-            (s + t, a + t.abs())
-        });
+            sum += t;
+            running_sq += sum * sum;
+            terms_sq += t * t;
+        }
+        let bound = 1e-4 + 10.0 * U * (running_sq.sqrt() + 4.0 * terms_sq.sqrt());
         // Written so that a NaN counts as a mismatch.
-        let within = (g as f64 - sum).abs() <= 1e-6 * mag + 1e-4;
+        let within = (g as f64 - sum).abs() <= bound;
         if !within {
-            return Err(format!("column {j}: got {g}, want {sum} (sum of magnitudes {mag})"));
+            return Err(format!("column {j}: got {g}, want {sum} (bound {bound:.3e})"));
         }
     }
     Ok(())
@@ -351,4 +361,44 @@ pub(super) fn bench(kernel: &str, cfg: &BenchConfig, report: &mut BenchReport) -
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare_sums;
+
+    #[test]
+    fn column_sums_are_held_to_the_rounding_of_a_running_sum() {
+        // 65 536 rows, the default elementwise size's.
+        let (rows, cols) = (65_536, 4);
+        let hash = |i: usize, k: u64, m: u64| ((i as u64 * k + 17) % m) as f32 / m as f32 * 4.0 - 2.0;
+        // The sigmoid backward's terms, y·x·(1 − x), x and y in [-2, 2)
+        // drawn apart: they cancel, as in the benchmark.
+        let cancelling = |i: usize| {
+            let (x, y) = (hash(i, 2_654_435_761, 10_007), hash(i, 40_503, 10_009));
+            (y * x * (1.0 - x)) as f64
+        };
+        // All of one sign: the running sum grows to tens of thousands.
+        let one_signed = |i: usize| {
+            let x = hash(i, 2_654_435_761, 10_007);
+            (x * x + 0.1) as f64
+        };
+        let f32_sums = |term: &dyn Fn(usize) -> f64, skip: Option<usize>| -> Vec<f32> {
+            (0..cols)
+                .map(|j| {
+                    (0..rows)
+                        .filter(|&i| Some(i) != skip)
+                        .fold(0.0f32, |s, i| s + term(i * cols + j) as f32)
+                })
+                .collect()
+        };
+        for term in [&cancelling as &dyn Fn(usize) -> f64, &one_signed] {
+            compare_sums(&f32_sums(term, None), rows, cols, term).unwrap();
+        }
+        // A dropped row of cancelling terms is still caught, and a NaN.
+        assert!(compare_sums(&f32_sums(&cancelling, Some(777)), rows, cols, cancelling).is_err());
+        let mut nan = f32_sums(&cancelling, None);
+        nan[2] = f32::NAN;
+        assert!(compare_sums(&nan, rows, cols, cancelling).is_err());
+    }
 }

@@ -123,10 +123,11 @@ fn render(report: &BenchReport) -> Result<Canvas, String> {
         } else {
             cv.fill_rect(legend_x, y - 2, legend_x + 25, y + 3, color);
         }
-        for (i, line) in wrap(name, LEGEND_CHARS).iter().enumerate() {
+        let lines = wrap(name, LEGEND_CHARS);
+        for (i, line) in lines.iter().enumerate() {
             cv.text(legend_x + 32, y - 3 + 10 * i as i64, line, BLACK, 1);
-            legend_y += if i == 0 { 16 } else { 10 };
         }
+        legend_y = y + 16 + 10 * lines.len().saturating_sub(1) as i64;
     }
     Ok(cv)
 }
@@ -137,6 +138,7 @@ const LEGEND_CHARS: usize = 42;
 /// `text` in lines of at most `width` characters, broken after spaces where
 /// there are any (a legend name was cut at 40 characters before).
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
     let mut lines = vec![String::new()];
     for word in text.split_inclusive(' ') {
         let last = lines.last_mut().unwrap();
@@ -160,7 +162,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines
         .iter()
-        .map(|l| l.trim_end().to_string())
+        .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect()
 }
@@ -204,6 +206,9 @@ mod tests {
         let long = "x".repeat(50);
         assert_eq!(wrap(&long, 20).concat(), long);
         assert_eq!(wrap(&long, 20).len(), 3);
+        assert_eq!(wrap("abc", 0), ["a", "b", "c"]);
+        assert_eq!(wrap("abcde  f", 5), ["abcde", "f"]);
+        assert!(wrap("   ", 5).is_empty());
     }
 
     fn measurement(implementation: &str, n: usize, seconds: f64) -> Measurement {

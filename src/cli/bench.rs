@@ -69,10 +69,24 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             a.kernel
         )));
     }
+    // Options the path taken would drop without a word.
+    let is_gan_step = a.kernel == "gan-step";
+    let dropped = [
+        (!a.impls.is_empty() && (is_gan_step || device != Device::Cpu), "--impls"),
+        (!a.sizes.is_empty() && is_gan_step, "--sizes"),
+        (a.full_g_backward && !is_gan_step, "--full-g-backward"),
+    ];
+    if let Some((_, flag)) = dropped.iter().find(|(bad, _)| *bad) {
+        return Err(Error::Invalid(format!(
+            "kiln bench {} --device {device}: {flag} does not apply (--impls picks CPU GEMM variants; --sizes \
+             and --impls are for the kernel benchmarks; --full-g-backward is for gan-step)",
+            a.kernel
+        )));
+    }
     if device != Device::Cpu {
         return cuda_bench(&a, device);
     }
-    if a.kernel == "gan-step" {
+    if is_gan_step {
         return gan_step(&a, Device::Cpu, None);
     }
     let cfg = BenchConfig {
