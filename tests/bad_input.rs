@@ -96,6 +96,10 @@ fn bad_flags_and_settings() {
             &["bench", "reduce", "--full-g-backward"][..],
             "--full-g-backward does not apply",
         ),
+        (&["bench", "gemm", "--shapes", "3x4"][..], "bad GEMM shape `3x4`"),
+        (&["bench", "gemm", "--shapes", "3x4x5:q"][..], "bad GEMM shape"),
+        (&["bench", "gemm", "--shapes", "3x4x5", "--sizes", "64"][..], "not both"),
+        (&["bench", "adam", "--shapes", "3x4x5"][..], "--shapes"),
     ] {
         let line = fails(cwd, args, &[], None);
         assert!(line.contains(needle), "{args:?}: {line}");

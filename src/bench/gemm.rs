@@ -1,7 +1,7 @@
 //! GEMM benchmarks: every SGEMM variant of `kiln_cpu::gemm` and the engine's
 //! dispatch, validated and compared with matrixmultiply in the same run.
 
-use super::{finish_case, AlignedBuf, BenchConfig, BenchReport, Measurement, Status};
+use super::{finish_case, AlignedBuf, BenchConfig, BenchReport, GemmShape, Measurement, Status};
 use kiln_cpu::gemm::{sgemm_variant, Variant};
 use kiln_cpu::probe::{bench_data, FmaBurst};
 use std::time::Instant;
@@ -177,7 +177,8 @@ fn bench_problem(cfg: &BenchConfig, report: &mut BenchReport, kernel: &str, p: &
     report.measurements.extend(case);
 }
 
-/// Square n×n×n products for each size in `cfg.sizes` (default 64…1024).
+/// Square n×n×n products for each size in `cfg.sizes` (default 64…1024), or
+/// the products of `cfg.shapes`.
 pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Result<(), String> {
     let sizes = if cfg.sizes.is_empty() {
         DEFAULT_SIZES.to_vec()
@@ -187,20 +188,44 @@ pub(super) fn bench_square(cfg: &BenchConfig, report: &mut BenchReport) -> Resul
     if sizes.contains(&0) {
         return Err("gemm sizes must be positive".into());
     }
-    for n in sizes {
+    let shapes: Vec<GemmShape> = if cfg.shapes.is_empty() {
+        sizes
+            .iter()
+            .map(|&n| GemmShape {
+                m: n,
+                n,
+                k: n,
+                a_transposed: false,
+                b_transposed: false,
+            })
+            .collect()
+    } else {
+        cfg.shapes.clone()
+    };
+    for (i, s) in shapes.iter().enumerate() {
+        let (m, n, k) = (s.m, s.n, s.k);
         let p = Problem {
-            case: format!("{n}x{n}x{n}"),
-            size: n,
-            m: n,
+            case: s.to_string(),
+            // Squares keep n (the x axis of the plot); given shapes, their index.
+            size: if cfg.shapes.is_empty() { n } else { i },
+            m,
             n,
-            k: n,
-            a_strides: [n as isize, 1],
-            b_strides: [n as isize, 1],
+            k,
+            a_strides: if s.a_transposed {
+                [1, m as isize]
+            } else {
+                [k as isize, 1]
+            },
+            b_strides: if s.b_transposed {
+                [1, k as isize]
+            } else {
+                [n as isize, 1]
+            },
         };
         bench_problem(cfg, report, "gemm", &p, Variant::all());
     }
     report.notes.push(format!(
-        "gemm: C = A·B, all row-major; GFLOP/s = 2·m·n·k / time; % of the FMA peak measured with {} thread(s) \
+        "gemm: C = A·B, row-major unless a shape says :nt, :tn or :tt (that operand stored transposed); GFLOP/s = 2·m·n·k / time; % of the FMA peak measured with {} thread(s) \
          (best probe of the run; \"at the time\": median over repeats of each repeat's rate over the higher of the FMA bursts run just before and after it); \
          vs ref = rate / matrixmultiply's rate in this run (matrixmultiply is single-threaded as built here).",
         report.machine.threads

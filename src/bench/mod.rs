@@ -49,6 +49,72 @@ pub struct BenchConfig {
     /// Only these implementations (names or short tags such as `v4`, `mm`);
     /// empty: all available.
     pub impls: Vec<String>,
+    /// `gemm`: these products instead of the square ones (`--shapes`).
+    pub shapes: Vec<GemmShape>,
+}
+
+/// A GEMM problem for `kiln bench gemm --shapes`: C[m×n] = op(A)·op(B),
+/// written `MxNxK`, optionally followed by the operands' layout: `:nn` (the
+/// default: A is [m×k] and B [k×n], both row-major), `:nt` (B stored as
+/// [n×k], as a linear layer's weight in x·Wᵀ), `:tn` (A stored as [k×m], as
+/// dyᵀ in a weight gradient) or `:tt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Rows of C.
+    pub m: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// Depth of the product.
+    pub k: usize,
+    /// A is stored transposed ([k×m] row-major).
+    pub a_transposed: bool,
+    /// B is stored transposed ([n×k] row-major).
+    pub b_transposed: bool,
+}
+
+impl std::str::FromStr for GemmShape {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<GemmShape, String> {
+        let bad = || {
+            format!(
+                "bad GEMM shape `{text}`: expected MxNxK with an optional :nn, :nt, :tn or :tt (e.g. 100x128x12288:nt)"
+            )
+        };
+        let (dims, layout) = text.split_once(':').unwrap_or((text, "nn"));
+        let dims: Vec<usize> = dims
+            .split(['x', 'X', '×'])
+            .map(|d| d.trim().parse::<usize>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let (a_transposed, b_transposed) = match layout.to_ascii_lowercase().as_str() {
+            "nn" => (false, false),
+            "nt" => (false, true),
+            "tn" => (true, false),
+            "tt" => (true, true),
+            _ => return Err(bad()),
+        };
+        match dims[..] {
+            [m, n, k] if m > 0 && n > 0 && k > 0 => Ok(GemmShape {
+                m,
+                n,
+                k,
+                a_transposed,
+                b_transposed,
+            }),
+            [_, _, _] => Err(format!("bad GEMM shape `{text}`: every dimension must be positive")),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for GemmShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}x{}", self.m, self.n, self.k)?;
+        match (self.a_transposed, self.b_transposed) {
+            (false, false) => Ok(()),
+            (a, b) => write!(f, ":{}{}", if a { 't' } else { 'n' }, if b { 't' } else { 'n' }),
+        }
+    }
 }
 
 impl Default for BenchConfig {
@@ -62,6 +128,7 @@ impl Default for BenchConfig {
             repeats: 7,
             min_time: 0.1,
             impls: Vec::new(),
+            shapes: Vec::new(),
         }
     }
 }
@@ -270,6 +337,12 @@ fn check_options(cfg: &BenchConfig, kernels: &[&str]) -> Result<(), String> {
             "unknown implementation `{bad}`: expected dispatch, v1 to v6, mm, or one of {}",
             names.join(", ")
         ));
+    }
+    if !cfg.shapes.is_empty() && !kernels.contains(&"gemm") {
+        return Err(format!("--shapes gives GEMM problems; {} has none", cfg.kernel));
+    }
+    if !cfg.shapes.is_empty() && !cfg.sizes.is_empty() && cfg.kernel == "gemm" {
+        return Err("give --sizes (n×n×n products) or --shapes, not both".into());
     }
     if !cfg.sizes.is_empty() && kernels == ["layers"] {
         return Err("kiln bench layers times the GAN's own layer shapes: --sizes does not apply".into());
@@ -668,6 +741,58 @@ mod tests {
                 "matrixmultiply"
             ]
         );
+    }
+
+    #[test]
+    fn gemm_shapes_parse_and_every_layout_validates() {
+        let s: GemmShape = "100x128x12288:nt".parse().unwrap();
+        assert_eq!(
+            (s.m, s.n, s.k, s.a_transposed, s.b_transposed),
+            (100, 128, 12288, false, true)
+        );
+        assert_eq!(s.to_string(), "100x128x12288:nt");
+        assert_eq!("7X5×3".parse::<GemmShape>().unwrap().to_string(), "7x5x3");
+        for bad in ["3x4", "3x4x5x6", "0x4x5", "3x4x5:xx", "axbxc", ""] {
+            assert!(bad.parse::<GemmShape>().is_err(), "{bad}");
+        }
+        // Odd sizes in every layout, against matrixmultiply: a stride mix-up
+        // fails the check.
+        let shapes: Vec<GemmShape> = ["33x17x65", "20x30x40:nt", "19x23x9:tn", "8x9x10:tt"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let cfg = BenchConfig {
+            kernel: "gemm".into(),
+            shapes: shapes.clone(),
+            threads: Some(1),
+            repeats: 1,
+            min_time: 0.0,
+            ..Default::default()
+        };
+        let r = run(&cfg).unwrap();
+        for m in &r.measurements {
+            assert!(
+                matches!(m.status, Status::Ok) && m.rate().is_some(),
+                "{} {} {:?}",
+                m.case,
+                m.implementation,
+                m.status
+            );
+        }
+        let cases: Vec<&str> = r.measurements.iter().map(|m| m.case.as_str()).collect();
+        for s in &shapes {
+            assert!(cases.contains(&s.to_string().as_str()), "{s}");
+        }
+        let both = BenchConfig {
+            sizes: vec![64],
+            ..cfg.clone()
+        };
+        assert!(run(&both).unwrap_err().contains("not both"));
+        let reduce = BenchConfig {
+            kernel: "reduce".into(),
+            ..cfg
+        };
+        assert!(run(&reduce).unwrap_err().contains("--shapes"));
     }
 
     #[test]

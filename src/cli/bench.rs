@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Only these implementations (names or tags like v4, mm), comma-separated.
     #[arg(long, value_delimiter = ',')]
     impls: Vec<String>,
+    /// gemm: these products instead of squares, MxNxK with an optional
+    /// layout :nn, :nt (B stored transposed), :tn or :tt; comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    shapes: Vec<String>,
     /// Timed repeats per measurement.
     #[arg(long, default_value_t = 7)]
     repeats: usize,
@@ -74,12 +78,15 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let dropped = [
         (!a.impls.is_empty() && (is_gan_step || device != Device::Cpu), "--impls"),
         (!a.sizes.is_empty() && is_gan_step, "--sizes"),
+        (
+            !a.shapes.is_empty() && (is_gan_step || device != Device::Cpu),
+            "--shapes",
+        ),
         (a.full_g_backward && !is_gan_step, "--full-g-backward"),
     ];
     if let Some((_, flag)) = dropped.iter().find(|(bad, _)| *bad) {
         return Err(Error::Invalid(format!(
-            "kiln bench {} --device {device}: {flag} does not apply (--impls picks CPU GEMM variants; --sizes \
-             and --impls are for the kernel benchmarks; --full-g-backward is for gan-step)",
+            "{flag} does not apply to kiln bench {} --device {device}",
             a.kernel
         )));
     }
@@ -97,6 +104,12 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         plot: a.plot.clone(),
         repeats: a.repeats,
         impls: a.impls.clone(),
+        shapes: a
+            .shapes
+            .iter()
+            .map(|s| s.parse())
+            .collect::<std::result::Result<_, String>>()
+            .map_err(Error::Invalid)?,
         ..Default::default()
     };
     let report = bench::run(&cfg).map_err(Error::Invalid)?;
