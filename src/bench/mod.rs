@@ -619,6 +619,20 @@ impl fmt::Display for BenchReport {
 mod tests {
     use super::*;
 
+    /// Every implementation of every case validated and was timed.
+    fn assert_every_row_timed(r: &BenchReport) {
+        for m in &r.measurements {
+            assert!(
+                matches!(m.status, Status::Ok) && m.rate().is_some(),
+                "{} {}: {} {:?}",
+                m.kernel,
+                m.case,
+                m.implementation,
+                m.status
+            );
+        }
+    }
+
     #[test]
     fn aligned_buffers_start_on_a_cache_line_and_hold_the_data() {
         for len in [1usize, 7, 32_768, 32_769] {
@@ -675,14 +689,7 @@ mod tests {
                 ..Default::default()
             };
             let r = run(&cfg).unwrap();
-            for m in &r.measurements {
-                assert!(
-                    matches!(m.status, Status::Ok) && m.rate().is_some(),
-                    "{kernel}: {} {:?}",
-                    m.implementation,
-                    m.status
-                );
-            }
+            assert_every_row_timed(&r);
             if kernel == "elementwise" {
                 let text = r.to_string();
                 assert!(text.contains("(two passes, 16 B/elem)"), "{text}");
@@ -770,15 +777,7 @@ mod tests {
             ..Default::default()
         };
         let r = run(&cfg).unwrap();
-        for m in &r.measurements {
-            assert!(
-                matches!(m.status, Status::Ok) && m.rate().is_some(),
-                "{} {} {:?}",
-                m.case,
-                m.implementation,
-                m.status
-            );
-        }
+        assert_every_row_timed(&r);
         let cases: Vec<&str> = r.measurements.iter().map(|m| m.case.as_str()).collect();
         for s in &shapes {
             assert!(cases.contains(&s.to_string().as_str()), "{s}");
