@@ -235,13 +235,17 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     let pool = builder
         .build()
         .map_err(|e| format!("cannot build a thread pool: {e}"))?;
-    let report = pool.install(|| run_in_pool(cfg))?;
+    let mut report = pool.install(|| run_in_pool(cfg))?;
     if let Some(path) = &cfg.json {
         let text = serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?;
         kiln_nn::state_dict::write_atomic(path, text.as_bytes()).map_err(|e| e.to_string())?;
     }
     if let Some(path) = &cfg.plot {
-        plot::write_plot(&report, path)?;
+        let written = plot::write_plots(&report, path)?;
+        if written.len() > 1 {
+            let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+            report.notes.push(format!("plots, one per unit: {}", names.join(", ")));
+        }
     }
     Ok(report)
 }
@@ -313,7 +317,7 @@ pub fn write_device_plot(
         measurements,
         notes: Vec::new(),
     };
-    plot::write_plot(&report, path)
+    plot::write_plots(&report, path).map(|_| ())
 }
 
 /// Rejects options that would otherwise be dropped without a word: a

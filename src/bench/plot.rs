@@ -4,7 +4,7 @@
 
 use super::{peak_for, BenchReport};
 use kiln_gan::plot::{format_tick, nice_step, Canvas, Rgb, PALETTE};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const W: usize = 1000;
 const H: usize = 620;
@@ -30,13 +30,15 @@ fn hline(cv: &mut Canvas, x0: i64, x1: i64, y: i64, thick: i64, dash: i64, c: Rg
 
 /// Rasterises `report`. Cases are spaced evenly on the x axis (labelled with their name, or
 /// their index when the names are long).
-fn render(report: &BenchReport) -> Result<Canvas, String> {
-    let rows: Vec<_> = report.measurements.iter().filter(|m| m.rate().is_some()).collect();
+fn render(report: &BenchReport, unit: &str) -> Result<Canvas, String> {
+    let rows: Vec<_> = report
+        .measurements
+        .iter()
+        .filter(|m| m.rate().is_some() && m.unit == unit)
+        .collect();
     if rows.is_empty() {
         return Err("nothing was timed, so there is nothing to plot".into());
     }
-    let unit = rows[0].unit;
-    let rows: Vec<_> = rows.into_iter().filter(|m| m.unit == unit).collect();
     let mut cases: Vec<(usize, String)> = Vec::new();
     let mut impls: Vec<String> = Vec::new();
     for m in &rows {
@@ -182,12 +184,39 @@ fn segment(cv: &mut Canvas, q: (f32, f32), p: (f32, f32), dashed: bool, color: R
     }
 }
 
-/// Draws `report` as a PNG at `path`. Cases are spaced evenly on the x axis
-/// (labelled with their size, or their index when the labels are long).
-pub(super) fn write_plot(report: &BenchReport, path: &Path) -> Result<(), String> {
-    render(report)?
-        .write_png(path)
-        .map_err(|e| format!("cannot write plot {}: {e}", path.display()))
+/// Draws `report` as PNGs, one per unit of its timed rows: the first unit's
+/// at `path`, any other's beside it with the unit in its name (`kiln bench
+/// all --plot all.png` writes `all.png` for GFLOP/s and `all-GBs.png` for
+/// GB/s; it drew the GFLOP/s rows alone before). Cases are spaced evenly on
+/// the x axis (labelled with their size, or their index when the labels are
+/// long). Returns the paths written.
+pub(super) fn write_plots(report: &BenchReport, path: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut units: Vec<&str> = Vec::new();
+    for m in report.measurements.iter().filter(|m| m.rate().is_some()) {
+        if !units.contains(&m.unit) {
+            units.push(m.unit);
+        }
+    }
+    if units.is_empty() {
+        return Err("nothing was timed, so there is nothing to plot".into());
+    }
+    let mut written = Vec::new();
+    for (i, unit) in units.iter().enumerate() {
+        let at = if i == 0 { path.to_path_buf() } else { beside(path, unit) };
+        render(report, unit)?
+            .write_png(&at)
+            .map_err(|e| format!("cannot write plot {}: {e}", at.display()))?;
+        written.push(at);
+    }
+    Ok(written)
+}
+
+/// `dir/name.ext` → `dir/name-GBs.ext` for the unit `GB/s`.
+fn beside(path: &Path, unit: &str) -> PathBuf {
+    let slug: String = unit.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let stem = path.file_stem().map_or("plot".into(), |s| s.to_string_lossy());
+    let ext = path.extension().map_or("png".into(), |e| e.to_string_lossy());
+    path.with_file_name(format!("{stem}-{slug}.{ext}"))
 }
 
 #[cfg(test)]
@@ -251,10 +280,29 @@ mod tests {
     }
 
     #[test]
+    fn each_unit_gets_its_own_plot() {
+        // `kiln bench all`: GFLOP/s rows and GB/s rows.
+        let mut r = report();
+        let mut copy = measurement("copy", 1 << 20, 1e-4);
+        copy.unit = "GB/s";
+        r.measurements.push(copy);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.png");
+        let written = write_plots(&r, &path).unwrap();
+        assert_eq!(written, [path.clone(), dir.path().join("all-GBs.png")]);
+        for p in &written {
+            let bytes = std::fs::read(p).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG", "{}", p.display());
+        }
+        // The two differ: each holds its own unit's rows.
+        assert_ne!(std::fs::read(&written[0]).unwrap(), std::fs::read(&written[1]).unwrap());
+    }
+
+    #[test]
     fn plot_is_a_png_with_the_peak_line_and_series() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bench.png");
-        write_plot(&report(), &path).unwrap();
+        assert_eq!(write_plots(&report(), &path).unwrap(), [path.clone()]);
 
         let decoder = png::Decoder::new(std::fs::File::open(&path).unwrap());
         let mut reader = decoder.read_info().unwrap();
@@ -327,6 +375,6 @@ mod tests {
     fn nothing_timed_is_an_error() {
         let mut r = report();
         r.measurements.iter_mut().for_each(|m| m.timing = None);
-        assert!(render(&r).is_err());
+        assert!(write_plots(&r, Path::new("unused.png")).is_err());
     }
 }
